@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from app.dependencies.db import ResourcesDep
+
+router = APIRouter(tags=["health"])
+logger = logging.getLogger(__name__)
+
+
+@router.get("/health", summary="Liveness")
+async def health() -> dict[str, str]:
+    """The process is up. Touches nothing else, so it stays cheap under load."""
+    return {"status": "ok"}
+
+
+@router.get(
+    "/health/ready",
+    summary="Readiness: the database (and Redis, if configured) answer",
+    responses={503: {"description": "A dependency is not reachable."}},
+)
+async def ready(resources: ResourcesDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        async with resources.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except (SQLAlchemyError, OSError) as exc:
+        logger.warning("readiness: database unavailable: %s", exc)
+        checks["database"] = "unavailable"
+    if resources.redis is not None:
+        try:
+            await resources.redis.ping()
+            checks["redis"] = "ok"
+        except (RedisError, OSError) as exc:
+            logger.warning("readiness: redis unavailable: %s", exc)
+            checks["redis"] = "unavailable"
+    healthy = all(value == "ok" for value in checks.values())
+    return JSONResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": checks},
+        status_code=200 if healthy else 503,
+    )

@@ -1,0 +1,52 @@
+"""OpenAPI descriptions of the problem+json errors routes can return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from app.core.handlers import PROBLEM_JSON
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str | None
+    errors: list[ValidationIssue] | None = None
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    descriptions = {
+        400: "A business rule refused the request.",
+        401: "Missing, invalid or expired credentials.",
+        403: "Authenticated, but not allowed (or not a member of the organization).",
+        404: "Not found, or belongs to another organization.",
+        409: "Conflict with the current state.",
+        413: "The request body is too large.",
+        422: "The request does not match the schema.",
+        429: "Too many requests; see Retry-After.",
+    }
+    return {
+        status: {
+            "model": Problem,
+            "description": descriptions[status],
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
+
+
+AUTHENTICATED = problems(401, 422)
+TENANT = problems(401, 403, 422)

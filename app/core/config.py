@@ -1,0 +1,118 @@
+"""Typed settings, read from the environment and `.env`; nothing here connects anywhere."""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from functools import lru_cache
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./mini_crm.db"
+# Used only outside production, so a fresh clone runs without configuration.
+DEVELOPMENT_SECRET_KEY = "development-only-secret-key-change-me-in-production"  # noqa: S105
+MIN_SECRET_KEY_LENGTH = 32
+_PLACEHOLDER_SECRETS = frozenset(
+    {
+        DEVELOPMENT_SECRET_KEY,
+        "change-me",
+        "changeme",
+        "secret",
+        "your-secret-key",
+        "replace-me-with-a-long-random-string-of-at-least-32-chars",
+    }
+)
+
+
+class Environment(StrEnum):
+    LOCAL = "local"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
+
+    APP_NAME: str = "Mini-CRM"
+    API_V1_PREFIX: str = "/api/v1"
+    ENVIRONMENT: Environment = Environment.LOCAL
+    LOG_LEVEL: str = "INFO"
+    SECRET_KEY: SecretStr | None = None
+
+    DATABASE_URL: str = DEFAULT_DATABASE_URL
+    DB_POOL_SIZE: int = Field(default=10, ge=1)
+    DB_MAX_OVERFLOW: int = Field(default=10, ge=0)
+    SQLITE_BUSY_TIMEOUT_MS: int = Field(default=30_000, ge=0)
+
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=30, ge=1)
+    REFRESH_TOKEN_EXPIRE_DAYS: int = Field(default=7, ge=1)
+
+    LOGIN_THROTTLE_MAX_ATTEMPTS: int = Field(default=10, ge=1)
+    LOGIN_THROTTLE_WINDOW_SECONDS: int = Field(default=900, ge=1)
+
+    # Argon2id cost; the defaults are OWASP's minimum recommendation (19 MiB, t=2, p=1).
+    ARGON2_MEMORY_COST_KIB: int = Field(default=19_456, ge=8)
+    ARGON2_TIME_COST: int = Field(default=2, ge=1)
+    ARGON2_PARALLELISM: int = Field(default=1, ge=1)
+
+    REDIS_URL: str | None = None
+    ANALYTICS_CACHE_TTL: int = Field(default=60, ge=0)
+
+    CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
+
+    @field_validator("CORS_ORIGINS", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("API_V1_PREFIX")
+    @classmethod
+    def _normalise_prefix(cls, value: str) -> str:
+        value = "/" + value.strip("/")
+        return "" if value == "/" else value
+
+    @field_validator("REDIS_URL", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _require_strong_secret_in_production(self) -> Self:
+        if self.ENVIRONMENT is not Environment.PRODUCTION:
+            return self
+        secret = self.SECRET_KEY.get_secret_value() if self.SECRET_KEY else ""
+        if len(secret) < MIN_SECRET_KEY_LENGTH or secret.lower() in _PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "SECRET_KEY must be set to a random string of at least "
+                f"{MIN_SECRET_KEY_LENGTH} characters when ENVIRONMENT=production "
+                '(generate one with: python -c "import secrets; print(secrets.token_urlsafe(48))")'
+            )
+        return self
+
+    @property
+    def secret_key(self) -> str:
+        if self.SECRET_KEY is None:
+            return DEVELOPMENT_SECRET_KEY
+        return self.SECRET_KEY.get_secret_value()
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.DATABASE_URL.startswith("sqlite")
+
+    def warn_if_insecure(self) -> None:
+        if self.SECRET_KEY is None and self.ENVIRONMENT is Environment.LOCAL:
+            logger.warning(
+                "SECRET_KEY is not set: using a development key. Never do this in production."
+            )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,193 @@
+"""One error hierarchy for the whole service; the HTTP status lives on the class.
+
+Services raise these; `app.core.handlers` renders every one of them (and FastAPI's own
+validation and routing errors) as RFC 9457 problem+json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class AppError(Exception):
+    status: int = 500
+    code: str = "INTERNAL_ERROR"
+    title: str = "Internal Server Error"
+    detail: str = "An unexpected error occurred."
+    # The session dependency commits instead of rolling back when this is set (used when the
+    # refusal itself must be recorded, e.g. revoking a session on refresh-token reuse).
+    keep_changes: bool = False
+
+    def __init__(self, detail: str | None = None, *, headers: Mapping[str, str] | None = None):
+        self.detail = detail or type(self).detail
+        self.headers = dict(headers or {})
+        super().__init__(self.detail)
+
+
+class BadRequest(AppError):
+    status = 400
+    code = "BAD_REQUEST"
+    title = "Bad Request"
+
+
+class BusinessRuleViolation(BadRequest):
+    code = "BUSINESS_RULE_VIOLATION"
+
+
+class Unauthenticated(AppError):
+    status = 401
+    code = "UNAUTHENTICATED"
+    title = "Unauthorized"
+    detail = "Missing, invalid or expired credentials."
+
+    def __init__(self, detail: str | None = None, *, headers: Mapping[str, str] | None = None):
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer", **(headers or {})})
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "FORBIDDEN"
+    title = "Forbidden"
+    detail = "You are not allowed to do this."
+
+
+class NotFound(AppError):
+    status = 404
+    code = "NOT_FOUND"
+    title = "Not Found"
+    detail = "The resource was not found."
+
+
+class Conflict(AppError):
+    status = 409
+    code = "CONFLICT"
+    title = "Conflict"
+
+
+class PayloadTooLarge(AppError):
+    status = 413
+    code = "PAYLOAD_TOO_LARGE"
+    title = "Payload Too Large"
+    detail = "The request body is too large."
+
+
+class TooManyRequests(AppError):
+    status = 429
+    code = "TOO_MANY_REQUESTS"
+    title = "Too Many Requests"
+
+
+# --- authentication ---------------------------------------------------------------------
+
+
+class InvalidCredentials(Unauthenticated):
+    code = "INVALID_CREDENTIALS"
+    detail = "Email or password is incorrect."
+
+
+class InvalidToken(Unauthenticated):
+    code = "INVALID_TOKEN"
+    detail = "The token is invalid or has expired."
+
+
+class RefreshTokenReused(InvalidToken):
+    code = "REFRESH_TOKEN_REUSED"
+    detail = "This refresh token was already used; the login session has been revoked."
+    keep_changes = True
+
+
+class LoginThrottled(TooManyRequests):
+    code = "LOGIN_THROTTLED"
+    detail = "Too many failed login attempts. Try again later."
+
+
+class EmailTaken(Conflict):
+    code = "EMAIL_TAKEN"
+    detail = "An account with this email already exists."
+
+
+# --- tenancy and roles ------------------------------------------------------------------
+
+
+class NotAMember(Forbidden):
+    code = "NOT_A_MEMBER"
+    detail = "You are not a member of this organization."
+
+
+class PermissionDenied(Forbidden):
+    code = "PERMISSION_DENIED"
+
+
+class OrganizationNotFound(NotFound):
+    code = "ORGANIZATION_NOT_FOUND"
+    detail = "Organization not found."
+
+
+class UserNotFound(NotFound):
+    code = "USER_NOT_FOUND"
+    detail = "No user with this email exists."
+
+
+class MemberNotFound(NotFound):
+    code = "MEMBER_NOT_FOUND"
+    detail = "This user is not a member of the organization."
+
+
+class AlreadyMember(Conflict):
+    code = "ALREADY_MEMBER"
+    detail = "This user is already a member of the organization."
+
+
+class OwnerImmutable(Conflict):
+    code = "OWNER_IMMUTABLE"
+    detail = "The organization's owner cannot be removed or have their role changed."
+
+
+# --- CRM --------------------------------------------------------------------------------
+
+
+class ContactNotFound(NotFound):
+    code = "CONTACT_NOT_FOUND"
+    detail = "Contact not found."
+
+
+class DealNotFound(NotFound):
+    code = "DEAL_NOT_FOUND"
+    detail = "Deal not found."
+
+
+class TaskNotFound(NotFound):
+    code = "TASK_NOT_FOUND"
+    detail = "Task not found."
+
+
+class ContactReferenceInvalid(BadRequest):
+    """A deal refers to a contact that is not a contact of this organization (400, not 404)."""
+
+    code = "CONTACT_NOT_FOUND"
+    detail = "contact_id does not refer to a contact of this organization."
+
+
+class ContactHasDeals(Conflict):
+    code = "CONTACT_HAS_DEALS"
+    detail = "The contact is referenced by deals and cannot be deleted."
+
+
+class DealWonRequiresAmount(BusinessRuleViolation):
+    code = "DEAL_WON_REQUIRES_AMOUNT"
+    detail = "A deal can only be won with an amount greater than 0."
+
+
+class StageRollbackForbidden(Forbidden):
+    code = "STAGE_ROLLBACK_FORBIDDEN"
+    detail = "Only an owner or admin may move a deal to an earlier stage."
+
+
+class OwnerNotAMember(BusinessRuleViolation):
+    code = "OWNER_NOT_A_MEMBER"
+    detail = "owner_id must be a member of this organization."
+
+
+class DueDateInPast(BusinessRuleViolation):
+    code = "DUE_DATE_IN_PAST"
+    detail = "due_date cannot be before today (UTC)."

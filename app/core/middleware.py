@@ -1,0 +1,128 @@
+"""Pure-ASGI middleware: request id, body-size limit, access log, last-resort 500."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.handlers import problem_response
+from app.core.request_context import request_id_var
+
+logger = logging.getLogger("app.access")
+_error_logger = logging.getLogger("app.errors")
+
+_VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (echoed from `X-Request-ID` when it is sane), caps the body
+    size, writes one access-log line, and turns any exception that escaped the app into a
+    problem+json 500 that still carries the request id."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        request_id = self._request_id(scope)
+        request_id_var.set(request_id)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            body_receive = await self._limited_receive(scope, receive)
+            if body_receive is None:
+                response = problem_response(
+                    413, "PAYLOAD_TOO_LARGE", "The request body is too large."
+                )
+                await response(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, body_receive, send_wrapper)
+        except Exception:
+            _error_logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if response_started:
+                raise
+            await problem_response(500, "INTERNAL_ERROR", "An unexpected error occurred.")(
+                scope, receive, send_wrapper
+            )
+        finally:
+            logger.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "request_id": request_id,
+                    "user_id": state.get("user_id"),
+                    "organization_id": state.get("organization_id"),
+                },
+            )
+
+    @staticmethod
+    def _request_id(scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate: str = value.decode("latin-1")
+                if _VALID_REQUEST_ID.match(candidate):
+                    return candidate
+                break
+        return uuid.uuid4().hex
+
+    async def _limited_receive(self, scope: Scope, receive: Receive) -> Receive | None:
+        """Read the body up front (bounded); None when it is over the limit."""
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    if int(value) > self.max_body_bytes:
+                        return None
+                except ValueError:
+                    return None
+        if scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return receive
+
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return receive  # client went away; let the app see the disconnect
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay

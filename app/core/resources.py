@@ -1,0 +1,25 @@
+"""Long-lived objects built once per process in the app's lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.core.cache import Cache
+from app.core.config import Settings
+from app.core.security import PasswordHasher, TokenCodec
+from app.core.throttle import LoginThrottle
+
+
+@dataclass(slots=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    tokens: TokenCodec
+    passwords: PasswordHasher
+    login_throttle: LoginThrottle
+    cache: Cache
+    redis: Redis | None

@@ -1,0 +1,122 @@
+"""JWT access/refresh tokens (PyJWT, HS256) and Argon2id password hashing (pwdlib)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import anyio.to_thread
+import jwt
+from pwdlib import PasswordHash
+from pwdlib.hashers.argon2 import Argon2Hasher
+
+from app.core.config import Settings
+from app.core.errors import InvalidToken
+
+ALGORITHM = "HS256"
+_REQUIRED_CLAIMS = ["sub", "type", "iat", "exp", "jti"]
+
+
+class TokenType(StrEnum):
+    ACCESS = "access"
+    REFRESH = "refresh"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenClaims:
+    user_id: int
+    type: TokenType
+    jti: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    claims: TokenClaims
+
+
+class TokenCodec:
+    """Signs and verifies tokens with one deployment's key."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = settings.secret_key
+        self._lifetimes = {
+            TokenType.ACCESS: timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
+            TokenType.REFRESH: timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
+        }
+
+    def lifetime(self, token_type: TokenType) -> timedelta:
+        return self._lifetimes[token_type]
+
+    def issue(self, user_id: int, token_type: TokenType) -> IssuedToken:
+        now = datetime.now(UTC).replace(microsecond=0)
+        claims = TokenClaims(
+            user_id=user_id,
+            type=token_type,
+            jti=uuid.uuid4().hex,
+            issued_at=now,
+            expires_at=now + self._lifetimes[token_type],
+        )
+        payload: dict[str, Any] = {
+            "sub": str(user_id),
+            "type": token_type.value,
+            "iat": claims.issued_at,
+            "nbf": claims.issued_at,
+            "exp": claims.expires_at,
+            "jti": claims.jti,
+        }
+        return IssuedToken(jwt.encode(payload, self._key, algorithm=ALGORITHM), claims)
+
+    def decode(self, token: str, expected: TokenType) -> TokenClaims:
+        """Verify signature, expiry and claims; any defect is the same `InvalidToken` (401)."""
+        try:
+            payload = jwt.decode(
+                token,
+                self._key,
+                algorithms=[ALGORITHM],  # pinned: rejects alg=none and RS/HS confusion
+                options={"require": _REQUIRED_CLAIMS},
+                leeway=5,
+            )
+            token_type = TokenType(payload["type"])
+            user_id = int(payload["sub"])
+            jti = payload["jti"]
+            if not isinstance(jti, str) or not jti or len(jti) > 64:
+                raise ValueError("bad jti")
+            issued_at = datetime.fromtimestamp(payload["iat"], UTC)
+            expires_at = datetime.fromtimestamp(payload["exp"], UTC)
+        except (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError) as exc:
+            raise InvalidToken() from exc
+        if token_type is not expected or not 0 < user_id < 2**63:
+            raise InvalidToken()
+        return TokenClaims(user_id, token_type, jti, issued_at, expires_at)
+
+
+class PasswordHasher:
+    """Argon2id hashing, run in a worker thread so the event loop keeps serving."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._hash = PasswordHash(
+            (
+                Argon2Hasher(
+                    memory_cost=settings.ARGON2_MEMORY_COST_KIB,
+                    time_cost=settings.ARGON2_TIME_COST,
+                    parallelism=settings.ARGON2_PARALLELISM,
+                ),
+            )
+        )
+        # Verified against when the email is unknown, so both failures cost the same time.
+        self._dummy_hash = self._hash.hash(secrets.token_urlsafe(16))
+
+    async def hash(self, password: str) -> str:
+        return await anyio.to_thread.run_sync(self._hash.hash, password)
+
+    async def verify(self, password: str, password_hash: str | None) -> bool:
+        target = password_hash or self._dummy_hash
+        valid = await anyio.to_thread.run_sync(self._hash.verify, password, target)
+        return valid and password_hash is not None

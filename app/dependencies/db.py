@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, cast
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import AppError
+from app.core.resources import Resources
+from app.db.session import discard_after_commit, run_after_commit
+
+
+def get_resources(request: Request) -> Resources:
+    return cast(Resources, request.app.state.resources)
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+    """One session and one transaction per request, committed *before* the response is sent.
+
+    `scope="function"` below makes FastAPI run this cleanup when the endpoint returns rather
+    than after the response: a failed commit becomes an error response, never a 2xx for data
+    that was not saved. Post-commit hooks (cache invalidation) run only after a commit."""
+    async with resources.session_factory() as session:
+        try:
+            yield session
+        except AppError as exc:
+            if exc.keep_changes:
+                await session.commit()
+            else:
+                await session.rollback()
+            discard_after_commit(session)
+            raise
+        except BaseException:
+            await session.rollback()
+            discard_after_commit(session)
+            raise
+        else:
+            await session.commit()
+            await run_after_commit(session)
+
+
+# The only way to get a session: one alias, so every dependency shares the request's session.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

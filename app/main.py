@@ -1,0 +1,104 @@
+"""Application factory: settings, lifespan resources, middleware, error handlers, routers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio import Redis
+
+from app.api import health
+from app.api.v1 import auth, organizations
+from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
+from app.core.config import Settings, get_settings
+from app.core.handlers import register_exception_handlers
+from app.core.logging import configure_logging
+from app.core.middleware import RequestContextMiddleware
+from app.core.resources import Resources
+from app.core.security import PasswordHasher, TokenCodec
+from app.core.throttle import LoginThrottle, MemoryLoginThrottle, RedisLoginThrottle
+from app.db.session import create_engine, create_session_factory
+
+
+def build_resources(settings: Settings) -> Resources:
+    engine = create_engine(settings)
+    redis: Redis | None = None
+    if settings.REDIS_URL:
+        redis = Redis.from_url(settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
+    cache: Cache
+    if settings.ANALYTICS_CACHE_TTL == 0:
+        cache = NullCache()
+    elif redis is not None:
+        cache = RedisCache(redis, settings.ANALYTICS_CACHE_TTL)
+    else:
+        cache = MemoryCache(settings.ANALYTICS_CACHE_TTL)
+    throttle: LoginThrottle
+    if redis is not None:
+        throttle = RedisLoginThrottle(
+            redis, settings.LOGIN_THROTTLE_MAX_ATTEMPTS, settings.LOGIN_THROTTLE_WINDOW_SECONDS
+        )
+    else:
+        throttle = MemoryLoginThrottle(
+            settings.LOGIN_THROTTLE_MAX_ATTEMPTS, settings.LOGIN_THROTTLE_WINDOW_SECONDS
+        )
+    return Resources(
+        settings=settings,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+        tokens=TokenCodec(settings),
+        passwords=PasswordHasher(settings),
+        login_throttle=throttle,
+        cache=cache,
+        redis=redis,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    resources = build_resources(settings)
+    app.state.resources = resources
+    try:
+        yield
+    finally:
+        await resources.engine.dispose()
+        if resources.redis is not None:
+            await resources.redis.aclose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings)
+    settings.warn_if_insecure()
+    app = FastAPI(
+        title=settings.APP_NAME,
+        version="0.1.0",
+        summary="A multi-tenant CRM API: organizations, contacts, deals, tasks and analytics.",
+        description=(
+            "Authorize in Swagger UI with the **Authorize** button: paste an `access_token` "
+            "from `POST /api/v1/auth/login`. Tenant endpoints also need the "
+            "`X-Organization-Id` header (an id from `GET /api/v1/organizations/me`)."
+        ),
+        lifespan=lifespan,
+        openapi_url=f"{settings.API_V1_PREFIX}/openapi.json",
+    )
+    app.state.settings = settings
+    register_exception_handlers(app)
+    if settings.CORS_ORIGINS:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.CORS_ORIGINS,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-ID", "X-Cache", "Retry-After"],
+        )
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
+
+    api = APIRouter(prefix=settings.API_V1_PREFIX)
+    api.include_router(auth.router)
+    api.include_router(organizations.router)
+    app.include_router(api)
+    app.include_router(health.router)
+    return app

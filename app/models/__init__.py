@@ -1,0 +1,27 @@
+"""Every model, imported so `Base.metadata` is complete (Alembic reads it from here)."""
+
+from app.db.base import Base
+from app.models.activity import Activity
+from app.models.contact import Contact
+from app.models.deal import Deal
+from app.models.enums import ActivityType, DealStage, DealStatus, Role
+from app.models.organization import Membership, Organization
+from app.models.task import Task
+from app.models.user import AuthSession, RefreshToken, User
+
+__all__ = [
+    "Activity",
+    "ActivityType",
+    "AuthSession",
+    "Base",
+    "Contact",
+    "Deal",
+    "DealStage",
+    "DealStatus",
+    "Membership",
+    "Organization",
+    "RefreshToken",
+    "Role",
+    "Task",
+    "User",
+]

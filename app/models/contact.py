@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, BigIntId
+from app.db.types import UTCDateTime, utcnow
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (
+        # Target of the deals' composite foreign key: a deal can only point at a contact of
+        # its own organization, enforced by the database itself.
+        UniqueConstraint("organization_id", "id"),
+        Index("ix_contacts_org_created", "organization_id", "created_at", "id"),
+        Index("ix_contacts_org_name", "organization_id", "name", "id"),
+        Index("ix_contacts_org_owner", "organization_id", "owner_id", "created_at", "id"),
+        Index(
+            "ix_contacts_search_trgm",
+            "search_text",
+            postgresql_using="gin",
+            postgresql_ops={"search_text": "gin_trgm_ops"},
+            info={"only_on": "postgresql"},
+        ).ddl_if(dialect="postgresql"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(320))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    # Case-folded name/email/phone, maintained by the service: `lower()` and `LIKE` in SQLite
+    # fold ASCII only, so Unicode-aware matching is done on a folded copy on every database.
+    search_text: Mapped[str] = mapped_column(String(600))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    CheckConstraint,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, BigIntId
+from app.db.types import Money, UTCDateTime, utcnow
+from app.models._columns import str_enum
+from app.models.enums import DealStage, DealStatus
+
+
+class Deal(Base):
+    __tablename__ = "deals"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "id"),
+        ForeignKeyConstraint(
+            ["organization_id", "contact_id"],
+            ["contacts.organization_id", "contacts.id"],
+            ondelete="RESTRICT",
+            name="fk_deals_contact_same_org",
+        ),
+        CheckConstraint("amount >= 0", name="amount_not_negative"),
+        Index("ix_deals_org_created", "organization_id", "created_at", "id"),
+        Index("ix_deals_org_updated", "organization_id", "updated_at", "id"),
+        Index("ix_deals_org_amount", "organization_id", "amount", "id"),
+        Index("ix_deals_org_title", "organization_id", "title", "id"),
+        Index("ix_deals_org_status_amount", "organization_id", "status", "amount", "id"),
+        Index("ix_deals_org_stage_created", "organization_id", "stage", "created_at", "id"),
+        Index("ix_deals_org_owner", "organization_id", "owner_id", "created_at", "id"),
+        Index("ix_deals_org_contact", "organization_id", "contact_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
+    organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigIntId)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    title: Mapped[str] = mapped_column(String(200))
+    search_text: Mapped[str] = mapped_column(String(200))
+    amount: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0.00"))
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    status: Mapped[DealStatus] = mapped_column(
+        str_enum(DealStatus, "deal_status"), default=DealStatus.NEW
+    )
+    stage: Mapped[DealStage] = mapped_column(
+        str_enum(DealStage, "deal_stage"), default=DealStage.QUALIFICATION
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    OWNER = "owner"
+    ADMIN = "admin"
+    MANAGER = "manager"
+    MEMBER = "member"
+
+
+class DealStatus(StrEnum):
+    NEW = "new"
+    IN_PROGRESS = "in_progress"
+    WON = "won"
+    LOST = "lost"
+
+
+class DealStage(StrEnum):
+    """Declared in pipeline order; `rank` compares positions."""
+
+    QUALIFICATION = "qualification"
+    PROPOSAL = "proposal"
+    NEGOTIATION = "negotiation"
+    CLOSED = "closed"
+
+    @property
+    def rank(self) -> int:
+        return list(DealStage).index(self)
+
+
+class ActivityType(StrEnum):
+    COMMENT = "comment"
+    STATUS_CHANGED = "status_changed"
+    STAGE_CHANGED = "stage_changed"
+    TASK_CREATED = "task_created"
+    SYSTEM = "system"

@@ -1,0 +1,85 @@
+"""Shared schema pieces: base classes, constrained types declared once, the page envelope."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+)
+
+MAX_ID = 2**63 - 1
+
+T = TypeVar("T")
+
+
+def _safe_text(value: str) -> str:
+    # PostgreSQL cannot store NUL, and lone surrogates cannot be encoded as UTF-8: refuse both
+    # here (422) instead of letting the database fail on them.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+SafeStr = Annotated[str, AfterValidator(_safe_text)]
+Name = Annotated[SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Title = Name
+Description = Annotated[SafeStr, StringConstraints(max_length=5000)]
+Phone = Annotated[SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
+SearchText = Annotated[SafeStr, StringConstraints(strip_whitespace=True, max_length=200)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+def _money_out(value: Decimal) -> float:
+    # At most 14 significant digits: a double represents (and prints) every such value exactly.
+    return float(value)
+
+
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=14, decimal_places=2, allow_inf_nan=False),
+    PlainSerializer(_money_out, return_type=float, when_used="json"),
+]
+MoneyOut = Annotated[Decimal, PlainSerializer(_money_out, return_type=float, when_used="json")]
+# Outside this window a date is almost certainly a typo; it also keeps date arithmetic safe.
+DueDate = Annotated[date, Field(ge=date(1900, 1, 1), le=date(9999, 12, 30))]
+
+
+class InputSchema(BaseModel):
+    """Request bodies: unknown fields are an error, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class OutputSchema(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(OutputSchema, Generic[T]):
+    items: list[T]
+    total: int
+    page: int
+    page_size: int
+    pages: int
+
+    @classmethod
+    def build(cls, items: list[T], total: int, page: int, page_size: int) -> Page[T]:
+        return cls(
+            items=items,
+            total=total,
+            page=page,
+            page_size=page_size,
+            pages=math.ceil(total / page_size) if total else 0,
+        )

@@ -1,0 +1,144 @@
+"""Organizations and their members: who may grant which role, and the owner's protection."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import (
+    AlreadyMember,
+    MemberNotFound,
+    NotAMember,
+    OwnerImmutable,
+    PermissionDenied,
+    UserNotFound,
+)
+from app.core.permissions import Permission
+from app.core.tenancy import TenantContext
+from app.models import Membership, Organization, Role, User
+from app.repositories.organizations import OrganizationRepository
+from app.repositories.users import UserRepository
+from app.schemas.organization import AssignableRole, MemberRead, OrganizationRead
+
+
+async def resolve_tenant(
+    session: AsyncSession, user_id: int, organization_id: int
+) -> TenantContext:
+    """Membership is read on every request, so a removed member loses access at once.
+
+    A missing organization and one the caller does not belong to answer the same 403."""
+    role = await OrganizationRepository(session).get_role(organization_id, user_id)
+    if role is None:
+        raise NotAMember()
+    return TenantContext(user_id=user_id, organization_id=organization_id, role=role)
+
+
+def _member_read(membership: Membership, user: User) -> MemberRead:
+    return MemberRead(
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        role=membership.role,
+        joined_at=membership.created_at,
+    )
+
+
+def _organization_read(organization: Organization, role: Role) -> OrganizationRead:
+    return OrganizationRead(
+        id=organization.id, name=organization.name, created_at=organization.created_at, role=role
+    )
+
+
+class OrganizationService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.organizations = OrganizationRepository(session)
+        self.users = UserRepository(session)
+
+    async def list_mine(self, user_id: int) -> list[OrganizationRead]:
+        rows = await self.organizations.list_for_user(user_id)
+        return [_organization_read(org, role) for org, role in rows]
+
+    async def create(self, user_id: int, name: str) -> OrganizationRead:
+        organization = await self.organizations.add(Organization(name=name))
+        await self.organizations.add_member(organization.id, user_id, Role.OWNER)
+        return _organization_read(organization, Role.OWNER)
+
+    async def get(self, ctx: TenantContext) -> OrganizationRead:
+        organization = await self._organization(ctx)
+        return _organization_read(organization, ctx.role)
+
+    async def rename(self, ctx: TenantContext, name: str | None) -> OrganizationRead:
+        ctx.require(Permission.MANAGE_ORGANIZATION)
+        organization = await self._organization(ctx)
+        if name is not None:
+            organization.name = name
+            await self.session.flush()
+        return _organization_read(organization, ctx.role)
+
+    async def list_members(self, ctx: TenantContext) -> list[MemberRead]:
+        rows = await self.organizations.list_members(ctx.organization_id)
+        return [_member_read(m, u) for m, u in rows]
+
+    async def add_member(self, ctx: TenantContext, email: str, role: AssignableRole) -> MemberRead:
+        ctx.require(Permission.MANAGE_ORGANIZATION)
+        self._require_may_grant(ctx, Role(role))
+        user = await self.users.get_by_email(email)
+        if user is None:
+            raise UserNotFound()
+        if await self.organizations.get_membership(ctx.organization_id, user.id) is not None:
+            raise AlreadyMember()
+        try:
+            membership = await self.organizations.add_member(
+                ctx.organization_id, user.id, Role(role)
+            )
+        except IntegrityError as exc:
+            raise AlreadyMember() from exc
+        return _member_read(membership, user)
+
+    async def change_role(
+        self, ctx: TenantContext, user_id: int, role: AssignableRole
+    ) -> MemberRead:
+        ctx.require(Permission.MANAGE_ORGANIZATION)
+        membership, user = await self._target_member(ctx, user_id)
+        self._require_may_manage(ctx, membership)
+        self._require_may_grant(ctx, Role(role))
+        membership.role = Role(role)
+        await self.session.flush()
+        return _member_read(membership, user)
+
+    async def remove_member(self, ctx: TenantContext, user_id: int) -> None:
+        """Owner/admin remove others; anyone may leave, except the owner, who cannot."""
+        if user_id == ctx.user_id:
+            if ctx.role is Role.OWNER:
+                raise OwnerImmutable()
+        else:
+            ctx.require(Permission.MANAGE_ORGANIZATION)
+            membership, _ = await self._target_member(ctx, user_id)
+            self._require_may_manage(ctx, membership)
+        await self.organizations.remove_member(ctx.organization_id, user_id)
+
+    async def _organization(self, ctx: TenantContext) -> Organization:
+        organization = await self.organizations.get(ctx.organization_id)
+        if organization is None:  # deleted between the membership check and now
+            raise NotAMember()
+        return organization
+
+    async def _target_member(self, ctx: TenantContext, user_id: int) -> tuple[Membership, User]:
+        found = await self.organizations.get_member(ctx.organization_id, user_id)
+        if found is None:
+            raise MemberNotFound()
+        return found
+
+    @staticmethod
+    def _require_may_manage(ctx: TenantContext, target: Membership) -> None:
+        if target.role is Role.OWNER:
+            raise OwnerImmutable()
+        # Admins manage the people below them; only the owner manages admins.
+        if target.role is Role.ADMIN and not ctx.can(Permission.GRANT_ADMIN):
+            raise PermissionDenied("Only the owner may change or remove an admin.")
+
+    @staticmethod
+    def _require_may_grant(ctx: TenantContext, role: Role) -> None:
+        if role is Role.ADMIN and not ctx.can(Permission.GRANT_ADMIN):
+            raise PermissionDenied("Only the owner may grant the admin role.")
