@@ -51,10 +51,8 @@ def problem_response(
     }
     if errors is not None:
         body["errors"] = errors
-    all_headers = dict(headers or {})
-    if request_id:
-        all_headers["X-Request-ID"] = request_id
-    return JSONResponse(body, status_code=status, headers=all_headers, media_type=PROBLEM_JSON)
+    # X-Request-ID itself is added to every response by RequestContextMiddleware.
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
 def _clean_loc(loc: Any) -> list[str | int]:

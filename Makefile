@@ -1,0 +1,56 @@
+# Every target CI runs is here. `make run` and `make test` set themselves up on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test lint format typecheck migrate migration-check check bench clean help
+
+help:
+	@echo "make run         start the API on http://$(HOST):$(PORT) (SQLite by default, migrations applied)"
+	@echo "make test        run the whole test suite (SQLite by default; see README for PostgreSQL)"
+	@echo "make check       lint, format check, mypy --strict, alembic check"
+	@echo "make bench       benchmarks against the local PostgreSQL (see docs/benchmarks.md)"
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/alembic upgrade head
+	$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT)
+
+test: $(VENV)/.installed
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy --strict app
+
+migrate: $(VENV)/.installed
+	$(BIN)/alembic upgrade head
+
+migration-check: $(VENV)/.installed
+	$(BIN)/alembic upgrade head
+	$(BIN)/alembic check
+
+check: lint typecheck migration-check
+
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache mini_crm.db mini_crm.db-wal mini_crm.db-shm

@@ -1,0 +1,122 @@
+"""Helpers shared by the tests: an API client wrapper that logs in through the real endpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+PASSWORD = "StrongPassword123"
+_emails = count(1)
+
+
+@dataclass
+class Api:
+    """A client of the running app, plus helpers that go through the real endpoints."""
+
+    client: httpx.AsyncClient
+    app: FastAPI
+    prefix: str = "/api/v1"
+    _users: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def url(self, path: str) -> str:
+        return f"{self.prefix}{path}"
+
+    async def register(
+        self, email: str | None = None, organization_name: str = "Acme", name: str = "User"
+    ) -> User:
+        email = email or f"user{next(_emails)}@example.com"
+        response = await self.client.post(
+            self.url("/auth/register"),
+            json={
+                "email": email,
+                "password": PASSWORD,
+                "name": name,
+                "organization_name": organization_name,
+            },
+        )
+        assert response.status_code == 201, response.text
+        body = response.json()
+        return User(
+            api=self,
+            id=body["user"]["id"],
+            email=email,
+            access_token=body["access_token"],
+            refresh_token=body["refresh_token"],
+            organization_id=body["organization"]["id"],
+        )
+
+    async def member_of(self, owner: User, role: str, email: str | None = None) -> User:
+        """Register a new user and add them to `owner`'s organization with `role`."""
+        user = await self.register(email=email, organization_name="Own org")
+        response = await self.client.post(
+            self.url(f"/organizations/{owner.organization_id}/members"),
+            json={"email": user.email, "role": role},
+            headers=owner.headers(),
+        )
+        assert response.status_code == 201, response.text
+        user.organization_id = owner.organization_id
+        return user
+
+
+@dataclass
+class User:
+    api: Api
+    id: int
+    email: str
+    access_token: str
+    refresh_token: str
+    organization_id: int
+
+    def headers(self, organization_id: int | None = None) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.access_token}",
+            "X-Organization-Id": str(organization_id or self.organization_id),
+        }
+
+    async def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.api.client.get(self.api.url(path), headers=self.headers(), **kwargs)
+
+    async def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+        return await self.api.client.post(
+            self.api.url(path), json=json, headers=self.headers(), **kwargs
+        )
+
+    async def patch(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
+        return await self.api.client.patch(
+            self.api.url(path), json=json, headers=self.headers(), **kwargs
+        )
+
+    async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
+        return await self.api.client.delete(self.api.url(path), headers=self.headers(), **kwargs)
+
+
+def assert_problem(
+    response: httpx.Response, status: int, code: str | None = None
+) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["code"]
+    assert body["title"]
+    assert body["detail"]
+    assert body["type"]
+    assert body["request_id"] == response.headers["x-request-id"]
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
+async def count_rows(engine: AsyncEngine, table: str, where: str = "1=1", **params: Any) -> int:
+    async with engine.connect() as conn:
+        result = await conn.execute(
+            text(f"SELECT count(*) FROM {table} WHERE {where}"),  # noqa: S608
+            params,
+        )
+        return int(result.scalar_one())
