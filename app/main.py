@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api import health
-from app.api.v1 import auth, organizations
+from app.api.v1 import auth, contacts, deals, organizations, tasks
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
 from app.core.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
@@ -99,6 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix=settings.API_V1_PREFIX)
     api.include_router(auth.router)
     api.include_router(organizations.router)
+    api.include_router(contacts.router)
+    api.include_router(deals.router)
+    api.include_router(tasks.router)
     app.include_router(api)
     app.include_router(health.router)
     return app

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Annotated, Generic, TypeVar
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -14,6 +16,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
+    model_validator,
 )
 
 MAX_ID = 2**63 - 1
@@ -50,6 +53,7 @@ def _money_out(value: Decimal) -> float:
 Money = Annotated[
     Decimal,
     Field(ge=0, max_digits=14, decimal_places=2, allow_inf_nan=False),
+    AfterValidator(lambda value: value + 0),  # -0 becomes 0
     PlainSerializer(_money_out, return_type=float, when_used="json"),
 ]
 MoneyOut = Annotated[Decimal, PlainSerializer(_money_out, return_type=float, when_used="json")]
@@ -83,3 +87,36 @@ class Page(OutputSchema, Generic[T]):
             page_size=page_size,
             pages=math.ceil(total / page_size) if total else 0,
         )
+
+
+class SortOrder(StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class NotNullOnPatch(InputSchema):
+    """A PATCH body: fields left out stay as they are; fields named in `_not_null` may be
+    left out but not sent as `null` (that would mean "clear a required value")."""
+
+    _not_null: ClassVar[tuple[str, ...]] = ()
+
+    @model_validator(mode="after")
+    def _reject_nulls(self) -> Self:
+        for name in self._not_null:
+            if name in self.model_fields_set and getattr(self, name) is None:
+                raise ValueError(f"{name} cannot be null")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """Only the fields the client actually sent."""
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    page: int = 1
+    page_size: int = 20
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.page_size

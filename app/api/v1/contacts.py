@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from app.api.responses import TENANT, problems
+from app.dependencies.auth import OrgContext
+from app.dependencies.db import SessionDep
+from app.dependencies.pagination import Pagination
+from app.repositories.contacts import ContactFilters
+from app.schemas.common import MAX_ID, Id, Page, SearchText, SortOrder
+from app.schemas.contact import ContactCreate, ContactOrderBy, ContactRead, ContactUpdate
+from app.services.contacts import ContactService
+
+router = APIRouter(prefix="/contacts", tags=["contacts"])
+
+ContactId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def get_contact_service(session: SessionDep, ctx: OrgContext) -> ContactService:
+    return ContactService(session, ctx)
+
+
+ServiceDep = Annotated[ContactService, Depends(get_contact_service)]
+
+
+@router.get("", summary="List contacts", responses=TENANT)
+async def list_contacts(
+    service: ServiceDep,
+    page: Pagination,
+    search: Annotated[
+        SearchText | None,
+        Query(description="Case-insensitive substring of name, email or phone (any language)."),
+    ] = None,
+    owner_id: Annotated[Id | None, Query()] = None,
+    order_by: ContactOrderBy = ContactOrderBy.CREATED_AT,
+    order: SortOrder = SortOrder.DESC,
+) -> Page[ContactRead]:
+    filters = ContactFilters(search=search, owner_id=owner_id, order_by=order_by, order=order)
+    items, total = await service.list(filters, page)
+    return Page.build(
+        [ContactRead.model_validate(c) for c in items], total, page.page, page.page_size
+    )
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a contact", responses=TENANT)
+async def create_contact(body: ContactCreate, service: ServiceDep) -> ContactRead:
+    """The caller becomes the contact's `owner_id`."""
+    return ContactRead.model_validate(await service.create(body))
+
+
+@router.get("/{contact_id}", summary="Read a contact", responses=problems(401, 403, 404, 422))
+async def read_contact(contact_id: ContactId, service: ServiceDep) -> ContactRead:
+    return ContactRead.model_validate(await service.get(contact_id))
+
+
+@router.patch(
+    "/{contact_id}", summary="Update a contact", responses=problems(400, 401, 403, 404, 422)
+)
+async def update_contact(
+    contact_id: ContactId, body: ContactUpdate, service: ServiceDep
+) -> ContactRead:
+    """Members may change only their own contacts. `owner_id` may be reassigned by managers
+    and above, to a member of this organization (else 400 `OWNER_NOT_A_MEMBER`)."""
+    return ContactRead.model_validate(await service.update(contact_id, body))
+
+
+@router.delete(
+    "/{contact_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a contact",
+    responses=problems(401, 403, 404, 409, 422),
+)
+async def delete_contact(contact_id: ContactId, service: ServiceDep) -> Response:
+    """409 `CONTACT_HAS_DEALS` while any deal refers to the contact."""
+    await service.delete(contact_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

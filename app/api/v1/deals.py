@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from app.api.responses import TENANT, problems
+from app.dependencies.auth import OrgContext
+from app.dependencies.db import ResourcesDep, SessionDep
+from app.dependencies.pagination import Pagination
+from app.models import DealStage, DealStatus
+from app.repositories.deals import DealFilters
+from app.schemas.activity import ActivityCreate, ActivityRead
+from app.schemas.common import MAX_ID, Id, Page, SearchText, SortOrder
+from app.schemas.deal import DealCreate, DealOrderBy, DealRead, DealUpdate
+from app.services.activities import ActivityService
+from app.services.deals import DealService
+
+router = APIRouter(prefix="/deals", tags=["deals"])
+
+DealId = Annotated[int, Path(ge=1, le=MAX_ID)]
+AmountQuery = Annotated[
+    Decimal | None, Query(ge=0, max_digits=14, decimal_places=2, allow_inf_nan=False)
+]
+
+
+def get_deal_service(session: SessionDep, ctx: OrgContext, resources: ResourcesDep) -> DealService:
+    return DealService(session, ctx, resources.cache)
+
+
+def get_activity_service(session: SessionDep, ctx: OrgContext) -> ActivityService:
+    return ActivityService(session, ctx)
+
+
+ServiceDep = Annotated[DealService, Depends(get_deal_service)]
+ActivityServiceDep = Annotated[ActivityService, Depends(get_activity_service)]
+
+
+@router.get("", summary="List deals", responses=TENANT)
+async def list_deals(
+    service: ServiceDep,
+    page: Pagination,
+    status_: Annotated[
+        list[DealStatus] | None, Query(alias="status", description="Repeatable.")
+    ] = None,
+    stage: Annotated[list[DealStage] | None, Query(description="Repeatable.")] = None,
+    min_amount: AmountQuery = None,
+    max_amount: AmountQuery = None,
+    owner_id: Annotated[Id | None, Query()] = None,
+    contact_id: Annotated[Id | None, Query()] = None,
+    search: Annotated[
+        SearchText | None, Query(description="Case-insensitive substring of the title.")
+    ] = None,
+    order_by: DealOrderBy = DealOrderBy.CREATED_AT,
+    order: SortOrder = SortOrder.DESC,
+) -> Page[DealRead]:
+    """Filters combine with AND; `min_amount`/`max_amount` are inclusive. The last sort key is
+    always `id`, so paging is stable."""
+    filters = DealFilters(
+        statuses=tuple(status_ or ()),
+        stages=tuple(stage or ()),
+        min_amount=min_amount,
+        max_amount=max_amount,
+        owner_id=owner_id,
+        contact_id=contact_id,
+        search=search,
+        order_by=order_by,
+        order=order,
+    )
+    items, total = await service.list(filters, page)
+    return Page.build([DealRead.model_validate(d) for d in items], total, page.page, page.page_size)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a deal",
+    responses=problems(400, 401, 403, 422),
+)
+async def create_deal(body: DealCreate, service: ServiceDep) -> DealRead:
+    """Starts as `new` / `qualification`; the caller becomes `owner_id`. `contact_id` must be a
+    contact of this organization (400 `CONTACT_NOT_FOUND`)."""
+    return DealRead.model_validate(await service.create(body))
+
+
+@router.get("/{deal_id}", summary="Read a deal", responses=problems(401, 403, 404, 422))
+async def read_deal(deal_id: DealId, service: ServiceDep) -> DealRead:
+    return DealRead.model_validate(await service.get(deal_id))
+
+
+@router.patch("/{deal_id}", summary="Update a deal", responses=problems(400, 401, 403, 404, 422))
+async def update_deal(deal_id: DealId, body: DealUpdate, service: ServiceDep) -> DealRead:
+    """Partial update, checked against the values the deal will have afterwards:
+    `won` needs `amount > 0` (400 `DEAL_WON_REQUIRES_AMOUNT`); moving `stage` backwards needs
+    owner or admin (403 `STAGE_ROLLBACK_FORBIDDEN`); members change only their own deals;
+    `owner_id` only by managers and above, to a member (400 `OWNER_NOT_A_MEMBER`).
+    Each real change of `status` or `stage` appends to the deal's timeline."""
+    return DealRead.model_validate(await service.update(deal_id, body))
+
+
+@router.delete(
+    "/{deal_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a deal with its tasks and timeline",
+    responses=problems(401, 403, 404, 422),
+)
+async def delete_deal(deal_id: DealId, service: ServiceDep) -> Response:
+    await service.delete(deal_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/{deal_id}/activities",
+    summary="The deal's timeline, newest first",
+    responses=problems(401, 403, 404, 422),
+)
+async def list_deal_activities(
+    deal_id: DealId, service: ActivityServiceDep, page: Pagination
+) -> Page[ActivityRead]:
+    items, total = await service.list_for_deal(deal_id, page)
+    return Page.build(
+        [ActivityRead.model_validate(a) for a in items], total, page.page, page.page_size
+    )
+
+
+@router.post(
+    "/{deal_id}/activities",
+    status_code=status.HTTP_201_CREATED,
+    summary="Comment on a deal",
+    responses=problems(401, 403, 404, 422),
+)
+async def create_deal_activity(
+    deal_id: DealId, body: ActivityCreate, service: ActivityServiceDep
+) -> ActivityRead:
+    """Only `{"type": "comment", "payload": {"text": "..."}}`; any member may comment."""
+    return ActivityRead.model_validate(await service.comment(deal_id, body))

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Response, status
+
+from app.api.responses import TENANT, problems
+from app.dependencies.auth import OrgContext
+from app.dependencies.db import SessionDep
+from app.dependencies.pagination import Pagination
+from app.repositories.tasks import TaskFilters
+from app.schemas.common import MAX_ID, DueDate, Id, Page
+from app.schemas.task import TaskCreate, TaskRead, TaskUpdate
+from app.services.tasks import TaskService
+
+router = APIRouter(prefix="/tasks", tags=["tasks"])
+
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def get_task_service(session: SessionDep, ctx: OrgContext) -> TaskService:
+    return TaskService(session, ctx)
+
+
+ServiceDep = Annotated[TaskService, Depends(get_task_service)]
+
+
+@router.get("", summary="List tasks", responses=TENANT)
+async def list_tasks(
+    service: ServiceDep,
+    page: Pagination,
+    deal_id: Annotated[Id | None, Query()] = None,
+    only_open: Annotated[bool, Query(description="Only tasks not done.")] = False,
+    due_before: Annotated[DueDate | None, Query(description="Inclusive.")] = None,
+    due_after: Annotated[DueDate | None, Query(description="Inclusive.")] = None,
+) -> Page[TaskRead]:
+    """Ordered by `due_date` (tasks without one last), then `id`."""
+    filters = TaskFilters(
+        deal_id=deal_id, only_open=only_open, due_before=due_before, due_after=due_after
+    )
+    items, total = await service.list(filters, page)
+    return Page.build([TaskRead.model_validate(t) for t in items], total, page.page, page.page_size)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a task on a deal",
+    responses=problems(400, 401, 403, 404, 422),
+)
+async def create_task(body: TaskCreate, service: ServiceDep) -> TaskRead:
+    """Members only on their own deals. `due_date` may not be before today (UTC; 400
+    `DUE_DATE_IN_PAST`). Appends `task_created` to the deal's timeline."""
+    return TaskRead.model_validate(await service.create(body))
+
+
+@router.get("/{task_id}", summary="Read a task", responses=problems(401, 403, 404, 422))
+async def read_task(task_id: TaskId, service: ServiceDep) -> TaskRead:
+    return TaskRead.model_validate(await service.get(task_id))
+
+
+@router.patch("/{task_id}", summary="Update a task", responses=problems(400, 401, 403, 404, 422))
+async def update_task(task_id: TaskId, body: TaskUpdate, service: ServiceDep) -> TaskRead:
+    return TaskRead.model_validate(await service.update(task_id, body))
+
+
+@router.delete(
+    "/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a task",
+    responses=problems(401, 403, 404, 422),
+)
+async def delete_task(task_id: TaskId, service: ServiceDep) -> Response:
+    await service.delete(task_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

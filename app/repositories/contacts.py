@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import exists, select
+
+from app.core.text import fold
+from app.models import Contact, Deal
+from app.repositories.base import RowLock, TenantRepository, with_lock
+from app.schemas.common import PageParams, SortOrder
+from app.schemas.contact import ContactOrderBy
+
+_ORDER_COLUMNS = {ContactOrderBy.CREATED_AT: Contact.created_at, ContactOrderBy.NAME: Contact.name}
+
+
+@dataclass(frozen=True, slots=True)
+class ContactFilters:
+    search: str | None = None
+    owner_id: int | None = None
+    order_by: ContactOrderBy = ContactOrderBy.CREATED_AT
+    order: SortOrder = SortOrder.DESC
+
+
+class ContactRepository(TenantRepository):
+    async def get(self, contact_id: int, *, lock: RowLock | None = None) -> Contact | None:
+        query = select(Contact).where(
+            Contact.organization_id == self.organization_id, Contact.id == contact_id
+        )
+        return await self.session.scalar(with_lock(query, lock))
+
+    async def list(
+        self, filters: ContactFilters, page: PageParams
+    ) -> tuple[Sequence[Contact], int]:
+        query = select(Contact).where(Contact.organization_id == self.organization_id)
+        if filters.search:
+            query = query.where(Contact.search_text.contains(fold(filters.search), autoescape=True))
+        if filters.owner_id is not None:
+            query = query.where(Contact.owner_id == filters.owner_id)
+        column = _ORDER_COLUMNS[filters.order_by]
+        if filters.order is SortOrder.DESC:
+            query = query.order_by(column.desc(), Contact.id.desc())
+        else:
+            query = query.order_by(column.asc(), Contact.id.asc())
+        return await self.paginate(query, page)
+
+    async def add(self, contact: Contact) -> Contact:
+        contact.organization_id = self.organization_id
+        self.session.add(contact)
+        await self.session.flush()
+        return contact
+
+    async def has_deals(self, contact_id: int) -> bool:
+        return bool(
+            await self.session.scalar(
+                select(
+                    exists().where(
+                        Deal.organization_id == self.organization_id, Deal.contact_id == contact_id
+                    )
+                )
+            )
+        )
+
+    async def delete(self, contact: Contact) -> None:
+        await self.session.delete(contact)
+        await self.session.flush()

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from sqlalchemy import select
+
+from app.models import Deal, Task
+from app.repositories.base import TenantRepository
+from app.schemas.common import PageParams
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilters:
+    deal_id: int | None = None
+    only_open: bool = False
+    due_before: date | None = None
+    due_after: date | None = None
+
+
+class TaskRepository(TenantRepository):
+    async def get_with_deal_owner(self, task_id: int) -> tuple[Task, int] | None:
+        """The task and the owner of its deal (members may only touch tasks of their deals)."""
+        row = await self.session.execute(
+            select(Task, Deal.owner_id)
+            .join(Deal, (Deal.organization_id == Task.organization_id) & (Deal.id == Task.deal_id))
+            .where(Task.organization_id == self.organization_id, Task.id == task_id)
+        )
+        result = row.tuples().one_or_none()
+        return None if result is None else (result[0], result[1])
+
+    async def list(self, filters: TaskFilters, page: PageParams) -> tuple[Sequence[Task], int]:
+        query = select(Task).where(Task.organization_id == self.organization_id)
+        if filters.deal_id is not None:
+            query = query.where(Task.deal_id == filters.deal_id)
+        if filters.only_open:
+            query = query.where(Task.is_done.is_(False))
+        if filters.due_before is not None:
+            query = query.where(Task.due_date <= filters.due_before)
+        if filters.due_after is not None:
+            query = query.where(Task.due_date >= filters.due_after)
+        query = query.order_by(Task.due_date.asc().nulls_last(), Task.id.asc())
+        return await self.paginate(query, page)
+
+    async def add(self, task: Task) -> Task:
+        task.organization_id = self.organization_id
+        self.session.add(task)
+        await self.session.flush()
+        return task
+
+    async def delete(self, task: Task) -> None:
+        await self.session.delete(task)
+        await self.session.flush()

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import StringConstraints
+
+from app.models.enums import ActivityType
+from app.schemas.common import InputSchema, OutputSchema, SafeStr
+
+CommentText = Annotated[
+    SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)
+]
+
+
+class CommentPayload(InputSchema):
+    text: CommentText
+
+
+class ActivityCreate(InputSchema):
+    """Clients may only add comments; every other type is written by the service itself."""
+
+    type: Literal[ActivityType.COMMENT]
+    payload: CommentPayload
+
+
+class ActivityRead(OutputSchema):
+    id: int
+    deal_id: int
+    author_id: int | None
+    type: ActivityType
+    payload: dict[str, Any]
+    created_at: datetime

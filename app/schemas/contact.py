@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import EmailStr, StringConstraints
+
+from app.schemas.common import Id, InputSchema, Name, NotNullOnPatch, OutputSchema, Phone
+
+ContactEmail = Annotated[EmailStr, StringConstraints(max_length=320)]
+
+
+class ContactOrderBy(StrEnum):
+    CREATED_AT = "created_at"
+    NAME = "name"
+
+
+class ContactCreate(InputSchema):
+    name: Name
+    email: ContactEmail | None = None
+    phone: Phone | None = None
+
+
+class ContactUpdate(NotNullOnPatch):
+    _not_null = ("name", "owner_id")
+
+    name: Name | None = None
+    email: ContactEmail | None = None
+    phone: Phone | None = None
+    owner_id: Id | None = None
+
+
+class ContactRead(OutputSchema):
+    id: int
+    organization_id: int
+    owner_id: int
+    name: str
+    email: str | None
+    phone: str | None
+    created_at: datetime
+    updated_at: datetime

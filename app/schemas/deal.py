@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+import pycountry
+from pydantic import AfterValidator, StringConstraints
+
+from app.models.enums import DealStage, DealStatus
+from app.schemas.common import Id, InputSchema, Money, MoneyOut, NotNullOnPatch, OutputSchema, Title
+
+
+def _iso_4217(code: str) -> str:
+    if pycountry.currencies.get(alpha_3=code) is None:
+        raise ValueError("must be an ISO 4217 currency code")
+    return code
+
+
+CurrencyCode = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{3}$"),
+    AfterValidator(_iso_4217),
+]
+
+
+class DealOrderBy(StrEnum):
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+    AMOUNT = "amount"
+    TITLE = "title"
+
+
+class DealCreate(InputSchema):
+    contact_id: Id
+    title: Title
+    amount: Money = Decimal("0.00")
+    currency: CurrencyCode = "USD"
+
+
+class DealUpdate(NotNullOnPatch):
+    _not_null = ("title", "amount", "currency", "status", "stage", "contact_id", "owner_id")
+
+    title: Title | None = None
+    amount: Money | None = None
+    currency: CurrencyCode | None = None
+    status: DealStatus | None = None
+    stage: DealStage | None = None
+    contact_id: Id | None = None
+    owner_id: Id | None = None
+
+
+class DealRead(OutputSchema):
+    id: int
+    organization_id: int
+    contact_id: int
+    owner_id: int
+    title: str
+    amount: MoneyOut
+    currency: str
+    status: DealStatus
+    stage: DealStage
+    created_at: datetime
+    updated_at: datetime

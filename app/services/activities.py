@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import DealNotFound
+from app.core.permissions import Permission
+from app.core.tenancy import TenantContext
+from app.models import Activity, ActivityType
+from app.repositories.activities import ActivityRepository
+from app.repositories.deals import DealRepository
+from app.schemas.activity import ActivityCreate
+from app.schemas.common import PageParams
+
+
+class ActivityService:
+    def __init__(self, session: AsyncSession, ctx: TenantContext) -> None:
+        self.ctx = ctx
+        self.deals = DealRepository(session, ctx.organization_id)
+        self.activities = ActivityRepository(session, ctx.organization_id)
+
+    async def list_for_deal(self, deal_id: int, page: PageParams) -> tuple[Sequence[Activity], int]:
+        await self._ensure_deal(deal_id)
+        return await self.activities.list_for_deal(deal_id, page)
+
+    async def comment(self, deal_id: int, data: ActivityCreate) -> Activity:
+        self.ctx.require(Permission.COMMENT)
+        await self._ensure_deal(deal_id)
+        return await self.activities.add(
+            deal_id, ActivityType.COMMENT, {"text": data.payload.text}, self.ctx.user_id
+        )
+
+    async def _ensure_deal(self, deal_id: int) -> None:
+        if await self.deals.get(deal_id) is None:
+            raise DealNotFound()

@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import ContactHasDeals, ContactNotFound, OwnerNotAMember
+from app.core.permissions import Permission
+from app.core.tenancy import TenantContext
+from app.core.text import fold_fields
+from app.models import Contact
+from app.repositories.base import RowLock
+from app.repositories.contacts import ContactFilters, ContactRepository
+from app.repositories.organizations import OrganizationRepository
+from app.schemas.common import PageParams
+from app.schemas.contact import ContactCreate, ContactUpdate
+from app.services.policies import ensure_can_modify
+
+
+async def ensure_owner_assignable(
+    session: AsyncSession, ctx: TenantContext, current_owner_id: int, new_owner_id: int
+) -> None:
+    """Reassigning a record needs manager or above (403), and a member of this org (400)."""
+    if new_owner_id == current_owner_id:
+        return
+    ctx.require(Permission.REASSIGN_OWNER, "Only managers and above may reassign owner_id.")
+    if await OrganizationRepository(session).get_role(ctx.organization_id, new_owner_id) is None:
+        raise OwnerNotAMember()
+
+
+class ContactService:
+    def __init__(self, session: AsyncSession, ctx: TenantContext) -> None:
+        self.session = session
+        self.ctx = ctx
+        self.contacts = ContactRepository(session, ctx.organization_id)
+
+    async def list(
+        self, filters: ContactFilters, page: PageParams
+    ) -> tuple[Sequence[Contact], int]:
+        return await self.contacts.list(filters, page)
+
+    async def get(self, contact_id: int) -> Contact:
+        contact = await self.contacts.get(contact_id)
+        if contact is None:
+            raise ContactNotFound()
+        return contact
+
+    async def create(self, data: ContactCreate) -> Contact:
+        contact = Contact(
+            owner_id=self.ctx.user_id,
+            name=data.name,
+            email=data.email,
+            phone=data.phone,
+            search_text=fold_fields(data.name, data.email, data.phone),
+        )
+        return await self.contacts.add(contact)
+
+    async def update(self, contact_id: int, data: ContactUpdate) -> Contact:
+        contact = await self.get(contact_id)
+        ensure_can_modify(self.ctx, contact.owner_id, "contacts")
+        changes = data.changes()
+        if "owner_id" in changes:
+            await ensure_owner_assignable(
+                self.session, self.ctx, contact.owner_id, changes["owner_id"]
+            )
+        for field, value in changes.items():
+            setattr(contact, field, value)
+        contact.search_text = fold_fields(contact.name, contact.email, contact.phone)
+        await self.session.flush()
+        return contact
+
+    async def delete(self, contact_id: int) -> None:
+        # Exclusive lock first: a deal being created for this contact (which holds a share lock)
+        # commits before we look for deals, so the check below sees it.
+        contact = await self.contacts.get(contact_id, lock=RowLock.UPDATE)
+        if contact is None:
+            raise ContactNotFound()
+        ensure_can_modify(self.ctx, contact.owner_id, "contacts")
+        if await self.contacts.has_deals(contact_id):
+            raise ContactHasDeals()
+        try:
+            await self.contacts.delete(contact)
+        except IntegrityError as exc:  # a deal for it was created concurrently
+            raise ContactHasDeals() from exc

@@ -1,0 +1,127 @@
+"""Deals: the pipeline rules, the automatic timeline, and analytics-cache invalidation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.cache import Cache
+from app.core.errors import ContactReferenceInvalid, DealNotFound, DealWonRequiresAmount
+from app.core.tenancy import TenantContext
+from app.core.text import fold
+from app.db.session import after_commit
+from app.models import ActivityType, Deal, DealStatus
+from app.repositories.activities import ActivityRepository
+from app.repositories.base import RowLock
+from app.repositories.contacts import ContactRepository
+from app.repositories.deals import DealFilters, DealRepository
+from app.schemas.common import PageParams
+from app.schemas.deal import DealCreate, DealUpdate
+from app.services.contacts import ensure_owner_assignable
+from app.services.policies import ensure_can_modify, ensure_can_move_stage
+
+
+class DealService:
+    def __init__(self, session: AsyncSession, ctx: TenantContext, cache: Cache) -> None:
+        self.session = session
+        self.ctx = ctx
+        self.cache = cache
+        self.deals = DealRepository(session, ctx.organization_id)
+        self.contacts = ContactRepository(session, ctx.organization_id)
+        self.activities = ActivityRepository(session, ctx.organization_id)
+
+    async def list(self, filters: DealFilters, page: PageParams) -> tuple[Sequence[Deal], int]:
+        return await self.deals.list(filters, page)
+
+    async def get(self, deal_id: int, *, lock: RowLock | None = None) -> Deal:
+        deal = await self.deals.get(deal_id, lock=lock)
+        if deal is None:
+            raise DealNotFound()
+        return deal
+
+    async def create(self, data: DealCreate) -> Deal:
+        await self._ensure_contact(data.contact_id)
+        deal = Deal(
+            contact_id=data.contact_id,
+            owner_id=self.ctx.user_id,
+            title=data.title,
+            search_text=fold(data.title),
+            amount=data.amount,
+            currency=data.currency,
+            status=DealStatus.NEW,
+        )
+        try:
+            await self.deals.add(deal)
+        except IntegrityError as exc:  # the contact was deleted under us
+            raise ContactReferenceInvalid() from exc
+        self._invalidate_analytics()
+        return deal
+
+    async def update(self, deal_id: int, data: DealUpdate) -> Deal:
+        """Every rule is checked against the values the deal will have after the update.
+
+        The deal row is locked first, so two concurrent PATCHes of one deal run one after the
+        other and each sees the other's result: no update and no activity is lost."""
+        deal = await self.get(deal_id, lock=RowLock.UPDATE)
+        ensure_can_modify(self.ctx, deal.owner_id, "deals")
+        changes = data.changes()
+        new_stage = changes.get("stage", deal.stage)
+        new_status = changes.get("status", deal.status)
+        ensure_can_move_stage(self.ctx, deal.stage, new_stage)
+        if "owner_id" in changes:
+            await ensure_owner_assignable(
+                self.session, self.ctx, deal.owner_id, changes["owner_id"]
+            )
+        if changes.get("contact_id", deal.contact_id) != deal.contact_id:
+            await self._ensure_contact(changes["contact_id"])
+        if new_status is DealStatus.WON and changes.get("amount", deal.amount) <= 0:
+            raise DealWonRequiresAmount()
+
+        old_status, old_stage = deal.status, deal.stage
+        for field, value in changes.items():
+            setattr(deal, field, value)
+        if "title" in changes:
+            deal.search_text = fold(deal.title)
+        if new_status != old_status:
+            await self.activities.add(
+                deal.id,
+                ActivityType.STATUS_CHANGED,
+                {"old_status": old_status.value, "new_status": new_status.value},
+                self.ctx.user_id,
+            )
+        if new_stage != old_stage:
+            await self.activities.add(
+                deal.id,
+                ActivityType.STAGE_CHANGED,
+                {"old_stage": old_stage.value, "new_stage": new_stage.value},
+                self.ctx.user_id,
+            )
+        try:
+            await self.session.flush()
+        except IntegrityError as exc:  # the new contact was deleted under us
+            raise ContactReferenceInvalid() from exc
+        if changes:
+            self._invalidate_analytics()
+        return deal
+
+    async def delete(self, deal_id: int) -> None:
+        """Its tasks and activities go with it (ON DELETE CASCADE)."""
+        deal = await self.get(deal_id, lock=RowLock.UPDATE)
+        ensure_can_modify(self.ctx, deal.owner_id, "deals")
+        await self.deals.delete(deal)
+        self._invalidate_analytics()
+
+    async def _ensure_contact(self, contact_id: int) -> None:
+        # A share lock keeps the contact from being deleted until this transaction commits.
+        if await self.contacts.get(contact_id, lock=RowLock.SHARE) is None:
+            raise ContactReferenceInvalid()
+
+    def _invalidate_analytics(self) -> None:
+        organization_id = self.ctx.organization_id
+
+        async def invalidate() -> None:
+            await self.cache.invalidate(organization_id)
+
+        after_commit(self.session, invalidate)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.errors import DealNotFound, TaskNotFound
+from app.core.tenancy import TenantContext
+from app.models import ActivityType, Task
+from app.repositories.activities import ActivityRepository
+from app.repositories.base import RowLock
+from app.repositories.deals import DealRepository
+from app.repositories.tasks import TaskFilters, TaskRepository
+from app.schemas.common import PageParams
+from app.schemas.task import TaskCreate, TaskUpdate
+from app.services.policies import ensure_can_modify, ensure_due_date_not_past
+
+
+class TaskService:
+    def __init__(self, session: AsyncSession, ctx: TenantContext) -> None:
+        self.session = session
+        self.ctx = ctx
+        self.tasks = TaskRepository(session, ctx.organization_id)
+        self.deals = DealRepository(session, ctx.organization_id)
+        self.activities = ActivityRepository(session, ctx.organization_id)
+
+    async def list(self, filters: TaskFilters, page: PageParams) -> tuple[Sequence[Task], int]:
+        return await self.tasks.list(filters, page)
+
+    async def get(self, task_id: int) -> Task:
+        found = await self.tasks.get_with_deal_owner(task_id)
+        if found is None:
+            raise TaskNotFound()
+        return found[0]
+
+    async def create(self, data: TaskCreate) -> Task:
+        """Also appends `task_created` to the deal's timeline, in the same transaction."""
+        deal = await self.deals.get(data.deal_id, lock=RowLock.SHARE)
+        if deal is None:
+            raise DealNotFound()
+        ensure_can_modify(self.ctx, deal.owner_id, "deals' tasks")
+        ensure_due_date_not_past(data.due_date)
+        task = Task(
+            deal_id=deal.id, title=data.title, description=data.description, due_date=data.due_date
+        )
+        try:
+            await self.tasks.add(task)
+        except IntegrityError as exc:  # the deal was deleted under us
+            raise DealNotFound() from exc
+        await self.activities.add(
+            deal.id,
+            ActivityType.TASK_CREATED,
+            {"task_id": task.id, "task_title": task.title},
+            self.ctx.user_id,
+        )
+        return task
+
+    async def update(self, task_id: int, data: TaskUpdate) -> Task:
+        task = await self._modifiable(task_id)
+        changes = data.changes()
+        if "due_date" in changes and changes["due_date"] != task.due_date:
+            ensure_due_date_not_past(changes["due_date"])
+        for field, value in changes.items():
+            setattr(task, field, value)
+        await self.session.flush()
+        return task
+
+    async def delete(self, task_id: int) -> None:
+        task = await self._modifiable(task_id)
+        await self.tasks.delete(task)
+
+    async def _modifiable(self, task_id: int) -> Task:
+        found = await self.tasks.get_with_deal_owner(task_id)
+        if found is None:
+            raise TaskNotFound()
+        task, deal_owner_id = found
+        ensure_can_modify(self.ctx, deal_owner_id, "deals' tasks")
+        return task
