@@ -1,4 +1,4 @@
-"""Create or drop a throwaway PostgreSQL database for a CI run: `python .ci/pg.py create|drop NAME`."""
+"""Create or drop a throwaway PostgreSQL database for CI: `python .ci/pg.py create|drop NAME`."""
 
 import asyncio
 import os
