@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api import health
-from app.api.v1 import auth, contacts, deals, organizations, tasks
+from app.api.v1 import analytics, auth, contacts, deals, organizations, tasks
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
 from app.core.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(contacts.router)
     api.include_router(deals.router)
     api.include_router(tasks.router)
+    api.include_router(analytics.router)
     app.include_router(api)
     app.include_router(health.router)
     return app

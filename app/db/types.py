@@ -49,10 +49,14 @@ class Money(TypeDecorator[Decimal]):
     impl = Numeric(MONEY_PRECISION, MONEY_SCALE, asdecimal=True)
     cache_ok = True
 
+    def __init__(self, precision: int = MONEY_PRECISION) -> None:
+        super().__init__()
+        self.precision = precision  # wider for running totals
+
     def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
         if dialect.name == "sqlite":
             return dialect.type_descriptor(BigInteger())
-        return dialect.type_descriptor(Numeric(MONEY_PRECISION, MONEY_SCALE, asdecimal=True))
+        return dialect.type_descriptor(Numeric(self.precision, MONEY_SCALE, asdecimal=True))
 
     def process_bind_param(self, value: Decimal | int | None, dialect: Dialect) -> Any:
         if value is None:

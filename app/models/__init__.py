@@ -4,6 +4,7 @@ from app.db.base import Base
 from app.models.activity import Activity
 from app.models.contact import Contact
 from app.models.deal import Deal
+from app.models.deal_stats import DealStat
 from app.models.enums import ActivityType, DealStage, DealStatus, Role
 from app.models.organization import Membership, Organization
 from app.models.task import Task
@@ -17,6 +18,7 @@ __all__ = [
     "Contact",
     "Deal",
     "DealStage",
+    "DealStat",
     "DealStatus",
     "Membership",
     "Organization",

@@ -31,6 +31,8 @@ class Deal(Base):
         ),
         CheckConstraint("amount >= 0", name="amount_not_negative"),
         Index("ix_deals_org_created", "organization_id", "created_at", "id"),
+        # Analytics: "deals created in the last N days", optionally per currency.
+        Index("ix_deals_org_currency_created", "organization_id", "currency", "created_at"),
         Index("ix_deals_org_updated", "organization_id", "updated_at", "id"),
         Index("ix_deals_org_amount", "organization_id", "amount", "id"),
         Index("ix_deals_org_title", "organization_id", "title", "id"),

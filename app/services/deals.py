@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
+from decimal import Decimal
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -14,6 +16,7 @@ from app.core.text import fold
 from app.db.session import after_commit
 from app.models import ActivityType, Deal, DealStatus
 from app.repositories.activities import ActivityRepository
+from app.repositories.analytics import AnalyticsRepository, StatKey
 from app.repositories.base import RowLock
 from app.repositories.contacts import ContactRepository
 from app.repositories.deals import DealFilters, DealRepository
@@ -31,6 +34,7 @@ class DealService:
         self.deals = DealRepository(session, ctx.organization_id)
         self.contacts = ContactRepository(session, ctx.organization_id)
         self.activities = ActivityRepository(session, ctx.organization_id)
+        self.analytics = AnalyticsRepository(session, ctx.organization_id)
 
     async def list(self, filters: DealFilters, page: PageParams) -> tuple[Sequence[Deal], int]:
         return await self.deals.list(filters, page)
@@ -56,7 +60,7 @@ class DealService:
             await self.deals.add(deal)
         except IntegrityError as exc:  # the contact was deleted under us
             raise ContactReferenceInvalid() from exc
-        self._invalidate_analytics()
+        await self._record_totals(before=None, after=deal)
         return deal
 
     async def update(self, deal_id: int, data: DealUpdate) -> Deal:
@@ -80,6 +84,7 @@ class DealService:
             raise DealWonRequiresAmount()
 
         old_status, old_stage = deal.status, deal.stage
+        before = (StatKey.of(deal), deal.amount)
         for field, value in changes.items():
             setattr(deal, field, value)
         if "title" in changes:
@@ -103,22 +108,38 @@ class DealService:
         except IntegrityError as exc:  # the new contact was deleted under us
             raise ContactReferenceInvalid() from exc
         if changes:
-            self._invalidate_analytics()
+            await self._record_totals(before=before, after=deal)
         return deal
 
     async def delete(self, deal_id: int) -> None:
         """Its tasks and activities go with it (ON DELETE CASCADE)."""
         deal = await self.get(deal_id, lock=RowLock.UPDATE)
         ensure_can_modify(self.ctx, deal.owner_id, "deals")
+        before = (StatKey.of(deal), deal.amount)
         await self.deals.delete(deal)
-        self._invalidate_analytics()
+        await self._record_totals(before=before, after=None)
 
     async def _ensure_contact(self, contact_id: int) -> None:
         # A share lock keeps the contact from being deleted until this transaction commits.
         if await self.contacts.get(contact_id, lock=RowLock.SHARE) is None:
             raise ContactReferenceInvalid()
 
-    def _invalidate_analytics(self) -> None:
+    async def _record_totals(
+        self, *, before: tuple[StatKey, Decimal] | None, after: Deal | None
+    ) -> None:
+        """Move the deal between running totals, then drop the organization's cached analytics
+        once (and only if) the transaction commits. Runs last in the transaction, so the
+        totals rows are locked for as short a time as possible."""
+        deltas: defaultdict[StatKey, tuple[int, Decimal]] = defaultdict(lambda: (0, Decimal(0)))
+        if before is not None:
+            key, amount = before
+            count, total = deltas[key]
+            deltas[key] = (count - 1, total - amount)
+        if after is not None:
+            key = StatKey.of(after)
+            count, total = deltas[key]
+            deltas[key] = (count + 1, total + after.amount)
+        await self.analytics.apply(deltas)
         organization_id = self.ctx.organization_id
 
         async def invalidate() -> None:

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from app.api.responses import TENANT
+from app.dependencies.auth import OrgContext
+from app.dependencies.db import ResourcesDep, SessionDep
+from app.schemas.analytics import DealFunnel, DealSummary
+from app.schemas.deal import CurrencyCode
+from app.services.analytics import AnalyticsService
+
+router = APIRouter(prefix="/analytics", tags=["analytics"])
+
+CurrencyFilter = Annotated[
+    CurrencyCode | None, Query(description="Only deals in this ISO 4217 currency.")
+]
+_CACHE_HEADER = {
+    "X-Cache": {
+        "description": "`HIT` when served from the cache, else `MISS`.",
+        "schema": {"type": "string"},
+    }
+}
+
+
+def get_analytics_service(
+    session: SessionDep, ctx: OrgContext, resources: ResourcesDep
+) -> AnalyticsService:
+    return AnalyticsService(session, ctx, resources.cache)
+
+
+ServiceDep = Annotated[AnalyticsService, Depends(get_analytics_service)]
+
+
+@router.get(
+    "/deals/summary",
+    summary="Deal counts and amounts by status",
+    responses={**TENANT, 200: {"headers": _CACHE_HEADER}},
+)
+async def deals_summary(
+    service: ServiceDep,
+    response: Response,
+    days: Annotated[
+        int, Query(ge=1, le=365, description="Window for `new_deals_last_n_days`.")
+    ] = 30,
+    currency: CurrencyFilter = None,
+) -> DealSummary:
+    """Counts and exact sums per status, totals, the average won amount (0 without won deals)
+    and the number of deals created in the last `days` days. Cached per organization for
+    `ANALYTICS_CACHE_TTL` seconds; any write to the organization's deals invalidates it."""
+    summary, hit = await service.summary(days, currency)
+    response.headers["X-Cache"] = "HIT" if hit else "MISS"
+    return summary
+
+
+@router.get(
+    "/deals/funnel",
+    summary="Deals per pipeline stage with conversion",
+    responses={**TENANT, 200: {"headers": _CACHE_HEADER}},
+)
+async def deals_funnel(
+    service: ServiceDep, response: Response, currency: CurrencyFilter = None
+) -> DealFunnel:
+    """All four stages in pipeline order. `count`: deals at the stage now; `reached`: at this
+    stage or a later one; `conversion_from_prev`: `reached` / previous `reached` x 100 (2
+    decimals), null for the first stage or when the previous `reached` is 0."""
+    funnel, hit = await service.funnel(currency)
+    response.headers["X-Cache"] = "HIT" if hit else "MISS"
+    return funnel

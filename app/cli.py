@@ -1,0 +1,416 @@
+"""The `minicrm` command: serve, migrate, wait for the database, create users.
+
+Every subcommand reads the same settings as the API (environment and `.env`). Adding one is one
+function, taking the parsed arguments and returning the exit status, plus its decorator:
+
+    @command("seed-demo", "Fill a demo organization.", argument("--contacts", type=int, default=50))
+    def seed_demo(args: argparse.Namespace) -> int: ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from app.core.config import Settings, get_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+    from app.services.auth import Registration
+
+logger = logging.getLogger(__name__)
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
+APP_FACTORY = "app.main:create_app"
+PASSWORD_ENV = "MINICRM_PASSWORD"  # noqa: S105 - the variable's name, not a password
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class CliError(Exception):
+    """A failure the user can act on: logged as one line, no traceback, then `exit_code`."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# --- subcommand registry ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Argument:
+    flags: tuple[str, ...]
+    options: dict[str, Any]
+    env: str | None = None  # an environment variable that overrides the default when set
+
+
+def argument(*flags: str, env: str | None = None, **options: Any) -> Argument:
+    """`add_argument`'s parameters; with `env`, that variable (read when the parser is built)
+    replaces the default, and goes through `type` like a value given on the command line."""
+    return Argument(flags, options, env)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    summary: str
+    handler: Handler
+    arguments: tuple[Argument, ...]
+
+
+COMMANDS: list[Command] = []
+
+
+def command(name: str, summary: str, *arguments: Argument) -> Callable[[Handler], Handler]:
+    """Register the decorated function as subcommand `name`: it gets the parsed arguments and
+    returns the exit status (or raises `CliError`)."""
+
+    def register(handler: Handler) -> Handler:
+        COMMANDS.append(Command(name, summary, handler, arguments))
+        return handler
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="minicrm",
+        description="Mini-CRM administration. Settings come from the environment and .env, "
+        "exactly as for the API.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in COMMANDS:
+        sub = subparsers.add_parser(cmd.name, help=cmd.summary, description=cmd.summary)
+        for arg in cmd.arguments:
+            options = dict(arg.options)
+            if arg.env and os.environ.get(arg.env):
+                options["default"] = os.environ[arg.env]
+            sub.add_argument(*arg.flags, **options)
+        sub.set_defaults(handler=cmd.handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging()
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CliError as exc:
+        logger.error("%s", exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+# --- shared helpers -----------------------------------------------------------------------------
+
+
+def _version() -> str:
+    try:
+        return metadata.version("mini-crm")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _configure_logging() -> None:
+    """The CLI's own messages go to stderr, whatever Alembic or the app do to the root logger."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("minicrm: %(levelname)s: %(message)s"))
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+def load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        raise CliError(f"invalid configuration: {_validation_message(exc)}", exit_code=2) from exc
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{location}: {error['msg']}" if location else error["msg"])
+    return "; ".join(parts)
+
+
+def _display_url(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL fails later with its own error; never echo a secret
+        return "<unparsable DATABASE_URL>"
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _port(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {number}")
+    return number
+
+
+def _seconds(value: str) -> float:
+    number = float(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return number
+
+
+# --- migrate ------------------------------------------------------------------------------------
+
+
+def alembic_config(settings: Settings) -> Config:
+    from alembic.config import Config
+
+    if not ALEMBIC_INI.is_file():
+        raise CliError(f"alembic.ini not found at {ALEMBIC_INI}: run from a source checkout")
+    config = Config(str(ALEMBIC_INI))
+    config.attributes["database_url"] = settings.DATABASE_URL
+    return config
+
+
+def run_migrations(settings: Settings) -> None:
+    from alembic import command as alembic_command
+
+    logger.info("applying migrations to %s", _display_url(settings.DATABASE_URL))
+    alembic_command.upgrade(alembic_config(settings), "head")
+    logger.info("the database schema is up to date")
+
+
+@command("migrate", "Apply the database migrations (alembic upgrade head).")
+def migrate(args: argparse.Namespace) -> int:
+    run_migrations(load_settings())
+    return 0
+
+
+# --- wait-db ------------------------------------------------------------------------------------
+
+
+async def wait_for_database(settings: Settings, seconds: float, interval: float = 1.0) -> bool:
+    """Retry `SELECT 1` until it answers (True) or `seconds` have passed (False)."""
+    from app.db.session import create_engine
+
+    target = _display_url(settings.DATABASE_URL)
+    engine = create_engine(settings)
+    deadline = time.monotonic() + seconds
+    attempt = 0
+    try:
+        while True:
+            attempt += 1
+            remaining = deadline - time.monotonic()
+            try:
+                # One attempt never outlives the deadline by much, even if a connect hangs.
+                async with asyncio.timeout(max(1.0, min(5.0, remaining))):
+                    async with engine.connect() as connection:
+                        await connection.execute(text("SELECT 1"))
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.error(
+                        "timed out after %gs waiting for the database at %s (%d attempts); "
+                        "last error: %s",
+                        seconds,
+                        target,
+                        attempt,
+                        error,
+                    )
+                    return False
+                logger.warning(
+                    "database at %s not ready (attempt %d, %.0fs left): %s",
+                    target,
+                    attempt,
+                    remaining,
+                    error,
+                )
+                await asyncio.sleep(min(interval, remaining))
+            else:
+                logger.info("database at %s is ready", target)
+                return True
+    finally:
+        await engine.dispose()
+
+
+@command(
+    "wait-db",
+    "Wait until the database accepts connections; exit 1 on timeout.",
+    argument(
+        "--timeout",
+        type=_seconds,
+        default="60",
+        env="DB_WAIT_TIMEOUT",
+        help="seconds to keep trying (default: $DB_WAIT_TIMEOUT or 60)",
+    ),
+)
+def wait_db(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    return 0 if asyncio.run(wait_for_database(settings, args.timeout)) else 1
+
+
+# --- serve --------------------------------------------------------------------------------------
+
+
+@command(
+    "serve",
+    "Apply the migrations, then run the API with uvicorn.",
+    argument(
+        "--host",
+        default="127.0.0.1",
+        env="HOST",
+        help="interface to bind (default: $HOST or 127.0.0.1)",
+    ),
+    argument("--port", type=_port, default="8000", env="PORT", help="default: $PORT or 8000"),
+    argument(
+        "--workers",
+        type=_positive_int,
+        default="1",
+        env="WEB_CONCURRENCY",
+        help="worker processes (default: $WEB_CONCURRENCY or 1)",
+    ),
+    argument("--reload", action="store_true", help="restart on code changes (development)"),
+    argument("--no-migrate", action="store_true", help="do not apply migrations first"),
+)
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.reload and args.workers > 1:
+        raise CliError("--reload runs a single process: drop --workers", exit_code=2)
+    settings = load_settings()
+    if not args.no_migrate:
+        run_migrations(settings)
+    if args.workers > 1 and settings.REDIS_URL is None:
+        # Each worker would keep its own cache, so a write in one worker leaves the others
+        # serving stale analytics until the TTL ends: no cache beats a wrong answer.
+        logger.warning(
+            "%d workers without REDIS_URL: the analytics cache and the login throttle are "
+            "per process; disabling the analytics cache (ANALYTICS_CACHE_TTL=0). Set REDIS_URL "
+            "to share them between workers.",
+            args.workers,
+        )
+        os.environ["ANALYTICS_CACHE_TTL"] = "0"
+        get_settings.cache_clear()
+    uvicorn.run(
+        APP_FACTORY,
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        reload=args.reload,
+        reload_dirs=[str(PROJECT_ROOT / "app")] if args.reload else None,
+        proxy_headers=True,
+    )
+    return 0
+
+
+# --- create-user --------------------------------------------------------------------------------
+
+
+def _read_password(given: str | None) -> str:
+    if given:
+        return given
+    from_env = os.environ.get(PASSWORD_ENV)
+    if from_env:
+        return from_env
+    if not sys.stdin.isatty():
+        raise CliError(
+            f"no password given: use --password, set {PASSWORD_ENV}, or run in a terminal",
+            exit_code=2,
+        )
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Repeat the password: ") != password:
+        raise CliError("the passwords do not match", exit_code=2)
+    return password
+
+
+async def create_user(
+    settings: Settings, email: str, name: str, password: str, organization: str
+) -> Registration:
+    """A user, their organization and the owner membership, exactly as `POST /auth/register`."""
+    from app.core.errors import EmailTaken
+    from app.main import build_resources
+    from app.schemas.auth import RegisterRequest
+    from app.services.auth import AuthService
+
+    try:
+        data = RegisterRequest(
+            email=email, name=name, password=password, organization_name=organization
+        )
+    except ValidationError as exc:
+        raise CliError(f"invalid user: {_validation_message(exc)}", exit_code=2) from exc
+    resources = build_resources(settings)
+    try:
+        async with resources.session_factory() as session:
+            service = AuthService(
+                session, resources.tokens, resources.passwords, resources.login_throttle
+            )
+            try:
+                registration = await service.register(data)
+            except EmailTaken as exc:
+                raise CliError(f"a user with the email {data.email} already exists") from exc
+            await session.commit()
+            return registration
+    finally:
+        await resources.engine.dispose()
+        if resources.redis is not None:
+            await resources.redis.aclose()
+
+
+@command(
+    "create-user",
+    "Create a user with their own organization, as its owner.",
+    argument("--email", required=True),
+    argument("--name", required=True, help="the user's display name"),
+    argument(
+        "--password",
+        help=f"visible to other local users in the process list: prefer ${PASSWORD_ENV} or "
+        "the interactive prompt",
+    ),
+    argument("--organization", metavar="NAME", help='default: "<name>\'s organization"'),
+)
+def create_user_command(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    password = _read_password(args.password)
+    organization = args.organization or f"{args.name}'s organization"
+    registration = asyncio.run(create_user(settings, args.email, args.name, password, organization))
+    logger.info(
+        "created user %s (id %d), owner of organization %r (id %d)",
+        registration.user.email,
+        registration.user.id,
+        registration.organization.name,
+        registration.organization.id,
+    )
+    print(f"user_id={registration.user.id}")
+    print(f"organization_id={registration.organization.id}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

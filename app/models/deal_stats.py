@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base
+from app.db.types import Money
+from app.models._columns import str_enum
+from app.models.enums import DealStage, DealStatus
+
+TOTAL_PRECISION = 24
+
+
+class DealStat(Base):
+    """Running totals of deals per (organization, currency, status, stage).
+
+    Maintained by the deal service in the same transaction as every deal write, so analytics
+    aggregate at most a few dozen rows instead of scanning every deal of an organization.
+    `minicrm rebuild-stats` recomputes it from the deals table (after bulk loads)."""
+
+    __tablename__ = "deal_stats"
+
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    status: Mapped[DealStatus] = mapped_column(
+        str_enum(DealStatus, "deal_status"), primary_key=True
+    )
+    stage: Mapped[DealStage] = mapped_column(str_enum(DealStage, "deal_stage"), primary_key=True)
+    deal_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_sum: Mapped[Decimal] = mapped_column(Money(TOTAL_PRECISION), default=Decimal(0))

@@ -1,0 +1,112 @@
+"""Deal analytics: the running totals in `deal_stats`, and their maintenance."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.models import Deal, DealStage, DealStat, DealStatus
+from app.repositories.base import TenantRepository
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class StatKey:
+    currency: str
+    status: DealStatus
+    stage: DealStage
+
+    @classmethod
+    def of(cls, deal: Deal) -> StatKey:
+        return cls(deal.currency, deal.status, deal.stage)
+
+
+@dataclass(frozen=True, slots=True)
+class StatRow:
+    status: DealStatus
+    stage: DealStage
+    count: int
+    amount: Decimal
+
+
+class AnalyticsRepository(TenantRepository):
+    async def totals(self, currency: str | None) -> Sequence[StatRow]:
+        """Deal count and amount per (status, stage): one aggregate over a few dozen rows."""
+        query = (
+            select(
+                DealStat.status,
+                DealStat.stage,
+                func.sum(DealStat.deal_count),
+                func.sum(DealStat.amount_sum),
+            )
+            .where(DealStat.organization_id == self.organization_id)
+            .group_by(DealStat.status, DealStat.stage)
+        )
+        if currency is not None:
+            query = query.where(DealStat.currency == currency)
+        rows = await self.session.execute(query)
+        return [
+            StatRow(status, stage, int(count or 0), amount or Decimal(0))
+            for status, stage, count, amount in rows.tuples()
+        ]
+
+    async def count_created_since(self, since: datetime, currency: str | None) -> int:
+        query = select(func.count()).where(
+            Deal.organization_id == self.organization_id, Deal.created_at >= since
+        )
+        if currency is not None:
+            query = query.where(Deal.currency == currency)
+        return int(await self.session.scalar(query) or 0)
+
+    async def apply(self, deltas: Mapping[StatKey, tuple[int, Decimal]]) -> None:
+        """Add (count, amount) deltas to the running totals.
+
+        Keys are applied in sorted order, so concurrent transactions lock the rows in the
+        same order and cannot deadlock on each other."""
+        dialect = self.session.get_bind().dialect.name
+        builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        for key in sorted(deltas):
+            count, amount = deltas[key]
+            if count == 0 and amount == 0:
+                continue
+            statement = builder(DealStat).values(
+                organization_id=self.organization_id,
+                currency=key.currency,
+                status=key.status,
+                stage=key.stage,
+                deal_count=count,
+                amount_sum=amount,
+            )
+            statement = statement.on_conflict_do_update(
+                index_elements=["organization_id", "currency", "status", "stage"],
+                set_={
+                    "deal_count": DealStat.deal_count + statement.excluded.deal_count,
+                    "amount_sum": DealStat.amount_sum + statement.excluded.amount_sum,
+                },
+            )
+            await self.session.execute(statement)
+
+    async def rebuild(self) -> None:
+        """Recompute this organization's totals from its deals (after bulk loads)."""
+        await self.session.execute(
+            delete(DealStat).where(DealStat.organization_id == self.organization_id)
+        )
+        await self.session.execute(
+            insert(DealStat).from_select(
+                ["organization_id", "currency", "status", "stage", "deal_count", "amount_sum"],
+                select(
+                    Deal.organization_id,
+                    Deal.currency,
+                    Deal.status,
+                    Deal.stage,
+                    func.count(),
+                    func.sum(Deal.amount),
+                )
+                .where(Deal.organization_id == self.organization_id)
+                .group_by(Deal.organization_id, Deal.currency, Deal.status, Deal.stage),
+            )
+        )

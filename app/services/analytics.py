@@ -1,0 +1,98 @@
+"""Summary and funnel of an organization's deals: aggregated in SQL, cached per organization."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.cache import Cache, cached
+from app.core.tenancy import TenantContext
+from app.models import DealStage, DealStatus
+from app.repositories.analytics import AnalyticsRepository, StatRow
+from app.schemas.analytics import DealFunnel, DealSummary, FunnelStage, StatusTotals
+
+_CENT = Decimal("0.01")
+
+
+def build_summary(rows: Sequence[StatRow], new_deals: int, days: int) -> DealSummary:
+    counts = dict.fromkeys(DealStatus, 0)
+    amounts = dict.fromkeys(DealStatus, Decimal(0))
+    for row in rows:
+        counts[row.status] += row.count
+        amounts[row.status] += row.amount
+    won_count = counts[DealStatus.WON]
+    avg_won = (
+        (amounts[DealStatus.WON] / won_count).quantize(_CENT, ROUND_HALF_UP)
+        if won_count
+        else Decimal(0)
+    )
+    return DealSummary(
+        by_status={
+            status: StatusTotals(count=counts[status], total_amount=amounts[status])
+            for status in DealStatus
+        },
+        total=StatusTotals(count=sum(counts.values()), total_amount=sum(amounts.values())),
+        avg_won_amount=avg_won,
+        new_deals_last_n_days=new_deals,
+        days=days,
+    )
+
+
+def build_funnel(rows: Sequence[StatRow]) -> DealFunnel:
+    by_stage = {stage: dict.fromkeys(DealStatus, 0) for stage in DealStage}
+    for row in rows:
+        by_stage[row.stage][row.status] += row.count
+    stages: list[FunnelStage] = []
+    reached = sum(sum(statuses.values()) for statuses in by_stage.values())
+    previous_reached: int | None = None
+    for stage in DealStage:  # pipeline order
+        count = sum(by_stage[stage].values())
+        conversion = None
+        if previous_reached:
+            conversion = round(reached / previous_reached * 100, 2)
+        stages.append(
+            FunnelStage(
+                stage=stage,
+                count=count,
+                by_status=by_stage[stage],
+                reached=reached,
+                conversion_from_prev=conversion,
+            )
+        )
+        previous_reached = reached
+        reached -= count
+    return DealFunnel(stages=stages)
+
+
+class AnalyticsService:
+    def __init__(self, session: AsyncSession, ctx: TenantContext, cache: Cache) -> None:
+        self.ctx = ctx
+        self.cache = cache
+        self.analytics = AnalyticsRepository(session, ctx.organization_id)
+
+    async def summary(self, days: int, currency: str | None) -> tuple[DealSummary, bool]:
+        async def compute() -> dict[str, Any]:
+            rows = await self.analytics.totals(currency)
+            since = datetime.now(UTC) - timedelta(days=days)
+            new_deals = await self.analytics.count_created_since(since, currency)
+            return build_summary(rows, new_deals, days).model_dump(mode="json")
+
+        value, hit = await self._cached(f"summary:{days}:{currency or '*'}", compute)
+        return DealSummary.model_validate(value), hit
+
+    async def funnel(self, currency: str | None) -> tuple[DealFunnel, bool]:
+        async def compute() -> dict[str, Any]:
+            return build_funnel(await self.analytics.totals(currency)).model_dump(mode="json")
+
+        value, hit = await self._cached(f"funnel:{currency or '*'}", compute)
+        return DealFunnel.model_validate(value), hit
+
+    async def _cached(
+        self, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> tuple[dict[str, Any], bool]:
+        value, hit = await cached(self.cache, self.ctx.organization_id, key, compute)
+        return value, hit
