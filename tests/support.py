@@ -79,21 +79,24 @@ class User:
             "X-Organization-Id": str(organization_id or self.organization_id),
         }
 
+    def _merged(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**self.headers(), **(kwargs.pop("headers", None) or {})}
+
     async def get(self, path: str, **kwargs: Any) -> httpx.Response:
-        return await self.api.client.get(self.api.url(path), headers=self.headers(), **kwargs)
+        headers = self._merged(kwargs)
+        return await self.api.client.get(self.api.url(path), headers=headers, **kwargs)
 
     async def post(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
-        return await self.api.client.post(
-            self.api.url(path), json=json, headers=self.headers(), **kwargs
-        )
+        headers = self._merged(kwargs)
+        return await self.api.client.post(self.api.url(path), json=json, headers=headers, **kwargs)
 
     async def patch(self, path: str, json: Any = None, **kwargs: Any) -> httpx.Response:
-        return await self.api.client.patch(
-            self.api.url(path), json=json, headers=self.headers(), **kwargs
-        )
+        headers = self._merged(kwargs)
+        return await self.api.client.patch(self.api.url(path), json=json, headers=headers, **kwargs)
 
     async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
-        return await self.api.client.delete(self.api.url(path), headers=self.headers(), **kwargs)
+        headers = self._merged(kwargs)
+        return await self.api.client.delete(self.api.url(path), headers=headers, **kwargs)
 
 
 def assert_problem(

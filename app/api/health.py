@@ -3,11 +3,12 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.core.metrics import render
 from app.dependencies.db import ResourcesDep
 
 router = APIRouter(tags=["health"])
@@ -46,3 +47,9 @@ async def ready(resources: ResourcesDep) -> JSONResponse:
         {"status": "ok" if healthy else "unavailable", "checks": checks},
         status_code=200 if healthy else 503,
     )
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics(resources: ResourcesDep) -> Response:
+    body, content_type = render(resources.engine)
+    return Response(body, media_type=content_type)

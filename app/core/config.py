@@ -78,7 +78,7 @@ class Settings(BaseSettings):
         value = "/" + value.strip("/")
         return "" if value == "/" else value
 
-    @field_validator("REDIS_URL", mode="before")
+    @field_validator("REDIS_URL", "SECRET_KEY", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

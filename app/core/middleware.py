@@ -11,6 +11,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.handlers import problem_response
+from app.core.metrics import observe_request
 from app.core.request_context import request_id_var
 
 logger = logging.getLogger("app.access")
@@ -67,13 +68,15 @@ class RequestContextMiddleware:
                 scope, receive, send_wrapper
             )
         finally:
+            elapsed = time.perf_counter() - started
+            observe_request(scope["method"], _route_template(scope), status, elapsed)
             logger.info(
                 "request",
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(elapsed * 1000, 2),
                     "request_id": request_id,
                     "user_id": state.get("user_id"),
                     "organization_id": state.get("organization_id"),
@@ -126,3 +129,15 @@ class RequestContextMiddleware:
             return await receive()
 
         return replay
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's template (`/api/v1/deals/{deal_id}`), never the raw path, so metric
+    labels stay few. Routers may report their routes relative to their prefix; the template
+    is aligned with the tail of the real path, and the prefix taken from the real path."""
+    route_path = getattr(scope.get("route"), "path", None)
+    if not isinstance(route_path, str):
+        return "unmatched"
+    raw_parts = scope["path"].strip("/").split("/")
+    route_parts = route_path.strip("/").split("/")
+    return "/" + "/".join(raw_parts[: max(0, len(raw_parts) - len(route_parts))] + route_parts)

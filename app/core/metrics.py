@@ -1,0 +1,51 @@
+"""Prometheus metrics: requests by route template and status, latency, database pool use.
+
+With several worker processes set PROMETHEUS_MULTIPROC_DIR to an empty directory shared by
+the workers; `/metrics` then aggregates all of them."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+REQUESTS = Counter("minicrm_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram(
+    "minicrm_http_request_duration_seconds",
+    "HTTP request duration",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+POOL_CHECKED_OUT = Gauge(
+    "minicrm_db_pool_checked_out", "Database connections in use", multiprocess_mode="livesum"
+)
+POOL_SIZE = Gauge(
+    "minicrm_db_pool_size", "Database pool size (idle + in use)", multiprocess_mode="livesum"
+)
+
+
+def observe_request(method: str, route: str, status: int, seconds: float) -> None:
+    REQUESTS.labels(method, route, str(status)).inc()
+    LATENCY.labels(method, route).observe(seconds)
+
+
+def render(engine: AsyncEngine) -> tuple[bytes, str]:
+    pool = engine.pool
+    if isinstance(pool, QueuePool):
+        POOL_CHECKED_OUT.set(pool.checkedout())
+        POOL_SIZE.set(pool.checkedin() + pool.checkedout())
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST

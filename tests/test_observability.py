@@ -1,0 +1,91 @@
+"""Request ids, the access log, metrics, CORS and the body-size limit."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from app.core.config import Environment
+from app.core.logging import JsonFormatter
+from tests.conftest import AppFactory
+from tests.support import Api, User, assert_problem
+
+
+async def test_metrics_count_requests_by_route_template(api: Api, owner: User) -> None:
+    await owner.get("/contacts/12345")
+    await owner.get("/contacts/67890")
+    body = (await api.client.get("/metrics")).text
+    assert (
+        'minicrm_http_requests_total{method="GET",route="/api/v1/contacts/{contact_id}",'
+        'status="404"}' in body
+    )
+    assert "/contacts/12345" not in body  # raw paths would explode cardinality
+    assert "minicrm_http_request_duration_seconds_bucket" in body
+    assert "minicrm_db_pool_checked_out" in body
+
+
+async def test_access_log_has_ids_but_no_secrets(
+    api: Api, owner: User, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="app.access"):
+        await owner.get("/contacts", headers={"X-Request-ID": "trace-me-1"})
+        await api.client.post(
+            api.url("/auth/login"), json={"email": owner.email, "password": "Wrong-password-1"}
+        )
+    records = [r for r in caplog.records if r.name == "app.access"]
+    contacts = next(r for r in records if getattr(r, "path", "").endswith("/contacts"))
+    assert contacts.__dict__["status"] == 200
+    assert contacts.__dict__["request_id"] == "trace-me-1"
+    assert contacts.__dict__["user_id"] == owner.id
+    assert contacts.__dict__["organization_id"] == owner.organization_id
+    assert contacts.__dict__["duration_ms"] >= 0
+    formatted = "\n".join(JsonFormatter().format(r) for r in records)
+    assert owner.access_token not in formatted
+    assert "Wrong-password-1" not in formatted
+
+
+def test_json_formatter_writes_one_json_object_per_line() -> None:
+    record = logging.makeLogRecord(
+        {"name": "app.access", "msg": "request", "levelname": "INFO", "status": 201}
+    )
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    assert json.loads(line)["status"] == 201
+
+
+async def test_production_logs_are_json(make_api: AppFactory, database_url: str) -> None:
+    api = await make_api(
+        database_url,
+        ENVIRONMENT=Environment.PRODUCTION,
+        SECRET_KEY="k" * 48,
+    )
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler.formatter, JsonFormatter)
+    assert (await api.client.get("/health")).status_code == 200
+
+
+async def test_cors_is_off_by_default(api: Api) -> None:
+    response = await api.client.options(
+        "/health",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert "access-control-allow-origin" not in response.headers
+
+
+async def test_cors_allows_configured_origins(make_api: AppFactory, database_url: str) -> None:
+    api = await make_api(database_url, CORS_ORIGINS="https://crm.example.com")
+    allowed = await api.client.options(
+        "/health",
+        headers={"Origin": "https://crm.example.com", "Access-Control-Request-Method": "GET"},
+    )
+    assert allowed.headers["access-control-allow-origin"] == "https://crm.example.com"
+    other = await api.client.get("/health", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+async def test_oversized_body_is_413_and_writes_nothing(api: Api, owner: User) -> None:
+    response = await owner.post("/contacts", content=b"{" + b" " * 1_100_000 + b"}")
+    assert_problem(response, 413, "PAYLOAD_TOO_LARGE")
+    assert (await owner.get("/contacts")).json()["total"] == 0
