@@ -10,6 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.asyncio import Redis
 
 from app.api import health
+from app.api.docs import mount_docs
 from app.api.v1 import analytics, auth, contacts, deals, organizations, tasks
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
 from app.core.config import Settings, get_settings
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=lifespan,
         openapi_url=f"{settings.API_V1_PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     register_exception_handlers(app)
@@ -105,4 +108,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(analytics.router)
     app.include_router(api)
     app.include_router(health.router)
+    mount_docs(app, f"{settings.API_V1_PREFIX}/openapi.json", settings.APP_NAME)
     return app
