@@ -14,7 +14,9 @@ import asyncio
 import getpass
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ logger = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
 APP_FACTORY = "app.main:create_app"
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PASSWORD_ENV = "MINICRM_PASSWORD"  # noqa: S105 - the variable's name, not a password
 
 Handler = Callable[[argparse.Namespace], int]
@@ -287,7 +290,13 @@ def wait_db(args: argparse.Namespace) -> int:
         env="HOST",
         help="interface to bind (default: $HOST or 127.0.0.1)",
     ),
-    argument("--port", type=_port, default="8000", env="PORT", help="default: $PORT or 8000"),
+    argument(
+        "--port",
+        type=_port,
+        default="8000",
+        env="PORT",
+        help="port to listen on (default: $PORT or 8000)",
+    ),
     argument(
         "--workers",
         type=_positive_int,
@@ -317,16 +326,25 @@ def serve(args: argparse.Namespace) -> int:
         )
         os.environ["ANALYTICS_CACHE_TTL"] = "0"
         get_settings.cache_clear()
-    uvicorn.run(
-        APP_FACTORY,
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        reload=args.reload,
-        reload_dirs=[str(PROJECT_ROOT / "app")] if args.reload else None,
-        proxy_headers=True,
-    )
+    metrics_dir: str | None = None
+    if args.workers > 1 and not os.environ.get(METRICS_DIR_ENV):
+        # Without it each worker counts alone and /metrics shows whichever one answers.
+        metrics_dir = tempfile.mkdtemp(prefix="minicrm-metrics-")
+        os.environ[METRICS_DIR_ENV] = metrics_dir
+    try:
+        uvicorn.run(
+            APP_FACTORY,
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            reload=args.reload,
+            reload_dirs=[str(PROJECT_ROOT / "app")] if args.reload else None,
+            proxy_headers=True,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

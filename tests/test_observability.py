@@ -59,7 +59,7 @@ async def test_production_logs_are_json(make_api: AppFactory, database_url: str)
     api = await make_api(
         database_url,
         ENVIRONMENT=Environment.PRODUCTION,
-        SECRET_KEY="k" * 48,
+        SECRET_KEY="7Hq2-production-like-secret-key-Zx9wLp4Rt6Yb",
     )
     handler = logging.getLogger().handlers[0]
     assert isinstance(handler.formatter, JsonFormatter)

@@ -16,6 +16,9 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./mini_crm.db"
 # Used only outside production, so a fresh clone runs without configuration.
 DEVELOPMENT_SECRET_KEY = "development-only-secret-key-change-me-in-production"  # noqa: S105
 MIN_SECRET_KEY_LENGTH = 32
+# Long but guessable keys ("aaaa...", a row of spaces) have very few distinct characters; any
+# random key of 32+ characters (even hex) has far more.
+MIN_SECRET_KEY_DISTINCT_CHARACTERS = 8
 _PLACEHOLDER_SECRETS = frozenset(
     {
         DEVELOPMENT_SECRET_KEY,
@@ -35,7 +38,11 @@ class Environment(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=True)
+    # hide_input_in_errors: a refused setting must not print the inputs, which include the
+    # secret key and the database URL with its password, into the startup error and logs.
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", case_sensitive=True, hide_input_in_errors=True
+    )
 
     APP_NAME: str = "Mini-CRM"
     API_V1_PREFIX: str = "/api/v1"
@@ -81,14 +88,19 @@ class Settings(BaseSettings):
     @field_validator("REDIS_URL", "SECRET_KEY", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
-        return None if value == "" else value
+        # `SECRET_KEY=` (as in .env.example) means "not set": never sign with an empty key.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @model_validator(mode="after")
     def _require_strong_secret_in_production(self) -> Self:
         if self.ENVIRONMENT is not Environment.PRODUCTION:
             return self
-        secret = self.SECRET_KEY.get_secret_value() if self.SECRET_KEY else ""
-        if len(secret) < MIN_SECRET_KEY_LENGTH or secret.lower() in _PLACEHOLDER_SECRETS:
+        secret = self.SECRET_KEY.get_secret_value().strip() if self.SECRET_KEY else ""
+        if (
+            len(secret) < MIN_SECRET_KEY_LENGTH
+            or secret.lower() in _PLACEHOLDER_SECRETS
+            or len(set(secret)) < MIN_SECRET_KEY_DISTINCT_CHARACTERS
+        ):
             raise ValueError(
                 "SECRET_KEY must be set to a random string of at least "
                 f"{MIN_SECRET_KEY_LENGTH} characters when ENVIRONMENT=production "

@@ -51,7 +51,7 @@ class AnalyticsRepository(TenantRepository):
         rows = await self.session.execute(query)
         return [
             StatRow(status, stage, int(count or 0), amount or Decimal(0))
-            for status, stage, count, amount in rows.tuples()
+            for status, stage, count, amount in rows
         ]
 
     async def count_created_since(self, since: datetime, currency: str | None) -> int:

@@ -34,7 +34,7 @@ class OrganizationRepository:
             .where(Membership.user_id == user_id)
             .order_by(Organization.id)
         )
-        return [(org, role) for org, role in rows.tuples()]
+        return [(org, role) for org, role in rows]
 
     async def add_member(self, organization_id: int, user_id: int, role: Role) -> Membership:
         membership = Membership(organization_id=organization_id, user_id=user_id, role=role)
@@ -53,7 +53,7 @@ class OrganizationRepository:
             .join(User, User.id == Membership.user_id)
             .where(Membership.organization_id == organization_id, Membership.user_id == user_id)
         )
-        result = row.tuples().one_or_none()
+        result = row.one_or_none()
         return None if result is None else (result[0], result[1])
 
     async def list_members(self, organization_id: int) -> Sequence[tuple[Membership, User]]:
@@ -63,7 +63,7 @@ class OrganizationRepository:
             .where(Membership.organization_id == organization_id)
             .order_by(Membership.created_at, Membership.user_id)
         )
-        return [(m, u) for m, u in rows.tuples()]
+        return [(m, u) for m, u in rows]
 
     async def remove_member(self, organization_id: int, user_id: int) -> None:
         await self.session.execute(

@@ -27,7 +27,7 @@ class TaskRepository(TenantRepository):
             .join(Deal, (Deal.organization_id == Task.organization_id) & (Deal.id == Task.deal_id))
             .where(Task.organization_id == self.organization_id, Task.id == task_id)
         )
-        result = row.tuples().one_or_none()
+        result = row.one_or_none()
         return None if result is None else (result[0], result[1])
 
     async def list(self, filters: TaskFilters, page: PageParams) -> tuple[Sequence[Task], int]:

@@ -1,16 +1,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
-
-from pydantic import StringConstraints
+from typing import Any, Literal
 
 from app.models.enums import ActivityType
-from app.schemas.common import InputSchema, OutputSchema, SafeStr
+from app.schemas.common import InputSchema, LongText, OutputSchema
 
-CommentText = Annotated[
-    SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000)
-]
+CommentText = LongText
 
 
 class CommentPayload(InputSchema):

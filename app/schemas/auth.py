@@ -5,16 +5,18 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, EmailStr, StringConstraints
 
-from app.schemas.common import InputSchema, Name, OutputSchema, SafeStr
+from app.schemas.common import InputSchema, Name, OutputSchema, Safe
 from app.schemas.organization import OrganizationRead, OrganizationSummary
 
-Password = Annotated[SafeStr, StringConstraints(min_length=8, max_length=128)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128), Safe]
 # Emails are case-insensitive accounts: normalise once, at the edge.
 Email = Annotated[EmailStr, StringConstraints(max_length=320), AfterValidator(str.lower)]
 LoginEmail = Annotated[
-    SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=320, to_lower=True)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=320, to_lower=True),
+    Safe,
 ]
-JwtString = Annotated[SafeStr, StringConstraints(min_length=1, max_length=4096)]
+JwtString = Annotated[str, StringConstraints(min_length=1, max_length=4096), Safe]
 
 
 class RegisterRequest(InputSchema):
@@ -26,7 +28,7 @@ class RegisterRequest(InputSchema):
 
 class LoginRequest(InputSchema):
     email: LoginEmail
-    password: Annotated[SafeStr, StringConstraints(min_length=1, max_length=128)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=128), Safe]
 
 
 class RefreshRequest(InputSchema):

@@ -36,12 +36,17 @@ def _safe_text(value: str) -> str:
     return value
 
 
-SafeStr = Annotated[str, AfterValidator(_safe_text)]
-Name = Annotated[SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Constraints come before the safety check, so "   " is stripped first and then refused as too
+# short; the AfterValidator keeps NUL and lone surrogates out of the database.
+Safe = AfterValidator(_safe_text)
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Safe]
 Title = Name
-Description = Annotated[SafeStr, StringConstraints(max_length=5000)]
-Phone = Annotated[SafeStr, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
-SearchText = Annotated[SafeStr, StringConstraints(strip_whitespace=True, max_length=200)]
+Description = Annotated[str, StringConstraints(max_length=5000), Safe]
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50), Safe]
+SearchText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200), Safe]
+LongText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=5000), Safe
+]
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
