@@ -18,21 +18,24 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from app.core.config import Settings, get_settings
 
 if TYPE_CHECKING:
     from alembic.config import Config
+    from sqlalchemy.ext.asyncio import AsyncSession
 
+    from app.core.resources import Resources
     from app.services.auth import Registration
 
 logger = logging.getLogger(__name__)
@@ -44,6 +47,7 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 PASSWORD_ENV = "MINICRM_PASSWORD"  # noqa: S105 - the variable's name, not a password
 
 Handler = Callable[[argparse.Namespace], int]
+_T = TypeVar("_T")
 
 
 class CliError(Exception):
@@ -427,6 +431,73 @@ def create_user_command(args: argparse.Namespace) -> int:
     )
     print(f"user_id={registration.user.id}")
     print(f"organization_id={registration.organization.id}")
+    return 0
+
+
+# --- seed-demo and rebuild-stats ------------------------------------------------------------
+
+
+async def _with_session(
+    settings: Settings, work: Callable[[AsyncSession, Resources], Awaitable[_T]]
+) -> _T:
+    """Run `work` in one transaction with the app's own resources, like a request would."""
+    from app.db.session import run_after_commit
+    from app.main import build_resources
+
+    resources = build_resources(settings)
+    try:
+        async with resources.session_factory() as session:
+            result = await work(session, resources)
+            await session.commit()
+            await run_after_commit(session)
+            return result
+    finally:
+        await resources.engine.dispose()
+        if resources.redis is not None:
+            await resources.redis.aclose()
+
+
+@command(
+    "seed-demo",
+    "Create demo data (idempotent): log in as owner@example.com / StrongPassword123.",
+)
+def seed_demo_command(args: argparse.Namespace) -> int:
+    from app.services.demo import DEMO_OWNER_EMAIL, DEMO_PASSWORD, seed_demo
+
+    settings = load_settings()
+    result = asyncio.run(_with_session(settings, seed_demo))
+    if result.created:
+        logger.info("demo data created in organization %d", result.organization_id)
+    else:
+        logger.info("demo data already present (organization %d)", result.organization_id)
+    print(f"login: {DEMO_OWNER_EMAIL} / {DEMO_PASSWORD}")
+    print(f"organization_id={result.organization_id}")
+    return 0
+
+
+@command(
+    "rebuild-stats",
+    "Recompute the analytics running totals from the deals (after a bulk import).",
+    argument("--organization", type=int, metavar="ID", help="default: every organization"),
+)
+def rebuild_stats_command(args: argparse.Namespace) -> int:
+    from app.db.session import after_commit
+    from app.repositories.analytics import AnalyticsRepository
+
+    async def rebuild(session: AsyncSession, resources: Resources) -> int:
+        from app.models import Organization
+
+        if args.organization is not None:
+            ids = [args.organization]
+        else:
+            ids = list(await session.scalars(select(Organization.id).order_by(Organization.id)))
+        for organization_id in ids:
+            await AnalyticsRepository(session, organization_id).rebuild()
+            after_commit(session, partial(resources.cache.invalidate, organization_id))
+        return len(ids)
+
+    count = asyncio.run(_with_session(load_settings(), rebuild))
+    logger.info("rebuilt analytics totals for %d organization(s)", count)
     return 0
 
 

@@ -443,3 +443,81 @@ def test_serve_rejects_a_bad_port_from_the_environment(
     assert exc_info.value.code == 2
     assert "--port" in capsys.readouterr().err
     assert serve_calls == []
+
+
+def _row_counts(sqlite_file: Path) -> dict[str, int]:
+    with sqlite3.connect(sqlite_file) as conn:
+        return {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
+            for table in ("users", "memberships", "contacts", "deals", "tasks", "activities")
+        }
+
+
+async def test_seed_demo_is_idempotent_and_gives_every_view_something(
+    env: dict[str, str], db_url: str, sqlite_file: Path, tmp_path: Path
+) -> None:
+    assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
+    first = run_cli(env, "seed-demo", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    counts = _row_counts(sqlite_file)
+    again = run_cli(env, "seed-demo", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert _row_counts(sqlite_file) == counts
+    org_id = parse_ids(first.stdout)["organization_id"]
+    assert parse_ids(again.stdout)["organization_id"] == org_id
+
+    app = create_app(make_settings(db_url))
+    async with (
+        LifespanManager(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client,
+    ):
+        # The README's login example.
+        login = await client.post(
+            "/api/v1/auth/login",
+            json={"email": "owner@example.com", "password": "StrongPassword123"},
+        )
+        assert login.status_code == 200, login.text
+        assert login.json()["access_token"]
+        headers = {
+            "Authorization": f"Bearer {login.json()['access_token']}",
+            "X-Organization-Id": str(org_id),
+        }
+        members = await client.get(f"/api/v1/organizations/{org_id}/members", headers=headers)
+        assert {m["role"] for m in members.json()} == {"owner", "admin", "manager", "member"}
+        cyrillic = await client.get("/api/v1/contacts?search=иван", headers=headers)
+        assert cyrillic.json()["total"] >= 1
+        deals = (await client.get("/api/v1/deals?page_size=100", headers=headers)).json()
+        assert {d["stage"] for d in deals["items"]} == {
+            "qualification",
+            "proposal",
+            "negotiation",
+            "closed",
+        }
+        assert {d["status"] for d in deals["items"]} == {"new", "in_progress", "won", "lost"}
+        timeline = await client.get(
+            f"/api/v1/deals/{deals['items'][0]['id']}/activities", headers=headers
+        )
+        assert timeline.json()["total"] >= 2
+        assert (await client.get("/api/v1/tasks", headers=headers)).json()["total"] == 10
+        summary = (await client.get("/api/v1/analytics/deals/summary", headers=headers)).json()
+        assert summary["by_status"]["won"]["count"] == 2
+        funnel = (await client.get("/api/v1/analytics/deals/funnel", headers=headers)).json()
+        assert funnel["stages"][0]["reached"] == counts["deals"]
+
+
+def test_rebuild_stats_recomputes_the_running_totals(
+    env: dict[str, str], sqlite_file: Path, tmp_path: Path
+) -> None:
+    assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
+    assert run_cli(env, "seed-demo", cwd=tmp_path).returncode == 0
+    with sqlite3.connect(sqlite_file) as conn:
+        before = conn.execute("SELECT * FROM deal_stats WHERE deal_count <> 0 ORDER BY 1, 2, 3, 4").fetchall()
+        conn.execute("UPDATE deal_stats SET deal_count = 999")  # simulate drift
+    result = run_cli(env, "rebuild-stats", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(sqlite_file) as conn:
+        after = conn.execute("SELECT * FROM deal_stats WHERE deal_count <> 0 ORDER BY 1, 2, 3, 4").fetchall()
+    assert after == before
+    assert before
