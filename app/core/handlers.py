@@ -59,6 +59,14 @@ def _clean_loc(loc: Any) -> list[str | int]:
     return [part if isinstance(part, int) else str(part) for part in loc]
 
 
+def _message(error: dict[str, Any]) -> str:
+    message = str(error.get("msg", ""))
+    reason = (error.get("ctx") or {}).get("error")
+    if error.get("type") == "json_invalid" and isinstance(reason, str):
+        return f"{message}: {reason}"  # e.g. "duplicate key 'name'"
+    return message
+
+
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     return problem_response(exc.status, exc.code, exc.detail, title=exc.title, headers=exc.headers)
@@ -68,7 +76,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     # Only loc/msg/type: the rejected input and error context may be huge or not serialisable.
     errors = [
-        {"loc": _clean_loc(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        {"loc": _clean_loc(e.get("loc", ())), "msg": _message(e), "type": e.get("type")}
         for e in exc.errors()
     ]
     return problem_response(

@@ -7,6 +7,7 @@ import re
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -52,8 +53,23 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            bad_parameter = _undecodable_query_parameter(scope.get("query_string", b""))
             body_receive = await self._limited_receive(scope, receive)
-            if body_receive is None:
+            if bad_parameter is not None:
+                # Starlette would quietly turn invalid UTF-8 into U+FFFD and search for that.
+                await problem_response(
+                    422,
+                    "VALIDATION_ERROR",
+                    "The request does not match the expected schema.",
+                    errors=[
+                        {
+                            "loc": ["query", bad_parameter],
+                            "msg": "must be valid UTF-8 text",
+                            "type": "unicode_decode",
+                        }
+                    ],
+                )(scope, receive, send_wrapper)
+            elif body_receive is None:
                 response = problem_response(
                     413, "PAYLOAD_TOO_LARGE", "The request body is too large."
                 )
@@ -141,3 +157,18 @@ def _route_template(scope: Scope) -> str:
     raw_parts = scope["path"].strip("/").split("/")
     route_parts = route_path.strip("/").split("/")
     return "/" + "/".join(raw_parts[: max(0, len(raw_parts) - len(route_parts))] + route_parts)
+
+
+def _undecodable_query_parameter(query_string: bytes) -> str | None:
+    """The name of the first query parameter whose percent-decoded bytes are not UTF-8."""
+    for part in query_string.split(b"&"):
+        name, _, value = part.partition(b"=")
+        try:
+            decoded_name = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            return name.decode("latin-1")
+        try:
+            unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            return decoded_name
+    return None

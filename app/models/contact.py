@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId
@@ -35,6 +35,7 @@ class Contact(Base):
     phone: Mapped[str | None] = mapped_column(String(50))
     # Case-folded name/email/phone, maintained by the service: `lower()` and `LIKE` in SQLite
     # fold ASCII only, so Unicode-aware matching is done on a folded copy on every database.
-    search_text: Mapped[str] = mapped_column(String(600))
+    # Unbounded: folding can lengthen text (ß -> ss).
+    search_text: Mapped[str] = mapped_column(Text())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

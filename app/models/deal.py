@@ -9,6 +9,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
@@ -47,7 +48,8 @@ class Deal(Base):
     contact_id: Mapped[int] = mapped_column(BigIntId)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     title: Mapped[str] = mapped_column(String(200))
-    search_text: Mapped[str] = mapped_column(String(200))
+    # Case-folded title for search; folding can lengthen text (ß -> ss), hence unbounded.
+    search_text: Mapped[str] = mapped_column(Text())
     amount: Mapped[Decimal] = mapped_column(Money(), default=Decimal("0.00"))
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     status: Mapped[DealStatus] = mapped_column(

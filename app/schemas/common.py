@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -16,7 +16,8 @@ from pydantic import (
     Field,
     PlainSerializer,
     StringConstraints,
-    model_validator,
+    ValidationInfo,
+    field_validator,
 )
 
 MAX_ID = 2**63 - 1
@@ -105,12 +106,13 @@ class NotNullOnPatch(InputSchema):
 
     _not_null: ClassVar[tuple[str, ...]] = ()
 
-    @model_validator(mode="after")
-    def _reject_nulls(self) -> Self:
-        for name in self._not_null:
-            if name in self.model_fields_set and getattr(self, name) is None:
-                raise ValueError(f"{name} cannot be null")
-        return self
+    @field_validator("*", mode="after")
+    @classmethod
+    def _reject_null(cls, value: Any, info: ValidationInfo) -> Any:
+        # Runs only for fields that were sent, so the error points at the field itself.
+        if value is None and info.field_name in cls._not_null:
+            raise ValueError(f"{info.field_name} cannot be null")
+        return value
 
     def changes(self) -> dict[str, Any]:
         """Only the fields the client actually sent."""

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import (
     AlreadyMember,
+    InvalidToken,
     MemberNotFound,
     NotAMember,
     OwnerImmutable,
@@ -56,10 +57,12 @@ class OrganizationService:
         self.users = UserRepository(session)
 
     async def list_mine(self, user_id: int) -> list[OrganizationRead]:
+        await self._require_account(user_id)
         rows = await self.organizations.list_for_user(user_id)
         return [_organization_read(org, role) for org, role in rows]
 
     async def create(self, user_id: int, name: str) -> OrganizationRead:
+        await self._require_account(user_id)
         organization = await self.organizations.add(Organization(name=name))
         await self.organizations.add_member(organization.id, user_id, Role.OWNER)
         return _organization_read(organization, Role.OWNER)
@@ -117,6 +120,12 @@ class OrganizationService:
             membership, _ = await self._target_member(ctx, user_id)
             self._require_may_manage(ctx, membership)
         await self.organizations.remove_member(ctx.organization_id, user_id)
+
+    async def _require_account(self, user_id: int) -> None:
+        # A token outlives a deleted account: that is a 401 (as on /auth/me), not an empty
+        # list or a foreign-key failure (500) when the membership row is written.
+        if await self.users.get(user_id) is None:
+            raise InvalidToken()
 
     async def _organization(self, ctx: TenantContext) -> Organization:
         organization = await self.organizations.get(ctx.organization_id)

@@ -5,13 +5,14 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 
 from app.api.responses import TENANT
+from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import ResourcesDep, SessionDep
 from app.schemas.analytics import DealFunnel, DealSummary
 from app.schemas.deal import CurrencyCode
 from app.services.analytics import AnalyticsService
 
-router = APIRouter(prefix="/analytics", tags=["analytics"])
+router = APIRouter(prefix="/analytics", tags=["analytics"], route_class=StrictJSONRoute)
 
 CurrencyFilter = Annotated[
     CurrencyCode | None, Query(description="Only deals in this ISO 4217 currency.")

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from app.api.responses import AUTHENTICATED, problems
+from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import CurrentUserId
 from app.dependencies.db import ResourcesDep, SessionDep
 from app.schemas.auth import (
@@ -19,7 +20,7 @@ from app.schemas.auth import (
 from app.schemas.organization import OrganizationRead
 from app.services.auth import AuthService
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=StrictJSONRoute)
 
 
 def get_auth_service(session: SessionDep, resources: ResourcesDep) -> AuthService:

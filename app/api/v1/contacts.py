@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from app.api.responses import TENANT, problems
+from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import SessionDep
 from app.dependencies.pagination import Pagination
@@ -13,7 +14,7 @@ from app.schemas.common import MAX_ID, Id, Page, SearchText, SortOrder
 from app.schemas.contact import ContactCreate, ContactOrderBy, ContactRead, ContactUpdate
 from app.services.contacts import ContactService
 
-router = APIRouter(prefix="/contacts", tags=["contacts"])
+router = APIRouter(prefix="/contacts", tags=["contacts"], route_class=StrictJSONRoute)
 
 ContactId = Annotated[int, Path(ge=1, le=MAX_ID)]
 

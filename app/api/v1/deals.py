@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from app.api.responses import TENANT, problems
+from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import ResourcesDep, SessionDep
 from app.dependencies.pagination import Pagination
@@ -17,7 +18,7 @@ from app.schemas.deal import DealCreate, DealOrderBy, DealRead, DealUpdate
 from app.services.activities import ActivityService
 from app.services.deals import DealService
 
-router = APIRouter(prefix="/deals", tags=["deals"])
+router = APIRouter(prefix="/deals", tags=["deals"], route_class=StrictJSONRoute)
 
 DealId = Annotated[int, Path(ge=1, le=MAX_ID)]
 AmountQuery = Annotated[

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response, status
 
 from app.api.responses import AUTHENTICATED, problems
+from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import CurrentUserId, PathOrgContext
 from app.dependencies.db import SessionDep
 from app.schemas.common import MAX_ID
@@ -18,7 +19,7 @@ from app.schemas.organization import (
 )
 from app.services.organizations import OrganizationService
 
-router = APIRouter(prefix="/organizations", tags=["organizations"])
+router = APIRouter(prefix="/organizations", tags=["organizations"], route_class=StrictJSONRoute)
 
 MemberId = Annotated[int, Path(ge=1, le=MAX_ID, description="The member's user id.")]
 _MEMBER_ERRORS = problems(401, 403, 422)

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Response, status
 
 from app.api.responses import TENANT, problems
+from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import SessionDep
 from app.dependencies.pagination import Pagination
@@ -13,7 +14,7 @@ from app.schemas.common import MAX_ID, DueDate, Id, Page
 from app.schemas.task import TaskCreate, TaskRead, TaskUpdate
 from app.services.tasks import TaskService
 
-router = APIRouter(prefix="/tasks", tags=["tasks"])
+router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=StrictJSONRoute)
 
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
