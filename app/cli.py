@@ -320,16 +320,15 @@ def serve(args: argparse.Namespace) -> int:
     if not args.no_migrate:
         run_migrations(settings)
     if args.workers > 1 and settings.REDIS_URL is None:
-        # Each worker would keep its own cache, so a write in one worker leaves the others
-        # serving stale analytics until the TTL ends: no cache beats a wrong answer.
+        # The analytics cache stays correct per process (entries carry the data version), but
+        # each worker counts failed logins on its own.
         logger.warning(
-            "%d workers without REDIS_URL: the analytics cache and the login throttle are "
-            "per process; disabling the analytics cache (ANALYTICS_CACHE_TTL=0). Set REDIS_URL "
-            "to share them between workers.",
+            "%d workers without REDIS_URL: each worker keeps its own analytics cache and "
+            "login-throttle counts (up to %d x LOGIN_THROTTLE_MAX_ATTEMPTS failures). Set "
+            "REDIS_URL to share them between workers.",
+            args.workers,
             args.workers,
         )
-        os.environ["ANALYTICS_CACHE_TTL"] = "0"
-        get_settings.cache_clear()
     metrics_dir: str | None = None
     if args.workers > 1 and not os.environ.get(METRICS_DIR_ENV):
         # Without it each worker counts alone and /metrics shows whichever one answers.

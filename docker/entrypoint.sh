@@ -10,8 +10,8 @@
 #   PORT                 port to listen on (default 8000)
 #   WEB_CONCURRENCY      uvicorn worker processes (default: the number of CPUs, from nproc)
 #   FORWARDED_ALLOW_IPS  proxies trusted for X-Forwarded-For/-Proto (uvicorn's default: 127.0.0.1)
-# With several workers and no REDIS_URL the analytics cache is turned off (ANALYTICS_CACHE_TTL=0),
-# and PROMETHEUS_MULTIPROC_DIR, unless set, gets a fresh directory.
+# With several workers and no REDIS_URL a warning says the login throttle is per process; with
+# several workers PROMETHEUS_MULTIPROC_DIR, unless set, gets a fresh directory.
 set -euo pipefail
 
 log() { printf 'entrypoint: %s\n' "$*" >&2; }
@@ -51,11 +51,10 @@ workers=${WEB_CONCURRENCY:-$(nproc)}
 [[ $workers =~ ^[1-9][0-9]*$ ]] || die "WEB_CONCURRENCY must be a positive number, not '$workers'"
 
 if ((workers > 1)) && [[ -z ${REDIS_URL:-} ]]; then
-  # Each worker would keep its own analytics cache and serve stale figures after another
-  # worker's write: with no shared Redis, correctness wins over caching.
-  log "warning: ${workers} workers and no REDIS_URL: the analytics cache and the login throttle" \
-    "are per process; disabling the analytics cache (ANALYTICS_CACHE_TTL=0)"
-  export ANALYTICS_CACHE_TTL=0
+  # Analytics stay correct per process (cache entries carry the data version), but each worker
+  # counts failed logins on its own.
+  log "warning: ${workers} workers and no REDIS_URL: the analytics cache and the login-throttle" \
+    "counts are per worker; set REDIS_URL to share them"
 fi
 if ((workers > 1)) && [[ -z ${PROMETHEUS_MULTIPROC_DIR:-} ]]; then
   # One empty directory shared by the workers, so /metrics adds them all up (app/core/metrics.py).

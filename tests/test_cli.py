@@ -365,7 +365,7 @@ def test_serve_options_override_env_and_no_migrate_skips_migrations(
     assert (started["host"], started["port"]) == ("127.0.0.2", 9200)
 
 
-def test_serve_with_workers_and_no_redis_disables_the_analytics_cache(
+def test_serve_with_workers_and_no_redis_warns_that_counts_are_per_worker(
     serve_calls: list[dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -376,11 +376,11 @@ def test_serve_with_workers_and_no_redis_disables_the_analytics_cache(
 
     [started] = serve_calls
     assert started["workers"] == 3
-    # The workers are new processes: they read their settings from this environment.
-    assert started["ANALYTICS_CACHE_TTL"] == "0"
+    # The cache stays on: its entries carry the data version, so no worker serves stale data.
+    assert started["ANALYTICS_CACHE_TTL"] is None
     warning = capsys.readouterr().err
     assert "REDIS_URL" in warning
-    assert "per process" in warning
+    assert "login-throttle counts" in warning
 
 
 def test_serve_with_workers_shares_one_fresh_metrics_directory(
@@ -515,13 +515,20 @@ def test_rebuild_stats_recomputes_the_running_totals(
 ) -> None:
     assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
     assert run_cli(env, "seed-demo", cwd=tmp_path).returncode == 0
-    live_totals = "SELECT * FROM deal_stats WHERE deal_count <> 0 ORDER BY 1, 2, 3, 4"
+    live_totals = (
+        "SELECT organization_id, currency, status, stage, deal_count, amount_sum "
+        "FROM deal_stats WHERE deal_count <> 0 ORDER BY 1, 2, 3, 4"
+    )
+    version = "SELECT sum(version) FROM deal_stats"
     with sqlite3.connect(sqlite_file) as conn:
         before = conn.execute(live_totals).fetchall()
+        version_before = conn.execute(version).fetchone()[0]
         conn.execute("UPDATE deal_stats SET deal_count = 999")  # simulate drift
     result = run_cli(env, "rebuild-stats", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(sqlite_file) as conn:
         after = conn.execute(live_totals).fetchall()
+        version_after = conn.execute(version).fetchone()[0]
     assert after == before
+    assert version_after > version_before  # cached analytics from before are never served
     assert before

@@ -310,62 +310,49 @@ def test_deal_create_rejects_fields_it_does_not_take(extra: dict[str, Any]) -> N
 # --- in-process cache --------------------------------------------------------------------
 
 
-async def test_memory_cache_miss_then_hit_per_organization_and_key() -> None:
+async def test_memory_cache_miss_then_hit_per_organization_key_and_version() -> None:
     cache = MemoryCache(ttl_seconds=60)
 
-    value, generation = await cache.lookup(1, "summary")
-    assert (value, generation) == (None, 0)
-    await cache.store(1, "summary", {"total": 3}, 0)
+    assert await cache.get(1, "summary", 0) is None
+    await cache.set(1, "summary", 0, {"total": 3})
 
-    assert await cache.lookup(1, "summary") == ({"total": 3}, 0)
-    assert (await cache.lookup(1, "funnel"))[0] is None
-    assert (await cache.lookup(2, "summary"))[0] is None
+    assert await cache.get(1, "summary", 0) == {"total": 3}
+    assert await cache.get(1, "summary", 1) is None  # the data moved on: never served
+    assert await cache.get(1, "funnel", 0) is None
+    assert await cache.get(2, "summary", 0) is None
 
 
 async def test_memory_cache_entries_expire_after_the_ttl() -> None:
     cache = MemoryCache(ttl_seconds=0.3)
-    await cache.store(1, "k", "v", 0)
-    assert (await cache.lookup(1, "k"))[0] == "v"
+    await cache.set(1, "k", 0, "v")
+    assert await cache.get(1, "k", 0) == "v"
 
     await asyncio.sleep(0.4)
 
-    assert (await cache.lookup(1, "k"))[0] is None
+    assert await cache.get(1, "k", 0) is None
 
 
-async def test_memory_cache_invalidate_bumps_the_generation() -> None:
+async def test_memory_cache_invalidate_drops_only_that_organization() -> None:
     cache = MemoryCache(ttl_seconds=60)
-    await cache.store(1, "k", "old", 0)
-    await cache.store(2, "k", "other org", 0)
+    await cache.set(1, "k", 0, "old")
+    await cache.set(2, "k", 0, "other org")
 
     await cache.invalidate(1)
 
-    value, generation = await cache.lookup(1, "k")
-    assert value is None
-    assert generation == 1
-    assert await cache.lookup(2, "k") == ("other org", 0)  # only that organization
-    await cache.store(1, "k", "new", generation)
-    assert await cache.lookup(1, "k") == ("new", 1)
+    assert await cache.get(1, "k", 0) is None
+    assert await cache.get(2, "k", 0) == "other org"
 
 
-async def test_memory_cache_ignores_a_store_with_a_stale_generation() -> None:
+async def test_memory_cache_keeps_the_newer_version_when_a_late_reader_stores() -> None:
     cache = MemoryCache(ttl_seconds=60)
-    _, stale = await cache.lookup(1, "k")  # reader A starts computing...
-    assert stale is not None
-    await cache.invalidate(1)  # ...a write commits meanwhile...
-    await cache.store(1, "k", "computed from old data", stale)  # ...and A stores its result
+    await cache.set(1, "k", 5, "computed from new data")
+    await cache.set(1, "k", 4, "computed from old data")  # a slow reader finishing late
 
-    assert (await cache.lookup(1, "k"))[0] is None
-
-    _, fresh = await cache.lookup(1, "k")  # reader B computes after the write
-    assert fresh is not None
-    assert fresh != stale
-    await cache.store(1, "k", "computed from new data", fresh)
-    await cache.store(1, "k", "computed from old data", stale)  # A, late, must not overwrite B
-
-    assert await cache.lookup(1, "k") == ("computed from new data", fresh)
+    assert await cache.get(1, "k", 5) == "computed from new data"
+    assert await cache.get(1, "k", 4) is None
 
 
-async def test_cached_computes_once_until_invalidated() -> None:
+async def test_cached_computes_once_until_invalidated_or_the_version_moves() -> None:
     cache = MemoryCache(ttl_seconds=60)
     calls: list[int] = []
 
@@ -373,8 +360,9 @@ async def test_cached_computes_once_until_invalidated() -> None:
         calls.append(1)
         return {"n": len(calls)}
 
-    assert await cached(cache, 1, "k", compute) == ({"n": 1}, False)
-    assert await cached(cache, 1, "k", compute) == ({"n": 1}, True)
+    assert await cached(cache, 1, "k", 0, compute) == ({"n": 1}, False)
+    assert await cached(cache, 1, "k", 0, compute) == ({"n": 1}, True)
     await cache.invalidate(1)
-    assert await cached(cache, 1, "k", compute) == ({"n": 2}, False)
-    assert len(calls) == 2
+    assert await cached(cache, 1, "k", 0, compute) == ({"n": 2}, False)
+    assert await cached(cache, 1, "k", 1, compute) == ({"n": 3}, False)
+    assert len(calls) == 3

@@ -54,6 +54,7 @@ def upgrade() -> None:
         ),
         sa.Column("deal_count", sa.BigInteger(), nullable=False),
         sa.Column("amount_sum", MONEY_TOTAL, nullable=False),
+        sa.Column("version", sa.BigInteger(), server_default="0", nullable=False),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],

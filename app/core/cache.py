@@ -1,9 +1,10 @@
 """A small per-organization cache for computed read models (analytics).
 
-Entries are tagged with the organization's *generation*; a write to the organization's data
-bumps the generation (after the transaction commits), which makes every older entry a miss.
-Because a reader tags what it stores with the generation it saw *before* computing, a value
-computed from pre-write data can never be served after the write's invalidation.
+Every entry is stored with the *data version* it was computed from, and served only to a
+reader that sees the same version. The version lives in the database and changes in the same
+transaction as the data (see `DealStat.version`), so a read after a committed write can never
+get an older entry: not from another worker's memory, not after a Redis hiccup lost an
+invalidation. `invalidate` only frees the space of entries that can no longer be served.
 
 Two backends: in-process (default; per worker process) and Redis (shared by all workers and
 instances). A Redis failure degrades to "no cache": it is logged, never returned to a client.
@@ -27,34 +28,38 @@ Json = Any
 
 
 class Cache(Protocol):
-    async def lookup(self, organization_id: int, key: str) -> tuple[Json | None, int | None]:
-        """Return (value or None, generation token to store with; None = do not store)."""
+    async def get(self, organization_id: int, key: str, version: int) -> Json | None:
+        """The value stored for (organization, key) at exactly `version`, else None."""
 
-    async def store(self, organization_id: int, key: str, value: Json, generation: int) -> None: ...
+    async def set(self, organization_id: int, key: str, version: int, value: Json) -> None: ...
 
-    async def invalidate(self, organization_id: int) -> None: ...
+    async def invalidate(self, organization_id: int) -> None:
+        """Drop the organization's entries (they are stale once its version moved on)."""
 
 
 async def cached(
-    cache: Cache, organization_id: int, key: str, compute: Callable[[], Awaitable[Json]]
+    cache: Cache,
+    organization_id: int,
+    key: str,
+    version: int,
+    compute: Callable[[], Awaitable[Json]],
 ) -> tuple[Json, bool]:
-    """The cached value for (organization, key), computing and storing it on a miss.
+    """The cached value for (organization, key, version), computing and storing it on a miss.
 
     Returns (value, hit)."""
-    value, generation = await cache.lookup(organization_id, key)
+    value = await cache.get(organization_id, key, version)
     if value is not None:
         return value, True
     value = await compute()
-    if generation is not None:
-        await cache.store(organization_id, key, value, generation)
+    await cache.set(organization_id, key, version, value)
     return value, False
 
 
 class NullCache:
-    async def lookup(self, organization_id: int, key: str) -> tuple[Json | None, int | None]:
-        return None, None
+    async def get(self, organization_id: int, key: str, version: int) -> Json | None:
+        return None
 
-    async def store(self, organization_id: int, key: str, value: Json, generation: int) -> None:
+    async def set(self, organization_id: int, key: str, version: int, value: Json) -> None:
         return None
 
     async def invalidate(self, organization_id: int) -> None:
@@ -65,80 +70,73 @@ class MemoryCache:
     def __init__(self, ttl_seconds: float, max_entries: int = 10_000) -> None:
         self.ttl = ttl_seconds
         self.max_entries = max_entries
-        self._generations: dict[int, int] = {}
         self._entries: OrderedDict[tuple[int, str], tuple[int, float, Json]] = OrderedDict()
 
-    async def lookup(self, organization_id: int, key: str) -> tuple[Json | None, int | None]:
-        generation = self._generations.get(organization_id, 0)
+    async def get(self, organization_id: int, key: str, version: int) -> Json | None:
         entry = self._entries.get((organization_id, key))
-        if entry is not None:
-            entry_generation, expires_at, value = entry
-            if entry_generation == generation and expires_at > time.monotonic():
-                self._entries.move_to_end((organization_id, key))
-                return value, generation
-            del self._entries[(organization_id, key)]
-        return None, generation
+        if entry is None:
+            return None
+        entry_version, expires_at, value = entry
+        if entry_version != version or expires_at <= time.monotonic():
+            return None
+        self._entries.move_to_end((organization_id, key))
+        return value
 
-    async def store(self, organization_id: int, key: str, value: Json, generation: int) -> None:
-        if generation != self._generations.get(organization_id, 0):
-            return  # a write landed while this value was computed
-        self._entries[(organization_id, key)] = (generation, time.monotonic() + self.ttl, value)
+    async def set(self, organization_id: int, key: str, version: int, value: Json) -> None:
+        current = self._entries.get((organization_id, key))
+        if current is not None and current[0] > version:
+            return  # a reader that saw newer data already stored its result
+        self._entries[(organization_id, key)] = (version, time.monotonic() + self.ttl, value)
         self._entries.move_to_end((organization_id, key))
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 
     async def invalidate(self, organization_id: int) -> None:
-        self._generations[organization_id] = self._generations.get(organization_id, 0) + 1
+        for entry_key in [k for k in self._entries if k[0] == organization_id]:
+            del self._entries[entry_key]
 
 
 class RedisCache:
-    """Entries live in one hash per organization; the generation in a counter beside it."""
+    """One hash per organization, a field per key: `{"version", "expires_at", "value"}`."""
 
     def __init__(self, redis: Redis, ttl_seconds: int, prefix: str = "minicrm:cache") -> None:
         self.redis = redis
         self.ttl = ttl_seconds
         self.prefix = prefix
 
-    def _keys(self, organization_id: int) -> tuple[str, str]:
-        base = f"{self.prefix}:{organization_id}"
-        return f"{base}:generation", f"{base}:entries"
+    def _key(self, organization_id: int) -> str:
+        return f"{self.prefix}:{organization_id}"
 
-    async def lookup(self, organization_id: int, key: str) -> tuple[Json | None, int | None]:
-        generation_key, entries_key = self._keys(organization_id)
+    async def get(self, organization_id: int, key: str, version: int) -> Json | None:
         try:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.get(generation_key)
-                pipe.hget(entries_key, key)
-                raw_generation, raw_entry = await pipe.execute()
+            raw = await self.redis.hget(self._key(organization_id), key)
         except RedisError as exc:
-            logger.warning("cache lookup failed, computing uncached: %s", exc)
-            return None, None
-        generation = int(raw_generation or 0)
-        if raw_entry is not None:
-            entry = json.loads(raw_entry)
-            if entry["generation"] == generation and entry["expires_at"] > time.time():
-                return entry["value"], generation
-        return None, generation
+            logger.warning("cache read failed, computing uncached: %s", exc)
+            return None
+        if raw is None:
+            return None
+        entry = json.loads(raw)
+        if entry["version"] != version or entry["expires_at"] <= time.time():
+            return None
+        return entry["value"]
 
-    async def store(self, organization_id: int, key: str, value: Json, generation: int) -> None:
-        _, entries_key = self._keys(organization_id)
+    async def set(self, organization_id: int, key: str, version: int, value: Json) -> None:
         entry = json.dumps(
-            {"generation": generation, "expires_at": time.time() + self.ttl, "value": value}
+            {"version": version, "expires_at": time.time() + self.ttl, "value": value}
         )
         try:
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(entries_key, key, entry)
-                pipe.expire(entries_key, max(1, int(self.ttl) + 1))
+                pipe.hset(self._key(organization_id), key, entry)
+                pipe.expire(self._key(organization_id), max(1, int(self.ttl) + 1))
                 await pipe.execute()
         except RedisError as exc:
-            logger.warning("cache store failed: %s", exc)
+            logger.warning("cache write failed: %s", exc)
 
     async def invalidate(self, organization_id: int) -> None:
-        generation_key, entries_key = self._keys(organization_id)
         try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.incr(generation_key)
-                pipe.delete(entries_key)
-                await pipe.execute()
+            await self.redis.delete(self._key(organization_id))
         except RedisError as exc:
-            logger.error("cache invalidation failed for organization %s: %s", organization_id, exc)
+            # Harmless for correctness: the stale entries no longer match the data version.
+            logger.warning(
+                "cache invalidation failed for organization %s: %s", organization_id, exc
+            )

@@ -32,3 +32,7 @@ class DealStat(Base):
     stage: Mapped[DealStage] = mapped_column(str_enum(DealStage, "deal_stage"), primary_key=True)
     deal_count: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_sum: Mapped[Decimal] = mapped_column(Money(TOTAL_PRECISION), default=Decimal(0))
+    # Bumped by every change to this row, in the writing transaction. The sum over an
+    # organization's rows is its analytics version: a cache entry computed at another version
+    # is never served, whatever happened to cache invalidation (Redis down, another process).
+    version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.models import Deal, DealStage, DealStat, DealStatus
@@ -54,6 +54,15 @@ class AnalyticsRepository(TenantRepository):
             for status, stage, count, amount in rows
         ]
 
+    async def version(self) -> int:
+        """Changes with every committed change to the totals (see `DealStat.version`)."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(DealStat.version), 0)).where(
+                DealStat.organization_id == self.organization_id
+            )
+        )
+        return int(total or 0)
+
     async def count_created_since(self, since: datetime, currency: str | None) -> int:
         query = select(func.count()).where(
             Deal.organization_id == self.organization_id, Deal.created_at >= since
@@ -80,18 +89,23 @@ class AnalyticsRepository(TenantRepository):
                 stage=key.stage,
                 deal_count=count,
                 amount_sum=amount,
+                version=1,
             )
             statement = statement.on_conflict_do_update(
                 index_elements=["organization_id", "currency", "status", "stage"],
                 set_={
                     "deal_count": DealStat.deal_count + statement.excluded.deal_count,
                     "amount_sum": DealStat.amount_sum + statement.excluded.amount_sum,
+                    "version": DealStat.version + 1,
                 },
             )
             await self.session.execute(statement)
 
     async def rebuild(self) -> None:
-        """Recompute this organization's totals from its deals (after bulk loads)."""
+        """Recompute this organization's totals from its deals (after bulk loads).
+
+        The rebuilt rows start from the old version + 1, so the version still only grows."""
+        previous = await self.version()
         await self.session.execute(
             delete(DealStat).where(DealStat.organization_id == self.organization_id)
         )
@@ -110,3 +124,24 @@ class AnalyticsRepository(TenantRepository):
                 .group_by(Deal.organization_id, Deal.currency, Deal.status, Deal.stage),
             )
         )
+        # Carry the version over on one row. With no deals there are no rows and the version is
+        # 0, which only an entry computed for an organization without deals can carry.
+        first = (
+            await self.session.execute(
+                select(DealStat.currency, DealStat.status, DealStat.stage)
+                .where(DealStat.organization_id == self.organization_id)
+                .limit(1)
+            )
+        ).first()
+        if first is not None:
+            currency, status, stage = first
+            await self.session.execute(
+                update(DealStat)
+                .where(
+                    DealStat.organization_id == self.organization_id,
+                    DealStat.currency == currency,
+                    DealStat.status == status,
+                    DealStat.stage == stage,
+                )
+                .values(version=previous + 1)
+            )

@@ -53,7 +53,10 @@ def build_funnel(rows: Sequence[StatRow]) -> DealFunnel:
         count = sum(by_stage[stage].values())
         conversion = None
         if previous_reached:
-            conversion = round(reached / previous_reached * 100, 2)
+            # Exact decimal arithmetic, half-up: 1/8 -> 12.5, 1/6 -> 16.67, 1/400 -> 0.25.
+            conversion = float(
+                (Decimal(reached * 100) / previous_reached).quantize(_CENT, ROUND_HALF_UP)
+            )
         stages.append(
             FunnelStage(
                 stage=stage,
@@ -94,5 +97,7 @@ class AnalyticsService:
     async def _cached(
         self, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]
     ) -> tuple[dict[str, Any], bool]:
-        value, hit = await cached(self.cache, self.ctx.organization_id, key, compute)
+        # Read the data version first: figures computed afterwards are at least that fresh.
+        version = await self.analytics.version()
+        value, hit = await cached(self.cache, self.ctx.organization_id, key, version, compute)
         return value, hit
