@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
@@ -12,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -63,8 +65,24 @@ Money = Annotated[
     PlainSerializer(_money_out, return_type=float, when_used="json"),
 ]
 MoneyOut = Annotated[Decimal, PlainSerializer(_money_out, return_type=float, when_used="json")]
+
+
+def _calendar_date_only(value: Any) -> Any:
+    # Pydantic would also read numbers as Unix timestamps; the API speaks YYYY-MM-DD only.
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
+        return value
+    raise ValueError("must be a date in YYYY-MM-DD format")
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 # Outside this window a date is almost certainly a typo; it also keeps date arithmetic safe.
-DueDate = Annotated[date, Field(ge=date(1900, 1, 1), le=date(9999, 12, 30))]
+DueDate = Annotated[
+    date,
+    BeforeValidator(_calendar_date_only),
+    Field(ge=date(1900, 1, 1), le=date(9999, 12, 30)),
+]
 
 
 class InputSchema(BaseModel):
