@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import anyio
 import anyio.to_thread
 import jwt
 from pwdlib import PasswordHash
@@ -112,11 +114,22 @@ class PasswordHasher:
         )
         # Verified against when the email is unknown, so both failures cost the same time.
         self._dummy_hash = self._hash.hash(secrets.token_urlsafe(16))
+        self._limiter: anyio.CapacityLimiter | None = None
+
+    @property
+    def limiter(self) -> anyio.CapacityLimiter:
+        # Hashing is CPU-bound: more concurrent hashes than cores add only memory (each holds
+        # ARGON2_MEMORY_COST_KIB), not throughput. Created lazily, inside the event loop.
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(os.cpu_count() or 1)
+        return self._limiter
 
     async def hash(self, password: str) -> str:
-        return await anyio.to_thread.run_sync(self._hash.hash, password)
+        return await anyio.to_thread.run_sync(self._hash.hash, password, limiter=self.limiter)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         target = password_hash or self._dummy_hash
-        valid = await anyio.to_thread.run_sync(self._hash.verify, password, target)
+        valid = await anyio.to_thread.run_sync(
+            self._hash.verify, password, target, limiter=self.limiter
+        )
         return valid and password_hash is not None

@@ -19,7 +19,7 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_current_user_id(
+async def get_current_user_id(
     request: Request,
     resources: ResourcesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],

@@ -10,7 +10,7 @@ MAX_PAGE = 10_000_000
 MAX_PAGE_SIZE = 100
 
 
-def get_page_params(
+async def get_page_params(
     page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number.")] = 1,
     page_size: Annotated[
         int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (1..100).")

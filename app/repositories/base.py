@@ -35,9 +35,22 @@ class TenantRepository:
         self.session = session
         self.organization_id = organization_id
 
-    async def paginate(self, query: Select[Any], page: PageParams) -> tuple[Sequence[Any], int]:
+    async def paginate(
+        self, query: Select[Any], page: PageParams, *, id_column: Any = None
+    ) -> tuple[Sequence[Any], int]:
+        """One page of `query` plus the total count.
+
+        With `id_column`, the page is found by ids first (a narrow index scan that skips the
+        offset without reading the rows it skips) and only its rows are then fetched: deep
+        pages cost little more than the first."""
         total = await self.session.scalar(
             select(func.count()).select_from(query.order_by(None).subquery())
         )
-        rows = await self.session.scalars(query.limit(page.page_size).offset(page.offset))
+        if id_column is None:
+            rows = await self.session.scalars(query.limit(page.page_size).offset(page.offset))
+            return rows.all(), int(total or 0)
+        page_ids = (
+            query.with_only_columns(id_column).limit(page.page_size).offset(page.offset).subquery()
+        )
+        rows = await self.session.scalars(query.join(page_ids, id_column == page_ids.c.id))
         return rows.all(), int(total or 0)

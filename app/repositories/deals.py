@@ -59,7 +59,7 @@ class DealRepository(TenantRepository):
             query = query.order_by(column.desc(), Deal.id.desc())
         else:
             query = query.order_by(column.asc(), Deal.id.asc())
-        return await self.paginate(query, page)
+        return await self.paginate(query, page, id_column=Deal.id)
 
     async def add(self, deal: Deal) -> Deal:
         deal.organization_id = self.organization_id

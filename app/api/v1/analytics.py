@@ -25,7 +25,7 @@ _CACHE_HEADER = {
 }
 
 
-def get_analytics_service(
+async def get_analytics_service(
     session: SessionDep, ctx: OrgContext, resources: ResourcesDep
 ) -> AnalyticsService:
     return AnalyticsService(session, ctx, resources.cache)

@@ -23,7 +23,7 @@ from app.services.auth import AuthService
 router = APIRouter(prefix="/auth", tags=["auth"], route_class=StrictJSONRoute)
 
 
-def get_auth_service(session: SessionDep, resources: ResourcesDep) -> AuthService:
+async def get_auth_service(session: SessionDep, resources: ResourcesDep) -> AuthService:
     return AuthService(session, resources.tokens, resources.passwords, resources.login_throttle)
 
 

@@ -19,7 +19,7 @@ router = APIRouter(prefix="/contacts", tags=["contacts"], route_class=StrictJSON
 ContactId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-def get_contact_service(session: SessionDep, ctx: OrgContext) -> ContactService:
+async def get_contact_service(session: SessionDep, ctx: OrgContext) -> ContactService:
     return ContactService(session, ctx)
 
 

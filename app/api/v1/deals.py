@@ -26,11 +26,13 @@ AmountQuery = Annotated[
 ]
 
 
-def get_deal_service(session: SessionDep, ctx: OrgContext, resources: ResourcesDep) -> DealService:
+async def get_deal_service(
+    session: SessionDep, ctx: OrgContext, resources: ResourcesDep
+) -> DealService:
     return DealService(session, ctx, resources.cache)
 
 
-def get_activity_service(session: SessionDep, ctx: OrgContext) -> ActivityService:
+async def get_activity_service(session: SessionDep, ctx: OrgContext) -> ActivityService:
     return ActivityService(session, ctx)
 
 

@@ -25,7 +25,7 @@ MemberId = Annotated[int, Path(ge=1, le=MAX_ID, description="The member's user i
 _MEMBER_ERRORS = problems(401, 403, 422)
 
 
-def get_organization_service(session: SessionDep) -> OrganizationService:
+async def get_organization_service(session: SessionDep) -> OrganizationService:
     return OrganizationService(session)
 
 

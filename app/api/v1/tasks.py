@@ -19,7 +19,7 @@ router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=StrictJSONRoute)
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-def get_task_service(session: SessionDep, ctx: OrgContext) -> TaskService:
+async def get_task_service(session: SessionDep, ctx: OrgContext) -> TaskService:
     return TaskService(session, ctx)
 
 
