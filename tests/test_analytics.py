@@ -22,10 +22,12 @@ STAGES = ("qualification", "proposal", "negotiation", "closed")
 SUMMARY = "/analytics/deals/summary"
 FUNNEL = "/analytics/deals/funnel"
 
-# The running totals must always equal this aggregate over the deals themselves.
+# The running totals (summed over their slots) must always equal this aggregate over the
+# deals themselves.
 STATS_SQL = text(
-    "SELECT organization_id, currency, status, stage, deal_count, amount_sum FROM deal_stats "
-    "WHERE deal_count <> 0 OR amount_sum <> 0"
+    "SELECT organization_id, currency, status, stage, sum(deal_count), sum(amount_sum) "
+    "FROM deal_stats GROUP BY organization_id, currency, status, stage "
+    "HAVING sum(deal_count) <> 0 OR sum(amount_sum) <> 0"
 )
 DEALS_SQL = text(
     "SELECT organization_id, currency, status, stage, count(*), sum(amount) FROM deals "

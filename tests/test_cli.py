@@ -516,8 +516,8 @@ def test_rebuild_stats_recomputes_the_running_totals(
     assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
     assert run_cli(env, "seed-demo", cwd=tmp_path).returncode == 0
     live_totals = (
-        "SELECT organization_id, currency, status, stage, deal_count, amount_sum "
-        "FROM deal_stats WHERE deal_count <> 0 ORDER BY 1, 2, 3, 4"
+        "SELECT organization_id, currency, status, stage, sum(deal_count), sum(amount_sum) "
+        "FROM deal_stats GROUP BY 1, 2, 3, 4 HAVING sum(deal_count) <> 0 ORDER BY 1, 2, 3, 4"
     )
     version = "SELECT sum(version) FROM deal_stats"
     with sqlite3.connect(sqlite_file) as conn:

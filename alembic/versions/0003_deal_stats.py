@@ -52,6 +52,7 @@ def upgrade() -> None:
             ),
             nullable=False,
         ),
+        sa.Column("slot", sa.SmallInteger(), server_default="0", nullable=False),
         sa.Column("deal_count", sa.BigInteger(), nullable=False),
         sa.Column("amount_sum", MONEY_TOTAL, nullable=False),
         sa.Column("version", sa.BigInteger(), server_default="0", nullable=False),
@@ -62,7 +63,7 @@ def upgrade() -> None:
             ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint(
-            "organization_id", "currency", "status", "stage", name=op.f("pk_deal_stats")
+            "organization_id", "currency", "status", "stage", "slot", name=op.f("pk_deal_stats")
         ),
     )
     op.create_index(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
@@ -11,10 +11,14 @@ from app.models._columns import str_enum
 from app.models.enums import DealStage, DealStatus
 
 TOTAL_PRECISION = 24
+# Each bucket is split over this many rows (by deal id), so concurrent writes to one
+# organization's deals mostly lock different rows instead of queueing on one.
+STAT_SLOTS = 16
 
 
 class DealStat(Base):
-    """Running totals of deals per (organization, currency, status, stage).
+    """Running totals of deals per (organization, currency, status, stage), each split over
+    `STAT_SLOTS` rows: readers sum the slots.
 
     Maintained by the deal service in the same transaction as every deal write, so analytics
     aggregate at most a few dozen rows instead of scanning every deal of an organization.
@@ -30,6 +34,7 @@ class DealStat(Base):
         str_enum(DealStatus, "deal_status"), primary_key=True
     )
     stage: Mapped[DealStage] = mapped_column(str_enum(DealStage, "deal_stage"), primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0, server_default="0")
     deal_count: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_sum: Mapped[Decimal] = mapped_column(Money(TOTAL_PRECISION), default=Decimal(0))
     # Bumped by every change to this row, in the writing transaction. The sum over an

@@ -11,6 +11,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from app.models import Deal, DealStage, DealStat, DealStatus
+from app.models.deal_stats import STAT_SLOTS
 from app.repositories.base import TenantRepository
 
 
@@ -19,10 +20,12 @@ class StatKey:
     currency: str
     status: DealStatus
     stage: DealStage
+    slot: int = 0
 
     @classmethod
     def of(cls, deal: Deal) -> StatKey:
-        return cls(deal.currency, deal.status, deal.stage)
+        # A deal always lands in the same slot, so its own moves touch one slot's rows.
+        return cls(deal.currency, deal.status, deal.stage, deal.id % STAT_SLOTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,12 +90,13 @@ class AnalyticsRepository(TenantRepository):
                 currency=key.currency,
                 status=key.status,
                 stage=key.stage,
+                slot=key.slot,
                 deal_count=count,
                 amount_sum=amount,
                 version=1,
             )
             statement = statement.on_conflict_do_update(
-                index_elements=["organization_id", "currency", "status", "stage"],
+                index_elements=["organization_id", "currency", "status", "stage", "slot"],
                 set_={
                     "deal_count": DealStat.deal_count + statement.excluded.deal_count,
                     "amount_sum": DealStat.amount_sum + statement.excluded.amount_sum,
@@ -128,13 +132,13 @@ class AnalyticsRepository(TenantRepository):
         # 0, which only an entry computed for an organization without deals can carry.
         first = (
             await self.session.execute(
-                select(DealStat.currency, DealStat.status, DealStat.stage)
+                select(DealStat.currency, DealStat.status, DealStat.stage, DealStat.slot)
                 .where(DealStat.organization_id == self.organization_id)
                 .limit(1)
             )
         ).first()
         if first is not None:
-            currency, status, stage = first
+            currency, status, stage, slot = first
             await self.session.execute(
                 update(DealStat)
                 .where(
@@ -142,6 +146,7 @@ class AnalyticsRepository(TenantRepository):
                     DealStat.currency == currency,
                     DealStat.status == status,
                     DealStat.stage == stage,
+                    DealStat.slot == slot,
                 )
                 .values(version=previous + 1)
             )

@@ -1,0 +1,837 @@
+"""`make bench`: load the dataset, serve the API as production does, drive it with wrk.
+
+    .venv/bin/python -m bench.run [--duration 10] [--warmup 3] [--connections 32]
+                                  [--only NAME ...] [--no-floor] [--json out.json]
+
+1. `bench.load.ensure_dataset()` (skipped when the dataset is already there).
+2. `uvicorn app.main:create_app --factory --workers 2 --proxy-headers` on a free loopback
+   port with ENVIRONMENT=production, a strong SECRET_KEY, REDIS_URL=redis://127.0.0.1:6379/12
+   and a fresh PROMETHEUS_MULTIPROC_DIR, as docker/entrypoint.sh starts it.
+3. Per scenario: wrk for `--warmup` seconds (discarded), then `--duration` seconds measured,
+   `--connections` connections, 2 wrk threads; a Lua script adds the Authorization and
+   X-Organization-Id headers and varies ids. Peak RSS of the uvicorn processes is VmHWM from
+   /proc/<pid>/status, reset before each scenario through /proc/<pid>/clear_refs.
+4. The floor (bench/floor.py, raw ASGI + asyncpg) is served the same way for GET /deals/{id}.
+5. The database is put back as loaded (rows the run added are deleted, patched deals restored,
+   deal_stats rebuilt for the big organization), Redis db 12 is flushed, every process started
+   here is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.common import (
+    BENCH_PASSWORD,
+    BIG_ORG_ID,
+    OWNER_EMAIL,
+    ROOT,
+    VENV_BIN,
+    asyncpg_dsn,
+    code_fingerprint,
+    database_url,
+    machine_info,
+    table,
+)
+from bench.load import Plan, ensure_dataset, rebuild_deal_stats
+
+REDIS_URL = "redis://127.0.0.1:6379/12"
+PROD_SECRET_KEY = "bench-production-like-secret-6f2d9a0c41b7e8f35a9c2d7e1b4f8a6c0d3e5f7a9b"
+PREFIX = "/api/v1"
+HOST = "127.0.0.1"
+PATCH_IDS = 120_000  # deals at stage `proposal` handed to the PATCH scenario
+
+LUA_COMMON = r"""
+local token = "%(token)s"
+local org = "%(org)s"
+wrk.headers["Authorization"] = "Bearer " .. token
+wrk.headers["X-Organization-Id"] = org
+wrk.headers["Content-Type"] = "application/json"
+
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%%d,"duration_us":%%d,"connect":%%d,"read":%%d,"write":%%d,' ..
+    '"status":%%d,"timeout":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,' ..
+    '"mean_us":%%.1f,"max_us":%%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.mean, latency.max))
+end
+"""
+
+LUA_RANDOM_ID = r"""
+function init(args)
+  math.randomseed(tid * 7919 + os.time())
+end
+request = function()
+  local id = math.random(1, %(max_id)d)
+  return wrk.format("GET", string.format("%(template)s", id))
+end
+"""
+
+LUA_FIXED = r"""
+request = function()
+  return wrk.format("GET", "%(path)s")
+end
+"""
+
+LUA_ROTATE = r"""
+local paths = { %(paths)s }
+local i = 0
+function init(args)
+  i = tid
+end
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+"""
+
+LUA_POST_DEAL = r"""
+local n = 0
+function init(args)
+  math.randomseed(tid * 104729 + os.time())
+end
+request = function()
+  n = n + 1
+  local body = string.format(
+    '{"contact_id": %%d, "title": "Bench deal %%d-%%d", "amount": "1234.50", "currency": "USD"}',
+    math.random(1, %(max_contact)d), tid, n)
+  return wrk.format("POST", "%(prefix)s/deals", nil, body)
+end
+"""
+
+# Each thread walks its own share of deals that are at `proposal` and moves each one to
+# `negotiation` once: every request is a real stage change (one `stage_changed` activity).
+# args[1] = first index into the id file, so the warm-up and the measured run use other deals.
+LUA_PATCH_STAGE = r"""
+local ids = {}
+local pos = 0
+local nthreads = 2
+function init(args)
+  local first = tonumber(args[1])
+  local last = tonumber(args[2])
+  local k = 0
+  for line in io.lines("%(ids_file)s") do
+    k = k + 1
+    if k > first and k <= last and (k %% nthreads) == (tid - 1) then
+      ids[#ids + 1] = line
+    end
+  end
+end
+request = function()
+  pos = pos + 1
+  local id = ids[((pos - 1) %% #ids) + 1]
+  return wrk.format("PATCH", "%(prefix)s/deals/" .. id, nil, '{"stage": "negotiation"}')
+end
+"""
+
+LUA_LOGIN = r"""
+request = function()
+  return wrk.format("POST", "%(prefix)s/auth/login", nil,
+    '{"email": "%(email)s", "password": "%(password)s"}')
+end
+"""
+
+
+@dataclass
+class Scenario:
+    name: str
+    lua: str
+    args: tuple[str, ...] = ()
+    warmup_args: tuple[str, ...] = ()
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def children(pid: int, marker: bytes = b"") -> list[int]:
+    """Direct children of `pid` whose command line contains `marker`."""
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # the command may contain spaces/parentheses: fields after the last ')'
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) != pid:
+            continue
+        try:
+            if marker in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def vm_hwm_kib(pid: int) -> int:
+    try:
+        for entry in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if entry.startswith("VmHWM:"):
+                return int(entry.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_hwm(pids: list[int]) -> bool:
+    ok = True
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            ok = False
+    return ok
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+_STATEMENT = re.compile(
+    r"^\s*(?:(INSERT INTO|UPDATE|DELETE FROM)\s+(\w+)|SELECT\b.*?\bFROM\s+(\w+))",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def statement_kind(query: str | None) -> str:
+    """`INSERT INTO deal_stats`, `SELECT … FROM deals`, … for a pg_stat_activity query."""
+    match = _STATEMENT.match(query or "")
+    if not match:
+        return "?"
+    if match.group(1):
+        return f"{match.group(1).upper()} {match.group(2)}"
+    return f"SELECT … FROM {match.group(3)}"
+
+
+class WaitSampler:
+    """Samples pg_stat_activity of the benchmark database every 100 ms while wrk runs: what the
+    server's backends are doing (on CPU, waiting for a lock, idle inside a transaction, ...)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.samples = 0
+        self.counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            while not self._stop.is_set():
+                rows = await conn.fetch(
+                    "SELECT state, wait_event_type, wait_event, query FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend' "
+                    "AND state IN ('active', 'idle in transaction')"
+                )
+                self.samples += 1
+                for r in rows:
+                    if r["state"] == "idle in transaction":
+                        key = "idle in transaction"
+                    elif r["wait_event_type"] is None:
+                        key = "CPU"
+                    else:
+                        key = f"{r['wait_event_type']}:{r['wait_event']}"
+                        if r["wait_event_type"] == "Lock":  # which statement is blocked
+                            key += f" in {statement_kind(r['query'])}"
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def summary(self) -> dict[str, float]:
+        """Average number of backends per state over the samples, largest first."""
+        if not self.samples:
+            return {}
+        ordered = sorted(self.counts.items(), key=lambda kv: -kv[1])
+        return {k: round(v / self.samples, 2) for k, v in ordered}
+
+
+class Server:
+    """A uvicorn process tree in its own session; stopped (TERM, then KILL) on exit."""
+
+    def __init__(self, target: str, env: dict[str, str], log_path: Path, *, factory: bool) -> None:
+        self.port = free_port()
+        self.env = env
+        self.log_path = log_path
+        self.command = [
+            str(VENV_BIN / "uvicorn"),
+            target,
+            *(["--factory"] if factory else []),
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--workers",
+            "2",
+            "--proxy-headers",
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def __enter__(self) -> Server:
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            self.command,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"server exited at start; see {self.log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                # the floor has no /health: any HTTP answer from both workers' socket will do
+                answered = httpx.get(f"{self.base_url}/health", timeout=1).status_code
+                if answered in (200, 404) and len(self.workers()) >= 2:
+                    return self
+            time.sleep(0.3)
+        self.stop()
+        raise SystemExit(f"server did not start within 60 s; see {self.log_path}")
+
+    def workers(self) -> list[int]:
+        """uvicorn's worker processes (multiprocessing spawn children, not its resource
+        tracker)."""
+        return children(self.process.pid, b"spawn_main") if self.process else []
+
+    def pids(self) -> list[int]:
+        return ([self.process.pid] if self.process else []) + self.workers()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        pgid = self.process.pid  # start_new_session: the group id is our child's pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        # workers that outlived the supervisor (should not happen) share its process group
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def ensure_wrk() -> str:
+    path = shutil.which("wrk")
+    if path:
+        return path
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing wrk (apt-get install -y wrk) ...", flush=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "wrk"],
+            check=False,
+            timeout=300,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        path = shutil.which("wrk")
+    if not path:
+        raise SystemExit("wrk is required: apt-get install -y wrk")
+    return path
+
+
+def run_wrk(
+    wrk: str,
+    url: str,
+    script: Path,
+    seconds: int,
+    connections: int,
+    args: tuple[str, ...],
+) -> dict[str, Any]:
+    command = [
+        wrk,
+        "-t2",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+        *(["--", *args] if args else []),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    for entry in done.stdout.splitlines():
+        if entry.startswith("WRKJSON "):
+            return dict(json.loads(entry[8:]))
+    raise SystemExit(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+
+
+def login(base_url: str) -> str:
+    response = httpx.post(
+        f"{base_url}{PREFIX}/auth/login",
+        json={"email": OWNER_EMAIL, "password": BENCH_PASSWORD},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
+# --- database bookkeeping -------------------------------------------------------------------
+
+
+@dataclass
+class Snapshot:
+    max_ids: dict[str, int]
+    patch_ids: list[int]
+    patch_updated_at: list[Any]
+
+
+async def take_snapshot(dsn: str) -> Snapshot:
+    conn = await asyncpg.connect(dsn)
+    try:
+        max_ids = {
+            name: int(await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {name}"))
+            for name in ("deals", "activities", "tasks", "contacts", "auth_sessions")
+        }
+        rows = await conn.fetch(
+            "SELECT id, updated_at FROM deals WHERE organization_id = $1 AND stage = 'proposal' "
+            "ORDER BY id LIMIT $2",
+            BIG_ORG_ID,
+            PATCH_IDS,
+        )
+    finally:
+        await conn.close()
+    return Snapshot(max_ids, [r["id"] for r in rows], [r["updated_at"] for r in rows])
+
+
+async def count_rows(dsn: str, sql: str, *args: Any) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def restore(url: str, snapshot: Snapshot) -> None:
+    """Put the database back as loaded: the next run measures the same data."""
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        async with conn.transaction():
+            m = snapshot.max_ids
+            await conn.execute("DELETE FROM activities WHERE id > $1", m["activities"])
+            await conn.execute("DELETE FROM tasks WHERE id > $1", m["tasks"])
+            await conn.execute("DELETE FROM deals WHERE id > $1", m["deals"])
+            await conn.execute("DELETE FROM contacts WHERE id > $1", m["contacts"])
+            await conn.execute("DELETE FROM auth_sessions WHERE id > $1", m["auth_sessions"])
+            await conn.execute(
+                "UPDATE deals d SET stage = 'proposal', updated_at = s.updated_at "
+                "FROM unnest($1::bigint[], $2::timestamptz[]) AS s(id, updated_at) "
+                "WHERE d.id = s.id AND (d.stage <> 'proposal' OR d.updated_at <> s.updated_at)",
+                snapshot.patch_ids,
+                snapshot.patch_updated_at,
+            )
+    finally:
+        await conn.close()
+    await rebuild_deal_stats(url, [BIG_ORG_ID])
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        for name in ("deals", "activities", "tasks", "deal_stats", "auth_sessions"):
+            await conn.execute(f"VACUUM ANALYZE {name}")
+    finally:
+        await conn.close()
+
+
+async def flush_redis() -> None:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(REDIS_URL, socket_connect_timeout=1, socket_timeout=2)
+    try:
+        await redis.flushdb()
+    finally:
+        await redis.aclose()
+
+
+async def server_version_of(dsn: str) -> str:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+
+
+def read_log(path: Path) -> dict[str, Any]:
+    """The server's JSON access log: responses by status class, ERROR lines, and the exact
+    number of successful writes (to compare with the rows they added)."""
+    statuses: dict[str, int] = {}
+    writes = {"POST /deals": 0, "PATCH /deals/{id} stage": 0}
+    errors = 0
+    deals_path = f"{PREFIX}/deals"
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for entry in fh:
+            if not entry.startswith("{"):
+                continue
+            try:
+                record = json.loads(entry)
+            except ValueError:
+                continue
+            if record.get("level") in ("ERROR", "CRITICAL"):
+                errors += 1
+            status = record.get("status")
+            if not isinstance(status, int):
+                continue
+            key = f"{status // 100}xx"
+            statuses[key] = statuses.get(key, 0) + 1
+            method, request_path = record.get("method"), record.get("path", "")
+            if method == "POST" and request_path == deals_path and status == 201:
+                writes["POST /deals"] += 1
+            elif method == "PATCH" and request_path.startswith(deals_path) and status == 200:
+                writes["PATCH /deals/{id} stage"] += 1
+    return {"statuses": dict(sorted(statuses.items())), "errors": errors, "writes": writes}
+
+
+# --- scenarios ---
+
+# write scenarios: what to count before and after (rows of the big organization)
+CHECKS = {
+    "POST /deals": ("deals", "SELECT count(*) FROM deals WHERE organization_id = $1"),
+    "PATCH /deals/{id} stage": (
+        "activities",
+        "SELECT count(*) FROM activities WHERE organization_id = $1",
+    ),
+}
+
+
+def scenarios(plan: Plan, ids_file: Path) -> list[Scenario]:
+    big_deals, big_contacts = plan.big_deals, plan.big_contacts
+    deals_query = "status=won&min_amount=1000&max_amount=50000&order_by=amount"
+    searches = ["smith", "%D0%BF%D0%B5%D1%82%D1%80%D0%BE%D0%B2", "m%C3%BCller", "555-00012"]
+    half = PATCH_IDS // 4
+    return [
+        Scenario(
+            "GET /deals/{id}",
+            LUA_RANDOM_ID % {"max_id": big_deals, "template": f"{PREFIX}/deals/%d"},
+        ),
+        Scenario(
+            "GET /deals?status=won&min..max&order_by=amount page=1",
+            LUA_FIXED % {"path": f"{PREFIX}/deals?{deals_query}&page=1"},
+        ),
+        Scenario(
+            "GET /deals?status=won&min..max&order_by=amount page=5000",
+            LUA_FIXED % {"path": f"{PREFIX}/deals?{deals_query}&page=5000"},
+        ),
+        Scenario(
+            "GET /contacts?search= (4 terms)",
+            LUA_ROTATE
+            % {"paths": ", ".join(f'"{PREFIX}/contacts?search={term}"' for term in searches)},
+        ),
+        Scenario(
+            "GET /deals/{id}/activities",
+            LUA_RANDOM_ID % {"max_id": big_deals, "template": f"{PREFIX}/deals/%d/activities"},
+        ),
+        Scenario(
+            "GET /analytics/deals/summary (Redis cache)",
+            LUA_FIXED % {"path": f"{PREFIX}/analytics/deals/summary"},
+        ),
+        Scenario(
+            "GET /analytics/deals/funnel (Redis cache)",
+            LUA_FIXED % {"path": f"{PREFIX}/analytics/deals/funnel"},
+        ),
+        Scenario("POST /deals", LUA_POST_DEAL % {"max_contact": big_contacts, "prefix": PREFIX}),
+        Scenario(
+            "PATCH /deals/{id} stage",
+            LUA_PATCH_STAGE % {"ids_file": ids_file, "prefix": PREFIX},
+            warmup_args=("0", str(half)),
+            args=(str(half), str(PATCH_IDS)),
+        ),
+        Scenario(
+            "POST /auth/login",
+            LUA_LOGIN % {"prefix": PREFIX, "email": OWNER_EMAIL, "password": BENCH_PASSWORD},
+        ),
+    ]
+
+
+def drive(
+    wrk: str,
+    server: Server,
+    scenario: Scenario,
+    workdir: Path,
+    token: str,
+    dsn: str,
+    *,
+    warmup: int,
+    duration: int,
+    connections: int,
+) -> dict[str, Any]:
+    script = workdir / f"s{abs(hash(scenario.name))}.lua"
+    script.write_text(LUA_COMMON % {"token": token, "org": BIG_ORG_ID} + scenario.lua)
+    warm: dict[str, Any] = {}
+    if warmup:
+        warm = run_wrk(wrk, server.base_url, script, warmup, connections, scenario.warmup_args)
+    pids = server.pids()
+    hwm_reset = reset_hwm(pids)
+    load_before = load_average()
+    with WaitSampler(dsn) as sampler:
+        result = run_wrk(wrk, server.base_url, script, duration, connections, scenario.args)
+    result["db_backends"] = sampler.summary()
+    workers = server.workers()
+    result["rss_workers_mib"] = [round(vm_hwm_kib(p) / 1024, 1) for p in workers]
+    result["rss_supervisor_mib"] = round(vm_hwm_kib(server.pids()[0]) / 1024, 1)
+    result["rss_reset_per_scenario"] = hwm_reset
+    result["load_avg"] = [load_before, load_average()]
+    result["warmup_requests"] = warm.get("requests", 0)
+    result["warmup_non_2xx"] = warm.get("status", 0)
+    return result
+
+
+FLOOR_LABEL = "floor: GET /deals/{id} (raw ASGI + asyncpg)"
+HEADERS = ["scenario", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB (workers)", "load"]
+
+
+def row(name: str, r: dict[str, Any]) -> list[object]:
+    seconds = r["duration_us"] / 1e6
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    detail = ",".join(
+        f"{k}:{r[k]}" for k in ("connect", "read", "write", "status", "timeout") if r[k]
+    )
+    rss = r["rss_workers_mib"]
+    return [
+        name,
+        f"{r['requests'] / seconds:,.0f}",
+        f"{r['p50_us'] / 1000:.1f}",
+        f"{r['p99_us'] / 1000:.1f}",
+        f"{errors}" + (f" ({detail})" if detail else ""),
+        " + ".join(f"{v:.0f}" for v in rss) + f" (supervisor {r['rss_supervisor_mib']:.0f})",
+        f"{r['load_avg'][0]:.1f}",
+    ]
+
+
+def app_env(url: str, metrics_dir: Path) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+    }
+    env.update(
+        {
+            "ENVIRONMENT": "production",
+            "SECRET_KEY": PROD_SECRET_KEY,
+            "DATABASE_URL": url,
+            "REDIS_URL": REDIS_URL,
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return env
+
+
+def selected(all_scenarios: list[Scenario], only: list[str] | None) -> list[Scenario]:
+    """Scenarios named exactly in `only`, else those whose name contains one of them."""
+    if not only:
+        return all_scenarios
+    exact = [s for s in all_scenarios if s.name in only]
+    return exact or [s for s in all_scenarios if any(o.lower() in s.name.lower() for o in only)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="measured seconds per scenario")
+    parser.add_argument("--warmup", type=int, default=3, help="warm-up seconds per scenario")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--only", nargs="*", help="scenario names (exact, else substrings)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the floor")
+    parser.add_argument(
+        "--no-diagnose",
+        action="store_true",
+        help="skip GET /deals/{id} on a server without access log and metrics files",
+    )
+    parser.add_argument("--json", dest="json_path", help="also write the figures as JSON")
+    args = parser.parse_args()
+
+    url = database_url()
+    dsn = asyncpg_dsn(url)
+    plan = asyncio.run(ensure_dataset())
+    wrk = ensure_wrk()
+    server_version = asyncio.run(server_version_of(dsn))
+    results: list[tuple[str, dict[str, Any]]] = []
+    checks: list[str] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="minicrm-bench-") as tmp:
+        workdir = Path(tmp)
+        ids_file = workdir / "patch_ids.txt"
+        metrics_dir = workdir / "metrics"
+        metrics_dir.mkdir()
+        snapshot = asyncio.run(take_snapshot(dsn))
+        ids_file.write_text("".join(f"{deal_id}\n" for deal_id in snapshot.patch_ids))
+        env = app_env(url, metrics_dir)
+        all_scenarios = scenarios(plan, ids_file)
+        chosen = selected(all_scenarios, args.only)
+        get_deal = all_scenarios[0]
+
+        def measure(server: Server, scenario: Scenario, label: str, token: str) -> None:
+            print(f"  {label} ...", flush=True)
+            result = drive(
+                wrk,
+                server,
+                scenario,
+                workdir,
+                token,
+                dsn,
+                warmup=args.warmup,
+                duration=args.duration,
+                connections=args.connections,
+            )
+            results.append((label, result))
+
+        try:
+            asyncio.run(flush_redis())
+            app_server = Server("app.main:create_app", env, workdir / "app.log", factory=True)
+            print("starting: uvicorn " + " ".join(app_server.command[1:]), flush=True)
+            with app_server as srv:
+                token = login(srv.base_url)
+                for scenario in chosen:
+                    check = CHECKS.get(scenario.name)
+                    before = asyncio.run(count_rows(dsn, check[1], BIG_ORG_ID)) if check else 0
+                    measure(srv, scenario, scenario.name, token)
+                    if check:
+                        time.sleep(1)  # requests in flight when wrk stopped finish
+                        after = asyncio.run(count_rows(dsn, check[1], BIG_ORG_ID))
+                        results[-1][1]["check"] = {
+                            "table": check[0],
+                            "before": before,
+                            "after": after,
+                        }
+            log = read_log(workdir / "app.log")
+            checks.append(f"server access log: {log['statuses']}, ERROR lines: {log['errors']}")
+            for name, result in results:
+                check_result = result.get("check")
+                if check_result:
+                    added = check_result["after"] - check_result["before"]
+                    logged = log["writes"][name]
+                    verdict = "OK" if added == logged else "MISMATCH"
+                    checks.append(
+                        f"{name}: {check_result['table']} {check_result['before']:,} -> "
+                        f"{check_result['after']:,} (+{added:,}); successful responses in the "
+                        f"access log (warm-up + measured + in flight at wrk's stop): "
+                        f"{logged:,} -> {verdict}"
+                    )
+            if get_deal in chosen and not args.no_diagnose:
+                quiet_env = {**env, "LOG_LEVEL": "WARNING"}
+                quiet_env.pop("PROMETHEUS_MULTIPROC_DIR")
+                quiet = Server(
+                    "app.main:create_app", quiet_env, workdir / "quiet.log", factory=True
+                )
+                with quiet as srv:
+                    measure(
+                        srv, get_deal, f"{get_deal.name} [no access log, no metrics dir]", token
+                    )
+            if get_deal in chosen and not args.no_floor:
+                floor = Server("bench.floor:app", env, workdir / "floor.log", factory=False)
+                with floor as srv:  # the app's access token: same SECRET_KEY
+                    measure(srv, get_deal, FLOOR_LABEL, token)
+        finally:
+            print("restoring the dataset ...", flush=True)
+            asyncio.run(restore(url, snapshot))
+            with contextlib.suppress(Exception):
+                asyncio.run(flush_redis())
+
+    by_name = dict(results)
+    ours, floor_result = by_name.get(get_deal.name), by_name.get(FLOOR_LABEL)
+    if ours and floor_result:
+        throughput = (ours["requests"] / ours["duration_us"]) / (
+            floor_result["requests"] / floor_result["duration_us"]
+        )
+        latency = ours["p50_us"] / floor_result["p50_us"]
+        checks.append(
+            f"GET /deals/{{id}} ours/floor: throughput {throughput:.2f}x, "
+            f"p50 latency {latency:.2f}x"
+        )
+    print()
+    print(f"machine: {machine_info(server_version)}")
+    print(f"code: {code_fingerprint()}")
+    print(
+        f"wrk -t2 -c{args.connections}, {args.warmup} s warm-up + {args.duration} s measured per "
+        "scenario; uvicorn --workers 2, ENVIRONMENT=production, REDIS_URL db 12; wrk, server "
+        f"and PostgreSQL share the machine; total {time.monotonic() - started:.0f} s"
+    )
+    print()
+    print(table(HEADERS, [row(name, r) for name, r in results]))
+    print()
+    print(
+        table(
+            ["scenario", "PostgreSQL backends (average count by state)"],
+            [
+                [name, ", ".join(f"{k} {v}" for k, v in r["db_backends"].items()) or "-"]
+                for name, r in results
+            ],
+        )
+    )
+    print()
+    for check in checks:
+        print(check)
+    if args.json_path:
+        Path(args.json_path).write_text(
+            json.dumps(
+                {
+                    "machine": machine_info(server_version),
+                    "code": code_fingerprint(),
+                    "connections": args.connections,
+                    "duration": args.duration,
+                    "warmup": args.warmup,
+                    "results": by_name,
+                    "checks": checks,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
