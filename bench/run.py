@@ -49,6 +49,7 @@ from bench.common import (
     code_fingerprint,
     database_url,
     machine_info,
+    percentile,
     table,
 )
 from bench.load import Plan, ensure_dataset, rebuild_deal_stats
@@ -597,6 +598,45 @@ def scenarios(plan: Plan, ids_file: Path) -> list[Scenario]:
     ]
 
 
+class HealthProbe:
+    """`GET /health` once every 20 ms from another thread while a scenario runs: the event
+    loop's responsiveness while the workers are busy with something else (a login storm)."""
+
+    def __init__(self, base_url: str) -> None:
+        self.url = f"{base_url}/health"
+        self.samples: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                try:
+                    ok = client.get(self.url).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    self.samples.append((time.perf_counter() - started) * 1000)
+                else:
+                    self.failures += 1
+                self._stop.wait(0.02)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return {
+            "n": len(self.samples),
+            "failures": self.failures,
+            "p50_ms": round(percentile(self.samples, 50), 2) if self.samples else None,
+            "p99_ms": round(percentile(self.samples, 99), 2) if self.samples else None,
+        }
+
+
 def drive(
     wrk: str,
     server: Server,
@@ -617,8 +657,13 @@ def drive(
     pids = server.pids()
     hwm_reset = reset_hwm(pids)
     load_before = load_average()
+    probe = HealthProbe(server.base_url) if scenario.name == "POST /auth/login" else None
     with WaitSampler(dsn) as sampler:
+        if probe is not None:
+            probe.start()
         result = run_wrk(wrk, server.base_url, script, duration, connections, scenario.args)
+        if probe is not None:
+            result["health_during"] = probe.stop()
     result["db_backends"] = sampler.summary()
     workers = server.workers()
     result["rss_workers_mib"] = [round(vm_hwm_kib(p) / 1024, 1) for p in workers]
@@ -815,6 +860,13 @@ def main() -> None:
     print()
     for check in checks:
         print(check)
+    for name, r in results:
+        if "health_during" in r:
+            h = r["health_during"]
+            print(
+                f"GET /health during {name}: p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms "
+                f"({h['n']} probes, {h['failures']} failed)"
+            )
     if args.json_path:
         Path(args.json_path).write_text(
             json.dumps(
