@@ -28,7 +28,7 @@ from alembic import command
 from app.core.config import Environment, Settings
 from app.main import create_app
 from app.models import Base
-from tests.support import Api, User
+from tests.support import Api, Team, User
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
@@ -155,6 +155,16 @@ def redis_test_url() -> str:
 @pytest.fixture
 async def owner(api: Api) -> User:
     return await api.register(organization_name="Acme")
+
+
+@pytest.fixture
+async def team(api: Api, owner: User) -> Team:
+    return Team(
+        owner=owner,
+        admin=await api.member_of(owner, "admin"),
+        manager=await api.member_of(owner, "manager"),
+        member=await api.member_of(owner, "member"),
+    )
 
 
 @pytest.fixture

@@ -123,3 +123,32 @@ async def count_rows(engine: AsyncEngine, table: str, where: str = "1=1", **para
             params,
         )
         return int(result.scalar_one())
+
+
+@dataclass
+class Team:
+    """An organization's owner and one member of every other role."""
+
+    owner: User
+    admin: User
+    manager: User
+    member: User
+
+    def by_role(self, role: str) -> User:
+        user: User = getattr(self, role)
+        return user
+
+
+async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, in a stable order: compare before and after a request."""
+    from app.models import Base
+
+    rows: dict[str, list[tuple[Any, ...]]] = {}
+    async with engine.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            order = ", ".join(str(i + 1) for i in range(len(table.columns)))
+            result = await conn.execute(
+                text(f"SELECT * FROM {table.name} ORDER BY {order}")  # noqa: S608
+            )
+            rows[table.name] = [tuple(row) for row in result]
+    return rows

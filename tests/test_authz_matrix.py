@@ -18,11 +18,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app.models import Base
-from tests.support import PASSWORD, Api, User, assert_problem
+from tests.support import PASSWORD, Api, User, assert_problem, snapshot
 
 # Recent FastAPI keeps included routers lazily in `app.routes`; this flattens them (older
 # versions list every APIRoute in `app.routes` directly).
@@ -135,17 +133,6 @@ async def world(make_api: Callable[..., Awaitable[Api]], database_url: str) -> W
     a = await build_org(api, "Alpha")
     b = await build_org(api, "Beta")
     return World(api=api, engine=api.app.state.resources.engine, a=a, b=b)
-
-
-async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in a stable order."""
-    rows: dict[str, list[tuple[Any, ...]]] = {}
-    async with engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            order = ", ".join(str(i + 1) for i in range(len(table.columns)))
-            result = await conn.execute(text(f"SELECT * FROM {table.name} ORDER BY {order}"))  # noqa: S608
-            rows[table.name] = [tuple(row) for row in result]
-    return rows
 
 
 # --- requests ----------------------------------------------------------------------------

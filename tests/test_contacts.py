@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Api, User, assert_problem, count_rows
+from tests.support import Api, Team, User, assert_problem, count_rows
 
 CONTACT_KEYS = {
     "id",
@@ -25,28 +24,6 @@ CONTACT_KEYS = {
 }
 PAGE_KEYS = {"items", "total", "page", "page_size", "pages"}
 MANAGING_ROLES = ("owner", "admin", "manager")
-
-
-@dataclass
-class Team:
-    owner: User
-    admin: User
-    manager: User
-    member: User
-
-    def by_role(self, role: str) -> User:
-        user: User = getattr(self, role)
-        return user
-
-
-@pytest.fixture
-async def team(api: Api, owner: User) -> Team:
-    return Team(
-        owner=owner,
-        admin=await api.member_of(owner, "admin"),
-        manager=await api.member_of(owner, "manager"),
-        member=await api.member_of(owner, "member"),
-    )
 
 
 async def create_contact(user: User, name: str = "Ann Lee", **fields: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Base, Deal
-from tests.support import PASSWORD, Api, User, assert_problem
+from tests.support import PASSWORD, Api, User, assert_problem, snapshot
 
 FAST_HASHING = {"ARGON2_MEMORY_COST_KIB": 8, "ARGON2_TIME_COST": 1}
 BODY_LIMIT = 1024 * 1024  # MAX_REQUEST_BODY_BYTES default
@@ -79,17 +79,6 @@ async def s(make_api: Callable[..., Awaitable[Api]], database_url: str) -> Setup
         assert login.status_code == 200, login.text
         setup.spare_refresh_tokens.append(login.json()["refresh_token"])
     return setup
-
-
-async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in a stable order."""
-    rows: dict[str, list[tuple[Any, ...]]] = {}
-    async with engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            order = ", ".join(str(i + 1) for i in range(len(table.columns)))
-            result = await conn.execute(text(f"SELECT * FROM {table.name} ORDER BY {order}"))  # noqa: S608
-            rows[table.name] = [tuple(row) for row in result]
-    return rows
 
 
 async def send(

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Base
-from tests.support import PASSWORD, Api, User, assert_problem
+from tests.support import PASSWORD, Api, User, assert_problem, snapshot
 
 FAST_HASHING = {"ARGON2_MEMORY_COST_KIB": 8, "ARGON2_TIME_COST": 1}
 TIMESTAMP = "2000-01-01T00:00:00Z"
@@ -56,17 +56,6 @@ async def setup(make_api: Callable[..., Awaitable[Api]], database_url: str) -> S
         deal_id=deal.json()["id"],
         task_id=task.json()["id"],
     )
-
-
-async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row of every table, in a stable order."""
-    rows: dict[str, list[tuple[Any, ...]]] = {}
-    async with engine.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            order = ", ".join(str(i + 1) for i in range(len(table.columns)))
-            result = await conn.execute(text(f"SELECT * FROM {table.name} ORDER BY {order}"))  # noqa: S608
-            rows[table.name] = [tuple(row) for row in result]
-    return rows
 
 
 async def counts(engine: AsyncEngine) -> dict[str, int]:

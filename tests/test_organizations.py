@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -12,34 +11,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Api, User, assert_problem, count_rows
+from tests.support import Api, Team, User, assert_problem, count_rows
 
 ROLES = ("owner", "admin", "manager", "member")
 ASSIGNABLE_ROLES = ("admin", "manager", "member")
 ORGANIZATION_KEYS = {"id", "name", "created_at", "role"}
 MEMBER_KEYS = {"user_id", "email", "name", "role", "joined_at"}
-
-
-@dataclass
-class Team:
-    owner: User
-    admin: User
-    manager: User
-    member: User
-
-    def by_role(self, role: str) -> User:
-        user: User = getattr(self, role)
-        return user
-
-
-@pytest.fixture
-async def team(api: Api, owner: User) -> Team:
-    return Team(
-        owner=owner,
-        admin=await api.member_of(owner, "admin"),
-        manager=await api.member_of(owner, "manager"),
-        member=await api.member_of(owner, "member"),
-    )
 
 
 async def role_in(engine: AsyncEngine, organization_id: int, user_id: int) -> str | None:

@@ -3,7 +3,6 @@ touch which task, partial updates, deletion, and the filtered, ordered, paginate
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 from sqlalchemy import Date, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Api, User, assert_problem, count_rows
+from tests.support import Api, Team, User, assert_problem, count_rows
 
 TASK_KEYS = {
     "id",
@@ -25,28 +24,6 @@ TASK_KEYS = {
     "updated_at",
 }
 PAGE_KEYS = {"items", "total", "page", "page_size", "pages"}
-
-
-@dataclass
-class Team:
-    owner: User
-    admin: User
-    manager: User
-    member: User
-
-    def by_role(self, role: str) -> User:
-        user: User = getattr(self, role)
-        return user
-
-
-@pytest.fixture
-async def team(api: Api, owner: User) -> Team:
-    return Team(
-        owner=owner,
-        admin=await api.member_of(owner, "admin"),
-        manager=await api.member_of(owner, "manager"),
-        member=await api.member_of(owner, "member"),
-    )
 
 
 def today() -> date:
