@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
+from functools import partial
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -140,9 +141,4 @@ class DealService:
             count, total = deltas[key]
             deltas[key] = (count + 1, total + after.amount)
         await self.analytics.apply(deltas)
-        organization_id = self.ctx.organization_id
-
-        async def invalidate() -> None:
-            await self.cache.invalidate(organization_id)
-
-        after_commit(self.session, invalidate)
+        after_commit(self.session, partial(self.cache.invalidate, self.ctx.organization_id))
