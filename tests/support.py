@@ -152,3 +152,31 @@ async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
             )
             rows[table.name] = [tuple(row) for row in result]
     return rows
+
+
+# --- CRM shortcuts: each asserts success, so a test states only what it is about -----------
+
+
+async def create_contact(user: User, name: str = "Client") -> int:
+    response = await user.post("/contacts", json={"name": name})
+    assert response.status_code == 201, response.text
+    contact_id: int = response.json()["id"]
+    return contact_id
+
+
+async def create_deal(user: User, contact_id: int, title: str = "Deal", **fields: Any) -> Any:
+    response = await user.post("/deals", json={"contact_id": contact_id, "title": title, **fields})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def patch_deal(user: User, deal_id: int, **fields: Any) -> Any:
+    response = await user.patch(f"/deals/{deal_id}", json=fields)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def read_deal(user: User, deal_id: int) -> Any:
+    response = await user.get(f"/deals/{deal_id}")
+    assert response.status_code == 200, response.text
+    return response.json()

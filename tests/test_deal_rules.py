@@ -9,7 +9,16 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Api, User, assert_problem, count_rows
+from tests.support import (
+    Api,
+    User,
+    assert_problem,
+    count_rows,
+    create_contact,
+    create_deal,
+    patch_deal,
+    read_deal,
+)
 
 ROLES = ("owner", "admin", "manager", "member")
 MANAGING_ROLES = ("owner", "admin", "manager")
@@ -31,13 +40,6 @@ class Team:
         return user
 
 
-async def create_contact(user: User, name: str = "Client") -> int:
-    response = await user.post("/contacts", json={"name": name})
-    assert response.status_code == 201, response.text
-    contact_id: int = response.json()["id"]
-    return contact_id
-
-
 @pytest.fixture
 async def team(api: Api, owner: User) -> Team:
     return Team(
@@ -47,24 +49,6 @@ async def team(api: Api, owner: User) -> Team:
         member=await api.member_of(owner, "member"),
         contact_id=await create_contact(owner),
     )
-
-
-async def create_deal(user: User, contact_id: int, title: str = "Deal", **fields: Any) -> Any:
-    response = await user.post("/deals", json={"contact_id": contact_id, "title": title, **fields})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-async def patch_ok(user: User, deal_id: int, **fields: Any) -> Any:
-    response = await user.patch(f"/deals/{deal_id}", json=fields)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def read_deal(user: User, deal_id: int) -> Any:
-    response = await user.get(f"/deals/{deal_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 async def timeline(user: User, deal_id: int) -> list[tuple[str, dict[str, Any], int | None]]:
@@ -114,7 +98,7 @@ async def test_won_requires_a_positive_amount_for_every_role(
                 assert_problem(response, 400, "DEAL_WON_REQUIRES_AMOUNT")
                 await assert_refused_without_trace(engine, team.owner, deal, 0)
 
-            won = await patch_ok(actor, deal["id"], status="won", amount="10.00")
+            won = await patch_deal(actor, deal["id"], status="won", amount="10.00")
             assert (won["status"], won["amount"]) == ("won", 10)
             assert await timeline(team.owner, deal["id"]) == [status_changed("new", "won", actor)]
 
@@ -124,7 +108,7 @@ async def test_won_requires_a_positive_amount_for_every_role(
             await assert_refused_without_trace(engine, team.owner, won, 1)
 
             # ...but the rule looks at the result: leaving `won` at the same time is fine.
-            lost = await patch_ok(actor, deal["id"], status="lost", amount=0)
+            lost = await patch_deal(actor, deal["id"], status="lost", amount=0)
             assert (lost["status"], lost["amount"]) == ("lost", 0)
             assert await timeline(team.owner, deal["id"]) == [
                 status_changed("new", "won", actor),
@@ -143,7 +127,7 @@ async def test_stage_rollback_only_by_owner_and_admin(
             actor = team.by_role(role)
             deal = await create_deal(actor, team.contact_id)
             # Skipping forward is allowed for everyone.
-            deal = await patch_ok(actor, deal["id"], stage="negotiation")
+            deal = await patch_deal(actor, deal["id"], stage="negotiation")
             assert deal["stage"] == "negotiation"
             forward = [stage_changed("qualification", "negotiation", actor)]
             assert await timeline(team.owner, deal["id"]) == forward
@@ -172,9 +156,9 @@ async def test_stage_rollback_only_by_owner_and_admin(
 @pytest.mark.parametrize("role", ["owner", "admin"])
 async def test_owner_and_admin_roll_back_anyones_deal(team: Team, role: str) -> None:
     deal = await create_deal(team.member, team.contact_id)
-    await patch_ok(team.member, deal["id"], stage="closed")
+    await patch_deal(team.member, deal["id"], stage="closed")
 
-    rolled = await patch_ok(team.by_role(role), deal["id"], stage="qualification")
+    rolled = await patch_deal(team.by_role(role), deal["id"], stage="qualification")
 
     assert rolled["stage"] == "qualification"
     assert await timeline(team.owner, deal["id"]) == [
@@ -185,7 +169,7 @@ async def test_owner_and_admin_roll_back_anyones_deal(team: Team, role: str) -> 
 
 async def test_manager_cannot_roll_back_a_members_deal(team: Team, engine: AsyncEngine) -> None:
     deal = await create_deal(team.member, team.contact_id)
-    deal = await patch_ok(team.member, deal["id"], stage="proposal")
+    deal = await patch_deal(team.member, deal["id"], stage="proposal")
 
     response = await team.manager.patch(f"/deals/{deal['id']}", json={"stage": "qualification"})
 
@@ -201,7 +185,7 @@ async def test_every_role_may_skip_straight_to_closed(
             actor = team.by_role(role)
             deal = await create_deal(actor, team.contact_id)
 
-            closed = await patch_ok(actor, deal["id"], stage="closed")
+            closed = await patch_deal(actor, deal["id"], stage="closed")
 
             assert closed["stage"] == "closed"
             assert closed["status"] == "new"  # status and stage are independent
@@ -230,7 +214,7 @@ async def test_member_may_not_change_or_delete_anothers_deal(
 async def test_member_may_change_and_delete_own_deal(team: Team, engine: AsyncEngine) -> None:
     deal = await create_deal(team.member, team.contact_id)
 
-    patched = await patch_ok(team.member, deal["id"], title="Renamed", amount=9)
+    patched = await patch_deal(team.member, deal["id"], title="Renamed", amount=9)
 
     assert (patched["title"], patched["amount"]) == ("Renamed", 9)
     assert (await team.member.delete(f"/deals/{deal['id']}")).status_code == 204
@@ -245,7 +229,7 @@ async def test_manager_and_above_change_and_delete_anyones_deal(
             actor = team.by_role(role)
             deal = await create_deal(team.member, team.contact_id)
 
-            patched = await patch_ok(actor, deal["id"], title="By " + role, status="in_progress")
+            patched = await patch_deal(actor, deal["id"], title="By " + role, status="in_progress")
 
             assert patched["title"] == "By " + role
             assert patched["owner_id"] == team.member.id
@@ -281,10 +265,10 @@ async def test_manager_and_above_reassign_a_deal_to_members_only(
                 assert_problem(response, 400, "OWNER_NOT_A_MEMBER")
                 await assert_refused_without_trace(engine, team.owner, deal, 0)
 
-            moved = await patch_ok(actor, deal["id"], owner_id=team.member.id)
+            moved = await patch_deal(actor, deal["id"], owner_id=team.member.id)
             assert moved["owner_id"] == team.member.id
             # The new owner, a plain member, may now work on it.
-            await patch_ok(team.member, deal["id"], title="Taken over")
+            await patch_deal(team.member, deal["id"], title="Taken over")
 
 
 async def test_contact_can_only_change_to_a_contact_of_this_organization(
@@ -302,7 +286,7 @@ async def test_contact_can_only_change_to_a_contact_of_this_organization(
         assert_problem(response, 400, "CONTACT_NOT_FOUND")
         await assert_refused_without_trace(engine, team.owner, deal, 0)
 
-    moved = await patch_ok(team.owner, deal["id"], contact_id=second_contact)
+    moved = await patch_deal(team.owner, deal["id"], contact_id=second_contact)
     assert moved["contact_id"] == second_contact
     # The first contact is no longer referenced, so it can go.
     assert (await team.owner.delete(f"/contacts/{team.contact_id}")).status_code == 204
@@ -315,10 +299,10 @@ async def test_each_real_change_appends_one_activity_by_the_caller(team: Team) -
     deal = await create_deal(team.member, team.contact_id, amount=100)
     deal_id = deal["id"]
 
-    await patch_ok(team.manager, deal_id, status="in_progress")
-    await patch_ok(team.admin, deal_id, stage="proposal")
-    await patch_ok(team.owner, deal_id, status="won", stage="closed")
-    await patch_ok(team.member, deal_id, title="Only a title", amount=200)
+    await patch_deal(team.manager, deal_id, status="in_progress")
+    await patch_deal(team.admin, deal_id, stage="proposal")
+    await patch_deal(team.owner, deal_id, status="won", stage="closed")
+    await patch_deal(team.member, deal_id, title="Only a title", amount=200)
 
     assert await timeline(team.member, deal_id) == [
         status_changed("new", "in_progress", team.manager),
@@ -334,16 +318,16 @@ async def test_setting_the_current_value_writes_nothing(team: Team, engine: Asyn
     deal = await create_deal(team.owner, team.contact_id, "Same")
     deal_id = deal["id"]
 
-    same = await patch_ok(
+    same = await patch_deal(
         team.owner, deal_id, status="new", stage="qualification", title="Same", amount=0
     )
     assert (same["status"], same["stage"]) == ("new", "qualification")
     assert await activity_count(engine, deal_id) == 0
 
-    await patch_ok(team.owner, deal_id, status="in_progress")
-    await patch_ok(team.owner, deal_id, status="in_progress")
+    await patch_deal(team.owner, deal_id, status="in_progress")
+    await patch_deal(team.owner, deal_id, status="in_progress")
     # One field the same, the other really changing: only the real change is recorded.
-    await patch_ok(team.owner, deal_id, status="in_progress", stage="proposal")
+    await patch_deal(team.owner, deal_id, status="in_progress", stage="proposal")
 
     assert await timeline(team.owner, deal_id) == [
         status_changed("new", "in_progress", team.owner),
@@ -358,7 +342,7 @@ async def test_refused_patches_leave_no_activity(
     outsider = await api.register(organization_name="Elsewhere")
     foreign = await create_contact(outsider, "Theirs")
     deal = await create_deal(team.owner, team.contact_id)
-    deal = await patch_ok(team.owner, deal["id"], stage="proposal")
+    deal = await patch_deal(team.owner, deal["id"], stage="proposal")
     lost = {"status": "lost"}
     cases: list[tuple[User, dict[str, Any], int, str | None]] = [
         (team.owner, {"status": "won"}, 400, "DEAL_WON_REQUIRES_AMOUNT"),
@@ -392,7 +376,7 @@ async def test_deleting_a_deal_removes_its_tasks_and_timeline(
             json={"type": "comment", "payload": {"text": "Hello"}},
         )
         assert comment.status_code == 201, comment.text
-        await patch_ok(team.owner, target["id"], status="in_progress")
+        await patch_deal(team.owner, target["id"], status="in_progress")
     where = "deal_id = :id"
     assert await count_rows(engine, "tasks", where, id=deal["id"]) == 2
     assert await activity_count(engine, deal["id"]) == 4  # 2 task_created, comment, status

@@ -10,7 +10,16 @@ import httpx
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Api, User, assert_problem, count_rows
+from tests.support import (
+    Api,
+    User,
+    assert_problem,
+    count_rows,
+    create_contact,
+    create_deal,
+    patch_deal,
+    read_deal,
+)
 
 DEAL_KEYS = {
     "id",
@@ -25,31 +34,6 @@ DEAL_KEYS = {
     "created_at",
     "updated_at",
 }
-
-
-async def create_contact(user: User, name: str = "Client") -> int:
-    response = await user.post("/contacts", json={"name": name})
-    assert response.status_code == 201, response.text
-    contact_id: int = response.json()["id"]
-    return contact_id
-
-
-async def create_deal(user: User, contact_id: int, title: str = "Deal", **fields: Any) -> Any:
-    response = await user.post("/deals", json={"contact_id": contact_id, "title": title, **fields})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-async def patch_deal(user: User, deal_id: int, **fields: Any) -> Any:
-    response = await user.patch(f"/deals/{deal_id}", json=fields)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def read_deal(user: User, deal_id: int) -> Any:
-    response = await user.get(f"/deals/{deal_id}")
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 async def post_raw(user: User, path: str, content: str) -> httpx.Response:
