@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.schemas.common import PageParams
+from app.schemas.common import PageParams, SortOrder
 
 T = TypeVar("T")
 S = TypeVar("S", bound=Select[Any])
@@ -25,6 +25,13 @@ def with_lock(query: S, lock: RowLock | None) -> S:
     if lock is None:
         return query
     return query.with_for_update(read=lock is RowLock.SHARE)
+
+
+def sorted_by(query: S, column: Any, id_column: Any, order: SortOrder) -> S:
+    """Order by `column`, then by id in the same direction: a stable order for paging."""
+    if order is SortOrder.DESC:
+        return query.order_by(column.desc(), id_column.desc())
+    return query.order_by(column.asc(), id_column.asc())
 
 
 class TenantRepository:

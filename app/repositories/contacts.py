@@ -7,7 +7,7 @@ from sqlalchemy import exists, select
 
 from app.core.text import fold
 from app.models import Contact, Deal
-from app.repositories.base import RowLock, TenantRepository, with_lock
+from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.contact import ContactOrderBy
 
@@ -37,11 +37,7 @@ class ContactRepository(TenantRepository):
             query = query.where(Contact.search_text.contains(fold(filters.search), autoescape=True))
         if filters.owner_id is not None:
             query = query.where(Contact.owner_id == filters.owner_id)
-        column = _ORDER_COLUMNS[filters.order_by]
-        if filters.order is SortOrder.DESC:
-            query = query.order_by(column.desc(), Contact.id.desc())
-        else:
-            query = query.order_by(column.asc(), Contact.id.asc())
+        query = sorted_by(query, _ORDER_COLUMNS[filters.order_by], Contact.id, filters.order)
         return await self.paginate(query, page)
 
     async def add(self, contact: Contact) -> Contact:

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from app.core.text import fold
 from app.models import Deal, DealStage, DealStatus
-from app.repositories.base import RowLock, TenantRepository, with_lock
+from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.deal import DealOrderBy
 
@@ -54,11 +54,7 @@ class DealRepository(TenantRepository):
             query = query.where(Deal.contact_id == filters.contact_id)
         if filters.search:
             query = query.where(Deal.search_text.contains(fold(filters.search), autoescape=True))
-        column = _ORDER_COLUMNS[filters.order_by]
-        if filters.order is SortOrder.DESC:
-            query = query.order_by(column.desc(), Deal.id.desc())
-        else:
-            query = query.order_by(column.asc(), Deal.id.asc())
+        query = sorted_by(query, _ORDER_COLUMNS[filters.order_by], Deal.id, filters.order)
         return await self.paginate(query, page, id_column=Deal.id)
 
     async def add(self, deal: Deal) -> Deal:
