@@ -18,6 +18,7 @@ class Resources:
     settings: Settings
     engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
+    read_session_factory: async_sessionmaker[AsyncSession]
     tokens: TokenCodec
     passwords: PasswordHasher
     login_throttle: LoginThrottle

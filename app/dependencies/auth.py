@@ -36,28 +36,30 @@ async def get_current_user_id(
 CurrentUserId = Annotated[int, Depends(get_current_user_id)]
 
 
+# The parameter using it is named `x_organization_id`: the header is `X-Organization-Id`.
+OrganizationIdHeader = Annotated[
+    int,
+    Header(
+        ge=1,
+        le=MAX_ID,
+        description="The organization this request acts in; the caller must be a member.",
+    ),
+]
+
+
 async def get_tenant(
     request: Request,
     user_id: CurrentUserId,
     session: SessionDep,
-    x_organization_id: Annotated[
-        int,
-        Header(
-            ge=1,
-            le=MAX_ID,
-            description="The organization this request acts in; the caller must be a member.",
-        ),
-    ],
+    x_organization_id: OrganizationIdHeader,
 ) -> TenantContext:
-    return await _tenant(request, session, user_id, x_organization_id)
+    return bind_tenant(request, await resolve_tenant(session, user_id, x_organization_id))
 
 
-async def _tenant(
-    request: Request, session: SessionDep, user_id: int, organization_id: int
-) -> TenantContext:
-    ctx = await resolve_tenant(session, user_id, organization_id)
-    request.state.organization_id = organization_id
-    organization_id_var.set(organization_id)
+def bind_tenant(request: Request, ctx: TenantContext) -> TenantContext:
+    """Record the resolved organization for the access log and log records."""
+    request.state.organization_id = ctx.organization_id
+    organization_id_var.set(ctx.organization_id)
     return ctx
 
 
@@ -70,7 +72,7 @@ async def get_path_tenant(
     session: SessionDep,
     organization_id: Annotated[int, Path(ge=1, le=MAX_ID)],
 ) -> TenantContext:
-    return await _tenant(request, session, user_id, organization_id)
+    return bind_tenant(request, await resolve_tenant(session, user_id, organization_id))
 
 
 PathOrgContext = Annotated[TenantContext, Depends(get_path_tenant)]

@@ -20,13 +20,23 @@ async def get_resources(request: Request) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_session(resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
+_READ_ONLY_METHODS = frozenset({"GET", "HEAD"})
+
+
+async def get_session(request: Request, resources: ResourcesDep) -> AsyncIterator[AsyncSession]:
     """One session and one transaction per request, committed *before* the response is sent.
 
     `scope="function"` below makes FastAPI run this cleanup when the endpoint returns rather
     than after the response: a failed commit becomes an error response, never a 2xx for data
-    that was not saved. Post-commit hooks (cache invalidation) run only after a commit."""
-    async with resources.session_factory() as session:
+    that was not saved. Post-commit hooks (cache invalidation) run only after a commit.
+    GET and HEAD never write, and get a session without a transaction where the database
+    allows it (`create_read_session_factory`)."""
+    factory = (
+        resources.read_session_factory
+        if request.method in _READ_ONLY_METHODS
+        else resources.session_factory
+    )
+    async with factory() as session:
         try:
             yield session
         except AppError as exc:

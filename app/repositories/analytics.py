@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.models import Deal, DealStage, DealStat, DealStatus
+from app.models import Deal, DealStage, DealStat, DealStatus, Membership, Role
 from app.models.deal_stats import STAT_SLOTS
 from app.repositories.base import TenantRepository
 
@@ -36,6 +36,19 @@ class StatRow:
     amount: Decimal
 
 
+_stats = DealStat.__table__.c
+# Read on every analytics request (cache hits included): built once, on the table.
+_VERSION = select(func.coalesce(func.sum(_stats.version), 0)).where(
+    _stats.organization_id == bindparam("organization_id")
+)
+_memberships = Membership.__table__.c
+# A cache hit needs the caller's role and the version: one statement (no row: not a member).
+_ROLE_AND_VERSION = select(_memberships.role, _VERSION.scalar_subquery()).where(
+    _memberships.organization_id == bindparam("organization_id"),
+    _memberships.user_id == bindparam("user_id"),
+)
+
+
 class AnalyticsRepository(TenantRepository):
     async def totals(self, currency: str | None) -> Sequence[StatRow]:
         """Deal count and amount per (status, stage): one aggregate over a few dozen rows."""
@@ -59,12 +72,19 @@ class AnalyticsRepository(TenantRepository):
 
     async def version(self) -> int:
         """Changes with every committed change to the totals (see `DealStat.version`)."""
-        total = await self.session.scalar(
-            select(func.coalesce(func.sum(DealStat.version), 0)).where(
-                DealStat.organization_id == self.organization_id
-            )
-        )
+        total = await self.session.scalar(_VERSION, {"organization_id": self.organization_id})
         return int(total or 0)
+
+    async def role_and_version(self, user_id: int) -> tuple[Role | None, int]:
+        """`user_id`'s role in this organization (None: not a member) and `version()`."""
+        row = (
+            await self.session.execute(
+                _ROLE_AND_VERSION, {"organization_id": self.organization_id, "user_id": user_id}
+            )
+        ).first()
+        if row is None:
+            return None, 0
+        return row[0], int(row[1])
 
     async def count_created_since(self, since: datetime, currency: str | None) -> int:
         query = select(func.count()).where(

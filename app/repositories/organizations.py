@@ -2,10 +2,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Membership, Organization, Role, User
+
+_memberships = Membership.__table__.c
+# Runs on every tenant request: built once, and on the table (Core) rather than the mapped
+# class, which spares the ORM layer, statement construction and cache-key generation.
+_ROLE_OF_MEMBER = select(_memberships.role).where(
+    _memberships.organization_id == bindparam("organization_id"),
+    _memberships.user_id == bindparam("user_id"),
+)
 
 
 class OrganizationRepository:
@@ -21,11 +29,10 @@ class OrganizationRepository:
         return await self.session.get(Organization, organization_id)
 
     async def get_role(self, organization_id: int, user_id: int) -> Role | None:
-        return await self.session.scalar(
-            select(Membership.role).where(
-                Membership.organization_id == organization_id, Membership.user_id == user_id
-            )
+        role: Role | None = await self.session.scalar(
+            _ROLE_OF_MEMBER, {"organization_id": organization_id, "user_id": user_id}
         )
+        return role
 
     async def list_for_user(self, user_id: int) -> Sequence[tuple[Organization, Role]]:
         rows = await self.session.execute(

@@ -14,6 +14,7 @@ from app.core.tenancy import TenantContext
 from app.models import DealStage, DealStatus
 from app.repositories.analytics import AnalyticsRepository, StatRow
 from app.schemas.analytics import DealFunnel, DealSummary, FunnelStage, StatusTotals
+from app.services.organizations import tenant_of
 
 _CENT = Decimal("0.01")
 
@@ -72,10 +73,25 @@ def build_funnel(rows: Sequence[StatRow]) -> DealFunnel:
 
 
 class AnalyticsService:
-    def __init__(self, session: AsyncSession, ctx: TenantContext, cache: Cache) -> None:
+    def __init__(
+        self, session: AsyncSession, ctx: TenantContext, cache: Cache, version: int
+    ) -> None:
         self.ctx = ctx
         self.cache = cache
         self.analytics = AnalyticsRepository(session, ctx.organization_id)
+        # Read before anything is computed: figures computed afterwards are at least as fresh.
+        self.version = version
+
+    @classmethod
+    async def open(
+        cls, session: AsyncSession, user_id: int, organization_id: int, cache: Cache
+    ) -> AnalyticsService:
+        """Check membership and read the data version in one statement, so a cache hit costs
+        a single round trip to the database. Membership is still checked on every request."""
+        role, version = await AnalyticsRepository(session, organization_id).role_and_version(
+            user_id
+        )
+        return cls(session, tenant_of(user_id, organization_id, role), cache, version)
 
     async def summary(self, days: int, currency: str | None) -> tuple[DealSummary, bool]:
         async def compute() -> dict[str, Any]:
@@ -97,7 +113,4 @@ class AnalyticsService:
     async def _cached(
         self, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]
     ) -> tuple[dict[str, Any], bool]:
-        # Read the data version first: figures computed afterwards are at least that fresh.
-        version = await self.analytics.version()
-        value, hit = await cached(self.cache, self.ctx.organization_id, key, version, compute)
-        return value, hit
+        return await cached(self.cache, self.ctx.organization_id, key, self.version, compute)

@@ -29,6 +29,12 @@ async def resolve_tenant(
 
     A missing organization and one the caller does not belong to answer the same 403."""
     role = await OrganizationRepository(session).get_role(organization_id, user_id)
+    return tenant_of(user_id, organization_id, role)
+
+
+def tenant_of(user_id: int, organization_id: int, role: Role | None) -> TenantContext:
+    """The caller's context from their membership role, read by `resolve_tenant` or by a
+    statement that reads more on the way (see `AnalyticsService.open`)."""
     if role is None:
         raise NotAMember()
     return TenantContext(user_id=user_id, organization_id=organization_id, role=role)

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.api.responses import TENANT
 from app.api.routing import StrictJSONRoute
-from app.dependencies.auth import OrgContext
+from app.dependencies.auth import CurrentUserId, OrganizationIdHeader, bind_tenant
 from app.dependencies.db import ResourcesDep, SessionDep
 from app.schemas.analytics import DealFunnel, DealSummary
 from app.schemas.deal import CurrencyCode
@@ -26,9 +26,17 @@ _CACHE_HEADER = {
 
 
 async def get_analytics_service(
-    session: SessionDep, ctx: OrgContext, resources: ResourcesDep
+    request: Request,
+    user_id: CurrentUserId,
+    x_organization_id: OrganizationIdHeader,
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> AnalyticsService:
-    return AnalyticsService(session, ctx, resources.cache)
+    # The tenant is resolved like `OrgContext` does, in the statement that also reads the
+    # analytics data version (`AnalyticsService.open`).
+    service = await AnalyticsService.open(session, user_id, x_organization_id, resources.cache)
+    bind_tenant(request, service.ctx)
+    return service
 
 
 ServiceDep = Annotated[AnalyticsService, Depends(get_analytics_service)]
