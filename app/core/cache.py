@@ -1,4 +1,4 @@
-"""A small per-organization cache for computed read models (analytics).
+"""A small per-organization cache for computed read models (analytics, deal-list totals).
 
 Every entry is stored with the *data version* it was computed from, and served only to a
 reader that sees the same version. The version lives in the database and changes in the same

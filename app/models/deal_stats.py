@@ -37,7 +37,9 @@ class DealStat(Base):
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0, server_default="0")
     deal_count: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_sum: Mapped[Decimal] = mapped_column(Money(TOTAL_PRECISION), default=Decimal(0))
-    # Bumped by every change to this row, in the writing transaction. The sum over an
-    # organization's rows is its analytics version: a cache entry computed at another version
-    # is never served, whatever happened to cache invalidation (Redis down, another process).
+    # Bumped in the writing transaction by every deal write that lands in this row (even one
+    # that leaves the totals as they were, such as a new title). The sum over an organization's
+    # rows is its deals' data version: a cached analytics result or list total computed at
+    # another version is never served, whatever happened to cache invalidation (Redis down,
+    # another process).
     version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

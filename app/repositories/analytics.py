@@ -98,7 +98,7 @@ class AnalyticsRepository(TenantRepository):
         ]
 
     async def version(self) -> int:
-        """Changes with every committed change to the totals (see `DealStat.version`)."""
+        """Changes with every committed deal write (see `DealStat.version`)."""
         total = await self.session.scalar(_VERSION, {"organization_id": self.organization_id})
         return int(total or 0)
 
@@ -122,15 +122,15 @@ class AnalyticsRepository(TenantRepository):
         return int(await self.session.scalar(query) or 0)
 
     async def apply(self, deltas: Mapping[StatKey, tuple[int, Decimal]]) -> None:
-        """Add (count, amount) deltas to the running totals.
+        """Add (count, amount) deltas to the running totals, and move the data version.
 
-        Keys are applied in sorted order, so concurrent transactions lock the rows in the
-        same order and cannot deadlock on each other."""
+        A zero delta still bumps its row's version: a deal write that changes no total (a new
+        title, owner or contact) must still make cached list totals stale. Keys are applied in
+        sorted order, so concurrent transactions lock the rows in the same order and cannot
+        deadlock on each other."""
         upsert = _UPSERT[self.session.get_bind().dialect.name]
         for key in sorted(deltas):
             count, amount = deltas[key]
-            if count == 0 and amount == 0:
-                continue
             await self.session.execute(
                 upsert,
                 {

@@ -50,14 +50,25 @@ class TenantRepository:
         With `id_column`, the page is found by ids first (a narrow index scan that skips the
         offset without reading the rows it skips) and only its rows are then fetched: deep
         pages cost little more than the first."""
+        total = await self.count(query)
+        return await self.page(query, page, id_column=id_column), total
+
+    async def count(self, query: Select[Any]) -> int:
+        """How many rows `query` matches (the `total` of a page)."""
         total = await self.session.scalar(
             select(func.count()).select_from(query.order_by(None).subquery())
         )
+        return int(total or 0)
+
+    async def page(
+        self, query: Select[Any], page: PageParams, *, id_column: Any = None
+    ) -> Sequence[Any]:
+        """One page of `query`, in its order (see `paginate` for `id_column`)."""
         if id_column is None:
             rows = await self.session.scalars(query.limit(page.page_size).offset(page.offset))
-            return rows.all(), int(total or 0)
+            return rows.all()
         page_ids = (
             query.with_only_columns(id_column).limit(page.page_size).offset(page.offset).subquery()
         )
         rows = await self.session.scalars(query.join(page_ids, id_column == page_ids.c.id))
-        return rows.all(), int(total or 0)
+        return rows.all()

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, and_, or_, select
 
 from app.core.text import fold
 from app.models import Deal, DealStage, DealStatus
@@ -32,13 +36,96 @@ class DealFilters:
     order_by: DealOrderBy = DealOrderBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
 
+    def count_key(self) -> str:
+        """Names the set of deals these filters match, whatever their order: a cache key."""
+        return f"deals:count:{self._digest(with_order=False)}"
+
+    def page_key(self, page: PageParams) -> str:
+        """Names one page of this list (filters, order and page size): a cache key."""
+        return f"deals:page:{self._digest(with_order=True)}:{page.page_size}:{page.page}"
+
+    def _digest(self, *, with_order: bool) -> str:
+        matched: list[Any] = [
+            sorted(self.statuses),
+            sorted(self.stages),
+            None if self.min_amount is None else str(self.min_amount),
+            None if self.max_amount is None else str(self.max_amount),
+            self.owner_id,
+            self.contact_id,
+            None if self.search is None else fold(self.search),
+        ]
+        if with_order:
+            matched += [self.order_by.value, self.order.value]
+        return hashlib.sha256(json.dumps(matched).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class PageStart:
+    """Where a page begins in its list's order: at the row with this sort key (inclusive),
+    or just after it. Lets a page be read by an index range instead of an OFFSET scan."""
+
+    value: Any  # the ordering column's value
+    deal_id: int
+    inclusive: bool
+
+    def to_json(self) -> list[Any]:
+        value = self.value.isoformat() if isinstance(self.value, datetime) else str(self.value)
+        return [value, self.deal_id, self.inclusive]
+
+    @classmethod
+    def from_json(cls, data: list[Any], order_by: DealOrderBy) -> PageStart:
+        raw, deal_id, inclusive = data
+        value: Any = raw
+        if order_by is DealOrderBy.AMOUNT:
+            value = Decimal(raw)
+        elif order_by in (DealOrderBy.CREATED_AT, DealOrderBy.UPDATED_AT):
+            value = datetime.fromisoformat(raw)
+        return cls(value, int(deal_id), bool(inclusive))
+
+    @classmethod
+    def at(cls, deal: Deal, order_by: DealOrderBy, *, inclusive: bool) -> PageStart:
+        return cls(getattr(deal, _ORDER_COLUMNS[order_by].key), deal.id, inclusive)
+
 
 class DealRepository(TenantRepository):
     async def get(self, deal_id: int, *, lock: RowLock | None = None) -> Deal | None:
         query = select(Deal).where(Deal.organization_id == self.organization_id, Deal.id == deal_id)
         return await self.session.scalar(with_lock(query, lock))
 
-    async def list(self, filters: DealFilters, page: PageParams) -> tuple[Sequence[Deal], int]:
+    async def count_matching(self, filters: DealFilters) -> int:
+        return await self.count(self._matching(filters))
+
+    async def list(
+        self, filters: DealFilters, page: PageParams, start: PageStart | None = None
+    ) -> Sequence[Deal]:
+        """One page of the matching deals; their total is `count_matching(filters)`.
+
+        With `start` (where this page is known to begin), the page is an index range from
+        there; otherwise the rows before it are skipped by OFFSET."""
+        query = self._matching(filters)
+        if start is None:
+            return await self.page(query, page, id_column=Deal.id)
+        column = _ORDER_COLUMNS[filters.order_by]
+        if filters.order is SortOrder.DESC:
+            bound = and_(
+                column <= start.value,
+                or_(
+                    column < start.value,
+                    Deal.id <= start.deal_id if start.inclusive else Deal.id < start.deal_id,
+                ),
+            )
+        else:
+            bound = and_(
+                column >= start.value,
+                or_(
+                    column > start.value,
+                    Deal.id >= start.deal_id if start.inclusive else Deal.id > start.deal_id,
+                ),
+            )
+        rows = await self.session.scalars(query.where(bound).limit(page.page_size))
+        return rows.all()
+
+    def _matching(self, filters: DealFilters) -> Select[Any]:
         query = select(Deal).where(Deal.organization_id == self.organization_id)
         if filters.statuses:
             query = query.where(Deal.status.in_(filters.statuses))
@@ -54,8 +141,7 @@ class DealRepository(TenantRepository):
             query = query.where(Deal.contact_id == filters.contact_id)
         if filters.search:
             query = query.where(Deal.search_text.contains(fold(filters.search), autoescape=True))
-        query = sorted_by(query, _ORDER_COLUMNS[filters.order_by], Deal.id, filters.order)
-        return await self.paginate(query, page, id_column=Deal.id)
+        return sorted_by(query, _ORDER_COLUMNS[filters.order_by], Deal.id, filters.order)
 
     async def add(self, deal: Deal) -> Deal:
         deal.organization_id = self.organization_id

@@ -10,7 +10,7 @@ from functools import partial
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.cache import Cache
+from app.core.cache import Cache, cached
 from app.core.errors import ContactReferenceInvalid, DealNotFound, DealWonRequiresAmount
 from app.core.tenancy import TenantContext
 from app.core.text import fold
@@ -20,7 +20,7 @@ from app.repositories.activities import ActivityRepository
 from app.repositories.analytics import AnalyticsRepository, StatKey
 from app.repositories.base import RowLock
 from app.repositories.contacts import ContactRepository
-from app.repositories.deals import DealFilters, DealRepository
+from app.repositories.deals import DealFilters, DealRepository, PageStart
 from app.schemas.common import PageParams
 from app.schemas.deal import DealCreate, DealUpdate
 from app.services.contacts import ensure_owner_assignable
@@ -38,7 +38,33 @@ class DealService:
         self.analytics = AnalyticsRepository(session, ctx.organization_id)
 
     async def list(self, filters: DealFilters, page: PageParams) -> tuple[Sequence[Deal], int]:
-        return await self.deals.list(filters, page)
+        """A page and the exact total, cheap at a million deals.
+
+        Both costly parts are remembered under the deals' data version, which every deal
+        write moves in its own transaction, so nothing remembered outlives the data it
+        describes (in any worker, whatever happened to invalidation):
+        - the total, per filter set: paging through one list counts once;
+        - where each page served begins, and where the next one does: that page, or the
+          next, is then an index range instead of an OFFSET scan past the rows before it."""
+        org = self.ctx.organization_id
+        version = await self.analytics.version()  # first: what is computed after is as fresh
+
+        async def count() -> int:
+            return await self.deals.count_matching(filters)
+
+        total, _ = await cached(self.cache, org, filters.count_key(), version, count)
+        page_key = filters.page_key(page)
+        known = await self.cache.get(org, page_key, version)
+        start = None if known is None else PageStart.from_json(known, filters.order_by)
+        deals = await self.deals.list(filters, page, start)
+        if deals and (start is None or not start.inclusive):
+            first = PageStart.at(deals[0], filters.order_by, inclusive=True)
+            await self.cache.set(org, page_key, version, first.to_json())
+            if len(deals) == page.page_size:
+                following = PageStart.at(deals[-1], filters.order_by, inclusive=False)
+                next_page = PageParams(page=page.page + 1, page_size=page.page_size)
+                await self.cache.set(org, filters.page_key(next_page), version, following.to_json())
+        return deals, int(total)
 
     async def get(self, deal_id: int, *, lock: RowLock | None = None) -> Deal:
         deal = await self.deals.get(deal_id, lock=lock)
