@@ -11,6 +11,8 @@
    `--connections` connections, 2 wrk threads; a Lua script adds the Authorization and
    X-Organization-Id headers and varies ids. Peak RSS of the uvicorn processes is VmHWM from
    /proc/<pid>/status, reset before each scenario through /proc/<pid>/clear_refs.
+   The deal list and contact search are measured again at 4 connections ("[4 connections]"
+   rows): at 32 their p50 is mostly time spent queueing behind the other 31 requests.
 4. The floor (bench/floor.py, raw ASGI + asyncpg) is served the same way for GET /deals/{id}.
 5. The database is put back as loaded (rows the run added are deleted, patched deals restored,
    deal_stats rebuilt for the big organization), Redis db 12 is flushed, every process started
@@ -59,6 +61,7 @@ PROD_SECRET_KEY = "bench-production-like-secret-6f2d9a0c41b7e8f35a9c2d7e1b4f8a6c
 PREFIX = "/api/v1"
 HOST = "127.0.0.1"
 PATCH_IDS = 120_000  # deals at stage `proposal` handed to the PATCH scenario
+LATENCY_CONNECTIONS = 4
 
 LUA_COMMON = r"""
 local token = "%(token)s"
@@ -166,6 +169,9 @@ class Scenario:
     lua: str
     args: tuple[str, ...] = ()
     warmup_args: tuple[str, ...] = ()
+    # Also measured at this many connections: the latency of one request when the two
+    # workers are not saturated (at 32 connections the p50 of a slow read is mostly queueing).
+    latency_connections: int | None = None
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -562,15 +568,18 @@ def scenarios(plan: Plan, ids_file: Path) -> list[Scenario]:
         Scenario(
             "GET /deals?status=won&min..max&order_by=amount page=1",
             LUA_FIXED % {"path": f"{PREFIX}/deals?{deals_query}&page=1"},
+            latency_connections=LATENCY_CONNECTIONS,
         ),
         Scenario(
             "GET /deals?status=won&min..max&order_by=amount page=5000",
             LUA_FIXED % {"path": f"{PREFIX}/deals?{deals_query}&page=5000"},
+            latency_connections=LATENCY_CONNECTIONS,
         ),
         Scenario(
             "GET /contacts?search= (4 terms)",
             LUA_ROTATE
             % {"paths": ", ".join(f'"{PREFIX}/contacts?search={term}"' for term in searches)},
+            latency_connections=LATENCY_CONNECTIONS,
         ),
         Scenario(
             "GET /deals/{id}/activities",
@@ -759,7 +768,13 @@ def main() -> None:
         chosen = selected(all_scenarios, args.only)
         get_deal = all_scenarios[0]
 
-        def measure(server: Server, scenario: Scenario, label: str, token: str) -> None:
+        def measure(
+            server: Server,
+            scenario: Scenario,
+            label: str,
+            token: str,
+            connections: int | None = None,
+        ) -> None:
             print(f"  {label} ...", flush=True)
             result = drive(
                 wrk,
@@ -770,7 +785,7 @@ def main() -> None:
                 dsn,
                 warmup=args.warmup,
                 duration=args.duration,
-                connections=args.connections,
+                connections=connections or args.connections,
             )
             results.append((label, result))
 
@@ -784,6 +799,9 @@ def main() -> None:
                     check = CHECKS.get(scenario.name)
                     before = asyncio.run(count_rows(dsn, check[1], BIG_ORG_ID)) if check else 0
                     measure(srv, scenario, scenario.name, token)
+                    if scenario.latency_connections:
+                        n = scenario.latency_connections
+                        measure(srv, scenario, f"{scenario.name} [{n} connections]", token, n)
                     if check:
                         time.sleep(1)  # requests in flight when wrk stopped finish
                         after = asyncio.run(count_rows(dsn, check[1], BIG_ORG_ID))

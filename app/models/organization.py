@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import BigInteger, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId
@@ -17,6 +17,9 @@ class Organization(Base):
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Bumped in the writing transaction by every contact write of this organization: cached
+    # contact-list totals computed at another version are never served (see `app.core.cache`).
+    contacts_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Membership(Base):

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import exists, select
+from sqlalchemy import Select, bindparam, exists, select, update
 
 from app.core.text import fold
-from app.models import Contact, Deal
+from app.models import Contact, Deal, Organization
 from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.contact import ContactOrderBy
@@ -21,6 +24,23 @@ class ContactFilters:
     order_by: ContactOrderBy = ContactOrderBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
 
+    def count_key(self) -> str:
+        """Names the set of contacts these filters match, whatever their order: a cache key."""
+        matched = [None if self.search is None else fold(self.search), self.owner_id]
+        return "contacts:count:" + hashlib.sha256(json.dumps(matched).encode()).hexdigest()[:32]
+
+
+_organizations = Organization.__table__.c
+_VERSION = select(_organizations.contacts_version).where(
+    _organizations.id == bindparam("organization_id")
+)
+_BUMP_VERSION = (
+    update(Organization)
+    .where(Organization.id == bindparam("organization_id"))
+    .values(contacts_version=Organization.contacts_version + 1)
+    .execution_options(synchronize_session=False)
+)
+
 
 class ContactRepository(TenantRepository):
     async def get(self, contact_id: int, *, lock: RowLock | None = None) -> Contact | None:
@@ -29,16 +49,29 @@ class ContactRepository(TenantRepository):
         )
         return await self.session.scalar(with_lock(query, lock))
 
-    async def list(
-        self, filters: ContactFilters, page: PageParams
-    ) -> tuple[Sequence[Contact], int]:
+    async def count_matching(self, filters: ContactFilters) -> int:
+        return await self.count(self._matching(filters))
+
+    async def list(self, filters: ContactFilters, page: PageParams) -> Sequence[Contact]:
+        """One page of the matching contacts; their total is `count_matching(filters)`."""
+        return await self.page(self._matching(filters), page)
+
+    def _matching(self, filters: ContactFilters) -> Select[Any]:
         query = select(Contact).where(Contact.organization_id == self.organization_id)
         if filters.search:
             query = query.where(Contact.search_text.contains(fold(filters.search), autoescape=True))
         if filters.owner_id is not None:
             query = query.where(Contact.owner_id == filters.owner_id)
-        query = sorted_by(query, _ORDER_COLUMNS[filters.order_by], Contact.id, filters.order)
-        return await self.paginate(query, page)
+        return sorted_by(query, _ORDER_COLUMNS[filters.order_by], Contact.id, filters.order)
+
+    async def version(self) -> int:
+        """Changes with every committed contact write of the organization."""
+        version = await self.session.scalar(_VERSION, {"organization_id": self.organization_id})
+        return int(version or 0)
+
+    async def bump_version(self) -> None:
+        """Called by every contact write, in its transaction."""
+        await self.session.execute(_BUMP_VERSION, {"organization_id": self.organization_id})
 
     async def add(self, contact: Contact) -> Contact:
         contact.organization_id = self.organization_id

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.cache import Cache, cached
 from app.core.errors import ContactHasDeals, ContactNotFound, OwnerNotAMember
 from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
@@ -30,15 +31,27 @@ async def ensure_owner_assignable(
 
 
 class ContactService:
-    def __init__(self, session: AsyncSession, ctx: TenantContext) -> None:
+    def __init__(self, session: AsyncSession, ctx: TenantContext, cache: Cache) -> None:
         self.session = session
         self.ctx = ctx
+        self.cache = cache
         self.contacts = ContactRepository(session, ctx.organization_id)
 
     async def list(
         self, filters: ContactFilters, page: PageParams
     ) -> tuple[Sequence[Contact], int]:
-        return await self.contacts.list(filters, page)
+        """A page and the exact total. The total (a second pass of the search) is cached per
+        filter set under the contacts' data version, which every contact write moves in its
+        own transaction: it is never older than the last committed write, in any worker."""
+        version = await self.contacts.version()  # first: a total counted after is as fresh
+
+        async def count() -> int:
+            return await self.contacts.count_matching(filters)
+
+        total, _ = await cached(
+            self.cache, self.ctx.organization_id, filters.count_key(), version, count
+        )
+        return await self.contacts.list(filters, page), int(total)
 
     async def get(self, contact_id: int) -> Contact:
         contact = await self.contacts.get(contact_id)
@@ -54,7 +67,9 @@ class ContactService:
             phone=data.phone,
             search_text=fold_fields(data.name, data.email, data.phone),
         )
-        return await self.contacts.add(contact)
+        await self.contacts.add(contact)
+        await self.contacts.bump_version()
+        return contact
 
     async def update(self, contact_id: int, data: ContactUpdate) -> Contact:
         contact = await self.get(contact_id)
@@ -68,6 +83,8 @@ class ContactService:
             setattr(contact, field, value)
         contact.search_text = fold_fields(contact.name, contact.email, contact.phone)
         await self.session.flush()
+        if changes:
+            await self.contacts.bump_version()
         return contact
 
     async def delete(self, contact_id: int) -> None:
@@ -83,3 +100,4 @@ class ContactService:
             await self.contacts.delete(contact)
         except IntegrityError as exc:  # a deal for it was created concurrently
             raise ContactHasDeals() from exc
+        await self.contacts.bump_version()

@@ -109,7 +109,7 @@ async def seed_demo(session: AsyncSession, resources: Resources) -> DemoResult:
     contact_ids: list[int] = []
     for index, (name, email, phone) in enumerate(DEMO_CONTACTS):
         ctx = contexts[index % len(contexts)]
-        contact = await ContactService(session, ctx).create(
+        contact = await ContactService(session, ctx, resources.cache).create(
             ContactCreate(name=name, email=email, phone=phone)
         )
         contact_ids.append(contact.id)

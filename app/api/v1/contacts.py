@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response, status
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import OrgContext
-from app.dependencies.db import SessionDep
+from app.dependencies.db import ResourcesDep, SessionDep
 from app.dependencies.pagination import Pagination
 from app.repositories.contacts import ContactFilters
 from app.schemas.common import MAX_ID, Id, Page, SearchText, SortOrder
@@ -19,8 +19,10 @@ router = APIRouter(prefix="/contacts", tags=["contacts"], route_class=StrictJSON
 ContactId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
-async def get_contact_service(session: SessionDep, ctx: OrgContext) -> ContactService:
-    return ContactService(session, ctx)
+async def get_contact_service(
+    session: SessionDep, ctx: OrgContext, resources: ResourcesDep
+) -> ContactService:
+    return ContactService(session, ctx, resources.cache)
 
 
 ServiceDep = Annotated[ContactService, Depends(get_contact_service)]

@@ -1,5 +1,6 @@
-"""`GET /deals` at scale: the `total` is counted once per filter set and data version, pages
-start from a remembered position instead of an OFFSET scan, and neither is ever stale.
+"""Lists at scale. `GET /deals`: the `total` is counted once per filter set and data version,
+pages start from a remembered position instead of an OFFSET scan, and neither is ever stale.
+`GET /contacts`: the same for its `total`, under the contacts' own data version.
 
 - a repeated list (or the next page of it) does not count again;
 - after every kind of deal write — create, delete, and an update of each filterable field,
@@ -262,3 +263,84 @@ async def test_remembered_starts_never_outlive_a_write(
     after = [await ids_of(owner, **order, page=page) for page in (1, 2, 3, 4, 5)]
     assert after != before[:4]
     assert after == [await ids_of(plain, **order, page=page) for page in (1, 2, 3, 4, 5)]
+
+
+# --- contact totals ------------------------------------------------------------------------
+
+
+@contextmanager
+def contact_counts(api: Api) -> Iterator[list[str]]:
+    engine: AsyncEngine = api.app.state.resources.engine
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "count(*)" in statement and "FROM contacts" in statement:
+            seen.append(statement)
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def contact_total(user: User, **params: Any) -> int:
+    response = await user.get("/contacts", params={"page_size": 1, **params})
+    assert response.status_code == 200, response.text
+    everything = await user.get("/contacts", params={**params, "page_size": 100})
+    assert len(everything.json()["items"]) == response.json()["total"]
+    value: int = response.json()["total"]
+    return value
+
+
+async def test_contact_totals_are_counted_once_and_never_stale(
+    make_api: AppFactory, database_url: str
+) -> None:
+    reader = await make_api(database_url, **FAST_HASH)
+    writer_api = await make_api(database_url, **FAST_HASH)
+    owner = await reader.register()
+    manager = await reader.member_of(owner, "manager")
+    writer = dataclasses.replace(owner, api=writer_api)
+    contact = await create_contact(owner, "Анна Смирнова")
+    await create_contact(owner, "Bob")
+
+    filters: list[dict[str, Any]] = [
+        {"search": "анна"},
+        {"search": "zed"},
+        {"search": "@example"},
+        {"search": "555"},
+        {"owner_id": manager.id},
+        {},
+    ]
+    before = [await contact_total(owner, **f) for f in filters]
+    assert before == [1, 0, 0, 0, 0, 2]
+    with contact_counts(reader) as counts:
+        assert [await contact_total(owner, **f) for f in filters] == before
+        assert counts == []  # all cached in the reader
+
+    # writes through the other instance: the reader's cache is never told
+    async def patch(**fields: Any) -> None:
+        response = await writer.patch(f"/contacts/{contact}", json=fields)
+        assert response.status_code == 200, response.text
+
+    await patch(name="Zed")
+    assert await contact_total(owner, search="анна") == 0
+    assert await contact_total(owner, search="zed") == 1
+    await patch(email="zed@example.com")
+    assert await contact_total(owner, search="@example") == 1
+    await patch(phone="+1 555 0100")
+    assert await contact_total(owner, search="555") == 1
+    await patch(owner_id=manager.id)
+    assert await contact_total(owner, owner_id=manager.id) == 1
+    await create_contact(writer, "Carol")
+    assert await contact_total(owner) == 3
+    assert (await writer.delete(f"/contacts/{contact}")).status_code == 204
+    assert await contact_total(owner) == 2
+    assert await contact_total(owner, search="zed") == 0
+
+    # another organization's contact writes leave these totals cached
+    stranger = await writer_api.register(organization_name="Other")
+    await create_contact(stranger, "Zed")
+    with contact_counts(reader) as counts:
+        assert await contact_total(owner, search="zed") == 0
+        assert counts == []
