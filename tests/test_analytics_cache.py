@@ -387,3 +387,19 @@ async def test_invalidation_is_per_organization(cache: Cache) -> None:
 
     assert await cache.get(1, "k", 0) is None
     assert await cache.get(2, "k", 0) == {"org": 2}
+
+
+@pytest.mark.redis
+async def test_a_redis_organization_hash_is_capped(redis_test_url: str) -> None:
+    await flush(redis_test_url)
+    redis = Redis.from_url(redis_test_url)
+    try:
+        cache = RedisCache(redis, 60, prefix=CACHE_PREFIX, max_entries_per_organization=3)
+        sizes = []
+        for index in range(7):
+            await cache.set(1, f"key{index}", 1, index)
+            sizes.append(await redis.hlen(f"{CACHE_PREFIX}:1"))
+        assert sizes == [1, 2, 3, 0, 1, 2, 3]  # over the cap: the organization starts over
+        assert await cache.get(1, "key6", 1) == 6
+    finally:
+        await redis.aclose()

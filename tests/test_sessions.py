@@ -3,21 +3,32 @@
 - GET and HEAD get a read session: on PostgreSQL it sends no BEGIN/COMMIT, on SQLite it is
   the usual transaction; either way it refuses to write (ORM flush or INSERT/UPDATE/DELETE);
 - other methods get a transaction;
+- on SQLite a read session begins with a plain (deferred) BEGIN, so reads do not queue behind
+  writers; writes take the write lock up front with BEGIN IMMEDIATE;
 - connections that PostgreSQL closed (a restart, `pg_terminate_backend`) are replaced at
-  checkout, so requests after it still succeed, reads and writes alike.
+  checkout, so requests after it still succeed, reads and writes alike; a connection idle
+  longer than DB_PING_AFTER_IDLE_SECONDS is pinged first, and replaced if the ping fails.
+
+`test_requests_survive_connections_closed_by_postgresql` ends every other client backend of
+the test database: the suite runs its tests one at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
-from sqlalchemy import insert, text, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import event, insert, text, update
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.resources import Resources
 from app.db.session import ReadOnlySessionError
 from app.models import Organization
+from tests.conftest import AppFactory
 from tests.support import Api, create_contact, create_deal, read_deal
 
 
@@ -103,3 +114,69 @@ async def test_requests_survive_connections_closed_by_postgresql(pg_api: Api) ->
     assert all(body["id"] == deal["id"] for body in reads)
     created = await asyncio.gather(*(create_deal(owner, contact_id) for _ in range(3)))
     assert len({body["id"] for body in created}) == 3
+
+
+@contextmanager
+def statements(engine: AsyncEngine) -> Iterator[list[tuple[str, str | None]]]:
+    """(statement, isolation level asked for) of everything the app sends meanwhile."""
+    seen: list[tuple[str, str | None]] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append((statement, conn.get_execution_options().get("isolation_level")))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_get_requests_use_the_read_session_and_writes_a_transaction(api: Api) -> None:
+    owner = await api.register()
+    contact_id = await create_contact(owner)
+    engine = resources_of(api).engine
+    postgresql = engine.dialect.name == "postgresql"
+
+    with statements(engine) as reads:
+        await read_deal(owner, (await create_deal(owner, contact_id))["id"])
+    with statements(engine) as get_only:
+        response = await owner.get("/deals")
+        assert response.status_code == 200
+    with statements(engine) as writes:
+        await create_deal(owner, contact_id)
+
+    assert get_only
+    assert reads
+    if postgresql:
+        assert {level for _, level in get_only} == {"AUTOCOMMIT"}
+        assert {level for _, level in writes} == {None}
+    else:
+        assert [s for s, _ in get_only if s.startswith("BEGIN")] == ["BEGIN"]
+        assert [s for s, _ in writes if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+
+
+async def test_a_connection_idle_past_the_limit_is_pinged_and_replaced_if_dead(
+    make_api: AppFactory, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = await make_api(pg_url, DB_PING_AFTER_IDLE_SECONDS=0)
+    owner = await api.register()
+    contact_id = await create_contact(owner)
+    pings: list[bool] = []
+    original = AsyncAdapt_asyncpg_connection.ping
+
+    def failing_once(self: AsyncAdapt_asyncpg_connection) -> None:
+        pings.append(True)
+        if len(pings) == 1:  # as a connection dropped silently by the network would
+            raise ConnectionError("ping failed")
+        original(self)
+
+    monkeypatch.setattr(AsyncAdapt_asyncpg_connection, "ping", failing_once)
+    deal = await create_deal(owner, contact_id)  # draws a pooled connection: pinged, fails
+    assert (await read_deal(owner, deal["id"]))["id"] == deal["id"]
+    assert len(pings) >= 2  # the failed ping, then pings of later idle connections
+
+    pings.clear()
+    busy = await make_api(pg_url)  # the default limit: a connection reused at once is not pinged
+    owner_b = await busy.register()
+    await create_contact(owner_b)
+    assert pings == []

@@ -101,10 +101,17 @@ class MemoryCache:
 class RedisCache:
     """One hash per organization, a field per key: `{"version", "expires_at", "value"}`."""
 
-    def __init__(self, redis: Redis, ttl_seconds: int, prefix: str = "minicrm:cache") -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        ttl_seconds: int,
+        prefix: str = "minicrm:cache",
+        max_entries_per_organization: int = 10_000,
+    ) -> None:
         self.redis = redis
         self.ttl = ttl_seconds
         self.prefix = prefix
+        self.max_entries = max_entries_per_organization
 
     def _key(self, organization_id: int) -> str:
         return f"{self.prefix}:{organization_id}"
@@ -130,7 +137,12 @@ class RedisCache:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self._key(organization_id), key, entry)
                 pipe.expire(self._key(organization_id), max(1, int(self.ttl) + 1))
-                await pipe.execute()
+                pipe.hlen(self._key(organization_id))
+                *_, entries = await pipe.execute()
+            if entries > self.max_entries:
+                # Every distinct list page or search adds an entry and each write of one keeps
+                # the hash alive: start the organization over rather than grow without bound.
+                await self.redis.delete(self._key(organization_id))
         except RedisError as exc:
             logger.warning("cache write failed: %s", exc)
 

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
 
     REDIS_URL: str | None = None
     ANALYTICS_CACHE_TTL: int = Field(default=60, ge=0)
+    # A pooled PostgreSQL connection idle at least this long is pinged before use.
+    DB_PING_AFTER_IDLE_SECONDS: float = Field(default=30, ge=0)
 
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event
 from sqlalchemy.engine.interfaces import DBAPIConnection
@@ -30,22 +31,37 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_recycle=1800,
     )
+    ping_after_idle = settings.DB_PING_AFTER_IDLE_SECONDS
 
+    # A cheaper `pool_pre_ping`, which on asyncpg costs three round trips (BEGIN, `;`,
+    # ROLLBACK) on every checkout. A connection the server closed (a restart, an ended
+    # backend) is known to asyncpg without a round trip and is replaced at once. Only a
+    # connection that sat idle in the pool for a while is pinged: that is when a firewall or
+    # NAT may have dropped it silently. A busy pool reuses connections within milliseconds and
+    # never pays for the ping. Raising DisconnectionError makes the pool discard the
+    # connection and check out another instead of failing the request.
     @event.listens_for(engine.sync_engine, "checkout")
-    def _discard_closed(
-        _: DBAPIConnection, record: ConnectionPoolEntry, __: PoolProxiedConnection
+    def _check_connection(
+        dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _: PoolProxiedConnection
     ) -> None:
-        # A cheaper `pool_pre_ping`. When PostgreSQL restarts or ends a backend, it closes the
-        # socket and asyncpg marks the connection closed; such a connection is replaced here
-        # (the pool retries the checkout) instead of failing the request that drew it. The
-        # stock pre-ping costs three round trips per checkout on asyncpg (BEGIN, `;`,
-        # ROLLBACK) to also catch a peer that vanished without closing the socket, which a
-        # local or private-network database does not do.
         connection = record.driver_connection
         if connection is not None and connection.is_closed():
             raise DisconnectionError("the database closed this connection")
+        idle_since = record.info.get(_IDLE_SINCE)
+        if idle_since is not None and time.monotonic() - idle_since >= ping_after_idle:
+            try:
+                cast(Any, dbapi_connection).ping()
+            except Exception as exc:
+                raise DisconnectionError("the connection failed its ping") from exc
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _mark_idle(_: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
 
     return engine
+
+
+_IDLE_SINCE = "minicrm_idle_since"
 
 
 def _create_sqlite_engine(url: str, busy_timeout_ms: int) -> AsyncEngine:
@@ -68,7 +84,10 @@ def _create_sqlite_engine(url: str, busy_timeout_ms: int) -> AsyncEngine:
         # BEGIN IMMEDIATE takes the write lock up front. A deferred transaction that reads and
         # then writes fails at once with SQLITE_BUSY when another writer got in between (the busy
         # timeout does not apply to lock upgrades); taking the lock first makes writers queue.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read sessions never write (they refuse to): a plain BEGIN, so that in WAL mode they
+        # read their snapshot without queueing behind writers.
+        read_only = conn.get_execution_options().get(_READ_ONLY_OPTION, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -110,11 +129,20 @@ def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[Async
     adds two round trips. The pool is shared with `engine`; the isolation level is a flag on
     the asyncpg connection, set at checkout and reset at return without a round trip.
 
-    SQLite keeps the one engine: its driver-level isolation switch would undo the explicit
-    `BEGIN IMMEDIATE` handling in `_create_sqlite_engine`."""
+    SQLite keeps its transaction (its driver-level isolation switch would undo the explicit
+    BEGIN handling in `_create_sqlite_engine`) but begins it deferred, without the write lock.
+
+    The guard against writes sees ORM flushes and INSERT/UPDATE/DELETE statements run through
+    the session; raw SQL (`text()`, `exec_driver_sql`) and locking reads are not checked, and
+    none is used in a read path."""
     if engine.dialect.name == "postgresql":
         engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    else:
+        engine = engine.execution_options(**{_READ_ONLY_OPTION: True})
     return create_session_factory(engine, ReadOnlySession)
+
+
+_READ_ONLY_OPTION = "minicrm_read_only"
 
 
 AfterCommit = Callable[[], Awaitable[None]]
