@@ -55,10 +55,10 @@ async def test_reads_on_postgresql_run_without_a_transaction(pg_api: Api) -> Non
     assert await in_transaction(resources.session_factory) is True
 
 
-async def test_reads_on_sqlite_keep_their_transaction(api: Api) -> None:
-    resources = resources_of(api)
-    if resources.engine.dialect.name != "sqlite":
-        pytest.skip("SQLite behaviour")
+async def test_reads_on_sqlite_keep_their_transaction(
+    make_api: AppFactory, sqlite_url: str
+) -> None:
+    resources = resources_of(await make_api(sqlite_url))
     assert await in_transaction(resources.read_session_factory) is True
 
 
