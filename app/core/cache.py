@@ -14,6 +14,7 @@ instances). A Redis failure degrades to "no cache": it is logged, never returned
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -37,6 +38,12 @@ class Cache(Protocol):
 
     async def invalidate(self, organization_id: int) -> None:
         """Drop the organization's entries (they are stale once its version moved on)."""
+
+
+def cache_key(kind: str, parts: list[Any]) -> str:
+    """A short, stable cache key for a read described by JSON-able `parts` (a filter set)."""
+    digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:32]
+    return f"{kind}:{digest}"
 
 
 async def cached(

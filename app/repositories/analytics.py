@@ -11,9 +11,10 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.models import Deal, DealStage, DealStat, DealStatus, Membership, Role
+from app.models import Deal, DealStage, DealStat, DealStatus, Role
 from app.models.deal_stats import STAT_SLOTS
 from app.repositories.base import TenantRepository
+from app.repositories.organizations import ROLE_OF_MEMBER
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -42,12 +43,8 @@ _stats = DealStat.__table__.c
 _VERSION = select(func.coalesce(func.sum(_stats.version), 0)).where(
     _stats.organization_id == bindparam("organization_id")
 )
-_memberships = Membership.__table__.c
 # A cache hit needs the caller's role and the version: one statement (no row: not a member).
-_ROLE_AND_VERSION = select(_memberships.role, _VERSION.scalar_subquery()).where(
-    _memberships.organization_id == bindparam("organization_id"),
-    _memberships.user_id == bindparam("user_id"),
-)
+_ROLE_AND_VERSION = ROLE_OF_MEMBER.add_columns(_VERSION.scalar_subquery())
 
 
 def _upsert(builder: Any) -> Any:

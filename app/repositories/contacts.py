@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Select, bindparam, exists, select, update
 
+from app.core.cache import cache_key
 from app.core.text import fold
 from app.models import Contact, Deal, Organization
 from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
@@ -26,8 +25,8 @@ class ContactFilters:
 
     def count_key(self) -> str:
         """Names the set of contacts these filters match, whatever their order: a cache key."""
-        matched = [None if self.search is None else fold(self.search), self.owner_id]
-        return "contacts:count:" + hashlib.sha256(json.dumps(matched).encode()).hexdigest()[:32]
+        search = None if self.search is None else fold(self.search)
+        return cache_key("contacts:count", [search, self.owner_id])
 
 
 _organizations = Organization.__table__.c

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Select, and_, or_, select
 
+from app.core.cache import cache_key
 from app.core.text import fold
 from app.models import Deal, DealStage, DealStatus
 from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
@@ -38,14 +37,15 @@ class DealFilters:
 
     def count_key(self) -> str:
         """Names the set of deals these filters match, whatever their order: a cache key."""
-        return f"deals:count:{self._digest(with_order=False)}"
+        return cache_key("deals:count", self._matched())
 
     def page_key(self, page: PageParams) -> str:
         """Names one page of this list (filters, order and page size): a cache key."""
-        return f"deals:page:{self._digest(with_order=True)}:{page.page_size}:{page.page}"
+        order = [self.order_by.value, self.order.value, page.page_size, page.page]
+        return cache_key("deals:page", self._matched() + order)
 
-    def _digest(self, *, with_order: bool) -> str:
-        matched: list[Any] = [
+    def _matched(self) -> list[Any]:
+        return [
             sorted(self.statuses),
             sorted(self.stages),
             None if self.min_amount is None else str(self.min_amount),
@@ -54,9 +54,6 @@ class DealFilters:
             self.contact_id,
             None if self.search is None else fold(self.search),
         ]
-        if with_order:
-            matched += [self.order_by.value, self.order.value]
-        return hashlib.sha256(json.dumps(matched).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)

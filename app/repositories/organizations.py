@@ -10,7 +10,7 @@ from app.models import Membership, Organization, Role, User
 _memberships = Membership.__table__.c
 # Runs on every tenant request: built once, and on the table (Core) rather than the mapped
 # class, which spares the ORM layer, statement construction and cache-key generation.
-_ROLE_OF_MEMBER = select(_memberships.role).where(
+ROLE_OF_MEMBER = select(_memberships.role).where(
     _memberships.organization_id == bindparam("organization_id"),
     _memberships.user_id == bindparam("user_id"),
 )
@@ -30,7 +30,7 @@ class OrganizationRepository:
 
     async def get_role(self, organization_id: int, user_id: int) -> Role | None:
         role: Role | None = await self.session.scalar(
-            _ROLE_OF_MEMBER, {"organization_id": organization_id, "user_id": user_id}
+            ROLE_OF_MEMBER, {"organization_id": organization_id, "user_id": user_id}
         )
         return role
 
