@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import count
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 PASSWORD = "StrongPassword123"
@@ -180,3 +182,31 @@ async def read_deal(user: User, deal_id: int) -> Any:
     response = await user.get(f"/deals/{deal_id}")
     assert response.status_code == 200, response.text
     return response.json()
+
+
+# --- what the app sends to the database -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SentStatement:
+    sql: str
+    isolation_level: str | None  # as asked for by the connection's execution options
+
+
+@contextmanager
+def statements_sent(
+    engine: AsyncEngine, keep: Callable[[str], bool] = lambda _: True
+) -> Iterator[list[SentStatement]]:
+    """The statements (those `keep` accepts) sent through `engine` meanwhile."""
+    seen: list[SentStatement] = []
+
+    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if keep(statement):
+            level = conn.get_execution_options().get("isolation_level")
+            seen.append(SentStatement(statement, level))
+
+    event.listen(engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", record)

@@ -16,17 +16,24 @@ pages start from a remembered position instead of an OFFSET scan, and neither is
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from sqlalchemy import event, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import AppFactory
-from tests.support import Api, User, create_contact, create_deal, patch_deal
+from tests.support import (
+    Api,
+    SentStatement,
+    User,
+    create_contact,
+    create_deal,
+    patch_deal,
+    statements_sent,
+)
 
 FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
 
@@ -36,32 +43,35 @@ async def api(make_api: AppFactory, database_url: str) -> Api:
     return await make_api(database_url, **FAST_HASH)
 
 
-@contextmanager
-def counting_queries(api: Api) -> Iterator[list[str]]:
-    """The `count(*)` statements the app sends to the database meanwhile."""
+def counting_queries(api: Api, table: str = "deals") -> AbstractContextManager[list[SentStatement]]:
+    """The `count(*)` statements on `table` the app sends to the database meanwhile."""
+    return statements_sent(engine_of(api), lambda sql: "count(*)" in sql and f"FROM {table}" in sql)
+
+
+def offset_queries(api: Api) -> AbstractContextManager[list[SentStatement]]:
+    """Pages found by OFFSET (the ids-first deferred join of `TenantRepository.page`)."""
+    return statements_sent(
+        engine_of(api), lambda sql: "JOIN (SELECT deals.id" in " ".join(sql.split())
+    )
+
+
+def engine_of(api: Api) -> AsyncEngine:
     engine: AsyncEngine = api.app.state.resources.engine
-    seen: list[str] = []
+    return engine
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "count(*)" in statement and "FROM deals" in statement:
-            seen.append(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+async def list_total(user: User, path: str, **params: Any) -> int:
+    """`total` of a list, checked against the items actually there."""
+    response = await user.get(path, params={"page_size": 1, **params})
+    assert response.status_code == 200, response.text
+    everything = await user.get(path, params={**params, "page_size": 100})
+    value: int = response.json()["total"]
+    assert len(everything.json()["items"]) == value
+    return value
 
 
 async def total(user: User, **params: Any) -> int:
-    response = await user.get("/deals", params={"page_size": 1, **params})
-    assert response.status_code == 200, response.text
-    body: dict[str, Any] = response.json()
-    # the total agrees with the items actually there
-    everything = await user.get("/deals", params={**params, "page_size": 100})
-    assert len(everything.json()["items"]) == body["total"]
-    value: int = body["total"]
-    return value
+    return await list_total(user, "/deals", **params)
 
 
 async def test_a_repeated_list_and_its_next_pages_count_once(api: Api) -> None:
@@ -182,23 +192,6 @@ async def ids_of(user: User, **params: Any) -> list[int]:
     return [item["id"] for item in response.json()["items"]]
 
 
-@contextmanager
-def offset_queries(api: Api) -> Iterator[list[str]]:
-    """Pages found by OFFSET (the ids-first deferred join of `TenantRepository.page`)."""
-    engine: AsyncEngine = api.app.state.resources.engine
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "JOIN (SELECT deals.id" in " ".join(statement.split()):
-            seen.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-
-
 async def test_pages_from_a_remembered_start_equal_offset_pages(
     make_api: AppFactory, database_url: str
 ) -> None:
@@ -214,8 +207,7 @@ async def test_pages_from_a_remembered_start_equal_offset_pages(
         )
 
     # equal timestamps too (set before anything is listed, so no cache entry exists yet)
-    engine: AsyncEngine = cached_api.app.state.resources.engine
-    async with engine.begin() as connection:
+    async with engine_of(cached_api).begin() as connection:
         await connection.execute(
             text(
                 "UPDATE deals SET created_at = (SELECT min(created_at) FROM deals), "
@@ -283,29 +275,8 @@ async def test_remembered_starts_never_outlive_a_write(
 # --- contact totals ------------------------------------------------------------------------
 
 
-@contextmanager
-def contact_counts(api: Api) -> Iterator[list[str]]:
-    engine: AsyncEngine = api.app.state.resources.engine
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "count(*)" in statement and "FROM contacts" in statement:
-            seen.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-
-
 async def contact_total(user: User, **params: Any) -> int:
-    response = await user.get("/contacts", params={"page_size": 1, **params})
-    assert response.status_code == 200, response.text
-    everything = await user.get("/contacts", params={**params, "page_size": 100})
-    assert len(everything.json()["items"]) == response.json()["total"]
-    value: int = response.json()["total"]
-    return value
+    return await list_total(user, "/contacts", **params)
 
 
 async def test_contact_totals_are_counted_once_and_never_stale(
@@ -329,7 +300,7 @@ async def test_contact_totals_are_counted_once_and_never_stale(
     ]
     before = [await contact_total(owner, **f) for f in filters]
     assert before == [1, 0, 0, 0, 0, 2]
-    with contact_counts(reader) as counts:
+    with counting_queries(reader, "contacts") as counts:
         assert [await contact_total(owner, **f) for f in filters] == before
         assert counts == []  # all cached in the reader
 
@@ -356,6 +327,6 @@ async def test_contact_totals_are_counted_once_and_never_stale(
     # another organization's contact writes leave these totals cached
     stranger = await writer_api.register(organization_name="Other")
     await create_contact(stranger, "Zed")
-    with contact_counts(reader) as counts:
+    with counting_queries(reader, "contacts") as counts:
         assert await contact_total(owner, search="zed") == 0
         assert counts == []

@@ -16,20 +16,17 @@ the test database: the suite runs its tests one at a time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, text, update
+from sqlalchemy import insert, text, update
 from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_connection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.resources import Resources
 from app.db.session import ReadOnlySessionError
 from app.models import Organization
 from tests.conftest import AppFactory
-from tests.support import Api, create_contact, create_deal, read_deal
+from tests.support import Api, create_contact, create_deal, read_deal, statements_sent
 
 
 def resources_of(api: Api) -> Resources:
@@ -116,43 +113,28 @@ async def test_requests_survive_connections_closed_by_postgresql(pg_api: Api) ->
     assert len({body["id"] for body in created}) == 3
 
 
-@contextmanager
-def statements(engine: AsyncEngine) -> Iterator[list[tuple[str, str | None]]]:
-    """(statement, isolation level asked for) of everything the app sends meanwhile."""
-    seen: list[tuple[str, str | None]] = []
-
-    def record(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append((statement, conn.get_execution_options().get("isolation_level")))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-
-
 async def test_get_requests_use_the_read_session_and_writes_a_transaction(api: Api) -> None:
     owner = await api.register()
     contact_id = await create_contact(owner)
     engine = resources_of(api).engine
     postgresql = engine.dialect.name == "postgresql"
 
-    with statements(engine) as reads:
+    with statements_sent(engine) as reads:
         await read_deal(owner, (await create_deal(owner, contact_id))["id"])
-    with statements(engine) as get_only:
+    with statements_sent(engine) as get_only:
         response = await owner.get("/deals")
         assert response.status_code == 200
-    with statements(engine) as writes:
+    with statements_sent(engine) as writes:
         await create_deal(owner, contact_id)
 
     assert get_only
     assert reads
     if postgresql:
-        assert {level for _, level in get_only} == {"AUTOCOMMIT"}
-        assert {level for _, level in writes} == {None}
+        assert {s.isolation_level for s in get_only} == {"AUTOCOMMIT"}
+        assert {s.isolation_level for s in writes} == {None}
     else:
-        assert [s for s, _ in get_only if s.startswith("BEGIN")] == ["BEGIN"]
-        assert [s for s, _ in writes if s.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
+        assert [s.sql for s in get_only if s.sql.startswith("BEGIN")] == ["BEGIN"]
+        assert [s.sql for s in writes if s.sql.startswith("BEGIN")] == ["BEGIN IMMEDIATE"]
 
 
 async def test_a_connection_idle_past_the_limit_is_pinged_and_replaced_if_dead(
