@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -21,6 +23,7 @@ from app.core.errors import InvalidToken
 
 ALGORITHM = "HS256"
 _REQUIRED_CLAIMS = ["sub", "type", "iat", "exp", "jti"]
+_LEEWAY_SECONDS = 5
 
 
 class TokenType(StrEnum):
@@ -44,14 +47,24 @@ class IssuedToken:
 
 
 class TokenCodec:
-    """Signs and verifies tokens with one deployment's key."""
+    """Signs and verifies tokens with one deployment's key.
 
-    def __init__(self, settings: Settings) -> None:
+    A client sends the same access token with every request until it expires. What verifying
+    it proves (signature and claims) cannot change, only whether it has expired: verified
+    tokens are remembered (the last `VERIFIED_TOKENS`, in this process) with their expiry,
+    which is checked again on every use. A token that fails verification is never
+    remembered, so forged tokens cannot crowd out genuine ones."""
+
+    VERIFIED_TOKENS = 4096
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self._key = settings.secret_key
         self._lifetimes = {
             TokenType.ACCESS: timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
             TokenType.REFRESH: timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
         }
+        self._clock = clock
+        self._verified: dict[str, tuple[TokenClaims, float]] = {}  # token: (claims, expiry)
 
     def lifetime(self, token_type: TokenType) -> timedelta:
         return self._lifetimes[token_type]
@@ -77,13 +90,28 @@ class TokenCodec:
 
     def decode(self, token: str, expected: TokenType) -> TokenClaims:
         """Verify signature, expiry and claims; any defect is the same `InvalidToken` (401)."""
+        known = self._verified.get(token)
+        if known is None:
+            claims = self._verify(token)
+            if len(self._verified) >= self.VERIFIED_TOKENS:
+                del self._verified[next(iter(self._verified))]  # the oldest
+            known = self._verified[token] = (claims, claims.expires_at.timestamp())
+        claims, expires_at = known
+        if self._clock() >= expires_at + _LEEWAY_SECONDS:
+            del self._verified[token]
+            raise InvalidToken()
+        if claims.type is not expected:
+            raise InvalidToken()
+        return claims
+
+    def _verify(self, token: str) -> TokenClaims:
         try:
             payload = jwt.decode(
                 token,
                 self._key,
                 algorithms=[ALGORITHM],  # pinned: rejects alg=none and RS/HS confusion
                 options={"require": _REQUIRED_CLAIMS},
-                leeway=5,
+                leeway=_LEEWAY_SECONDS,
             )
             token_type = TokenType(payload["type"])
             user_id = int(payload["sub"])
@@ -94,7 +122,7 @@ class TokenCodec:
             expires_at = datetime.fromtimestamp(payload["exp"], UTC)
         except (jwt.PyJWTError, ValueError, TypeError, KeyError, OverflowError) as exc:
             raise InvalidToken() from exc
-        if token_type is not expected or not 0 < user_id < 2**63:
+        if not 0 < user_id < 2**63:
             raise InvalidToken()
         return TokenClaims(user_id, token_type, jti, issued_at, expires_at)
 

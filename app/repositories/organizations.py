@@ -7,12 +7,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Membership, Organization, Role, User
 
-_memberships = Membership.__table__.c
+memberships = Membership.__table__
 # Runs on every tenant request: built once, and on the table (Core) rather than the mapped
 # class, which spares the ORM layer, statement construction and cache-key generation.
-ROLE_OF_MEMBER = select(_memberships.role).where(
-    _memberships.organization_id == bindparam("organization_id"),
-    _memberships.user_id == bindparam("user_id"),
+ROLE_OF_MEMBER = select(memberships.c.role).where(
+    memberships.c.organization_id == bindparam("organization_id"),
+    memberships.c.user_id == bindparam("user_id"),
 )
 
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
-from app.dependencies.auth import OrgContext
+from app.dependencies.auth import CurrentUserId, OrganizationIdHeader, OrgContext, bind_tenant
 from app.dependencies.db import ResourcesDep, SessionDep
 from app.dependencies.pagination import Pagination
 from app.models import DealStage, DealStatus
@@ -88,8 +88,17 @@ async def create_deal(body: DealCreate, service: ServiceDep) -> DealRead:
 
 
 @router.get("/{deal_id}", summary="Read a deal", responses=problems(401, 403, 404, 422))
-async def read_deal(deal_id: DealId, service: ServiceDep) -> DealRead:
-    return DealRead.model_validate(await service.get(deal_id))
+async def read_deal(
+    deal_id: DealId,
+    request: Request,
+    user_id: CurrentUserId,
+    x_organization_id: OrganizationIdHeader,
+    session: SessionDep,
+) -> DealRead:
+    # The tenant is resolved as `OrgContext` does, by the statement that also reads the deal.
+    ctx, deal = await DealService.read_as_member(session, user_id, x_organization_id, deal_id)
+    bind_tenant(request, ctx)
+    return DealRead.model_validate(deal)
 
 
 @router.patch("/{deal_id}", summary="Update a deal", responses=problems(400, 401, 403, 404, 422))
