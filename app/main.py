@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -62,6 +63,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     resources = build_resources(settings)
     app.state.resources = resources
+    # What exists now (modules, the app with its routes and schemas, the engine) lives as long
+    # as the process. Frozen, it is left out of garbage collection: a full collection walked
+    # all of it, pausing a busy worker for up to 70 ms, several times a minute.
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
     try:
         yield
     finally:
