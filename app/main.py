@@ -21,11 +21,17 @@ from app.core.middleware import RequestContextMiddleware
 from app.core.resources import Resources
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.throttle import LoginThrottle, MemoryLoginThrottle, RedisLoginThrottle
-from app.db.session import create_engine, create_read_session_factory, create_session_factory
+from app.db.session import (
+    create_engine,
+    create_read_engine,
+    create_read_session_factory,
+    create_session_factory,
+)
 
 
 def build_resources(settings: Settings) -> Resources:
     engine = create_engine(settings)
+    read_engine = create_read_engine(engine)
     redis: Redis | None = None
     if settings.REDIS_URL:
         redis = Redis.from_url(settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
@@ -48,8 +54,9 @@ def build_resources(settings: Settings) -> Resources:
     return Resources(
         settings=settings,
         engine=engine,
+        read_engine=read_engine,
         session_factory=create_session_factory(engine),
-        read_session_factory=create_read_session_factory(engine),
+        read_session_factory=create_read_session_factory(read_engine),
         tokens=TokenCodec(settings),
         passwords=PasswordHasher(settings),
         login_throttle=throttle,

@@ -17,6 +17,7 @@ from app.core.throttle import LoginThrottle
 class Resources:
     settings: Settings
     engine: AsyncEngine
+    read_engine: AsyncEngine  # `engine`'s pool, set up for requests that only read
     session_factory: async_sessionmaker[AsyncSession]
     read_session_factory: async_sessionmaker[AsyncSession]
     tokens: TokenCodec

@@ -121,25 +121,28 @@ def _refuse_write_statement(state: ORMExecuteState) -> None:
         raise ReadOnlySessionError("a read-only request tried to write")
 
 
-def create_read_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    """Sessions for requests that only read (GET, HEAD).
+def create_read_engine(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` (the same pool) for requests that only read (GET, HEAD).
 
     On PostgreSQL they run without BEGIN/COMMIT: at READ COMMITTED every statement takes its
     own snapshot whether or not it is inside a transaction, so a read-only transaction only
-    adds two round trips. The pool is shared with `engine`; the isolation level is a flag on
-    the asyncpg connection, set at checkout and reset at return without a round trip.
+    adds two round trips. The isolation level is a flag on the asyncpg connection, set at
+    checkout and reset at return without a round trip.
 
     SQLite keeps its transaction (its driver-level isolation switch would undo the explicit
-    BEGIN handling in `_create_sqlite_engine`) but begins it deferred, without the write lock.
+    BEGIN handling in `_create_sqlite_engine`) but begins it deferred, without the write lock."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine.execution_options(**{_READ_ONLY_OPTION: True})
+
+
+def create_read_session_factory(read_engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions on `create_read_engine`'s engine, which refuse to write.
 
     The guard against writes sees ORM flushes and INSERT/UPDATE/DELETE statements run through
     the session; raw SQL (`text()`, `exec_driver_sql`) and locking reads are not checked, and
     none is used in a read path."""
-    if engine.dialect.name == "postgresql":
-        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-    else:
-        engine = engine.execution_options(**{_READ_ONLY_OPTION: True})
-    return create_session_factory(engine, ReadOnlySession)
+    return create_session_factory(read_engine, ReadOnlySession)
 
 
 _READ_ONLY_OPTION = "minicrm_read_only"

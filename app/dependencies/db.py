@@ -36,7 +36,7 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     than after the response: a failed commit becomes an error response, never a 2xx for data
     that was not saved. Post-commit hooks (cache invalidation) run only after a commit.
     GET and HEAD never write (their session refuses to): they get a session without a
-    transaction where the database allows it (`create_read_session_factory`), which is only
+    transaction where the database allows it (`create_read_engine`), which is only
     closed, with nothing to commit."""
     resources = resources_of(request)
     if request.method in _READ_ONLY_METHODS:

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Row, Select, and_, bindparam, or_, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.core.cache import cache_key
 from app.core.text import fold
@@ -97,20 +98,23 @@ class PageStart:
         return cls(getattr(deal, _ORDER_COLUMNS[order_by].key), deal.id, inclusive)
 
 
-class DealRepository(TenantRepository):
-    async def read_as(self, user_id: int, deal_id: int) -> tuple[Role | None, Row[Any] | None]:
-        """`user_id`'s role in this organization (None: not a member) and the deal as a row
-        with its columns (None: not found), read together."""
-        row = (
-            await self.session.execute(
-                _DEAL_WITH_ROLE,
-                {"organization_id": self.organization_id, "user_id": user_id, "deal_id": deal_id},
-            )
-        ).first()
-        if row is None:
-            return None, None
-        return row.role, (row if row.id is not None else None)
+async def read_deal_as(
+    connection: AsyncConnection, organization_id: int, user_id: int, deal_id: int
+) -> tuple[Role | None, Row[Any] | None]:
+    """`user_id`'s role in the organization (None: not a member) and its deal `deal_id` as a
+    row of the deal's columns (None: no such deal in this organization), read together."""
+    row = (
+        await connection.execute(
+            _DEAL_WITH_ROLE,
+            {"organization_id": organization_id, "user_id": user_id, "deal_id": deal_id},
+        )
+    ).first()
+    if row is None:
+        return None, None
+    return row.role, (row if row.id is not None else None)
 
+
+class DealRepository(TenantRepository):
     async def get(self, deal_id: int, *, lock: RowLock | None = None) -> Deal | None:
         query = select(Deal).where(Deal.organization_id == self.organization_id, Deal.id == deal_id)
         return await self.session.scalar(with_lock(query, lock))

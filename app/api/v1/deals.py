@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import CurrentUserId, OrganizationIdHeader, OrgContext, bind_tenant
-from app.dependencies.db import ResourcesDep, SessionDep
+from app.dependencies.db import ResourcesDep, SessionDep, resources_of
 from app.dependencies.pagination import Pagination
 from app.models import DealStage, DealStatus
 from app.repositories.deals import DealFilters
@@ -93,10 +93,11 @@ async def read_deal(
     request: Request,
     user_id: CurrentUserId,
     x_organization_id: OrganizationIdHeader,
-    session: SessionDep,
 ) -> DealRead:
-    # The tenant is resolved as `OrgContext` does, by the statement that also reads the deal.
-    ctx, deal = await DealService.read_as_member(session, user_id, x_organization_id, deal_id)
+    # The tenant is resolved as `OrgContext` does, by the statement that also reads the deal
+    # (`DealService.read_as_member`); no session dependency, no resources dependency.
+    read_engine = resources_of(request).read_engine
+    ctx, deal = await DealService.read_as_member(read_engine, user_id, x_organization_id, deal_id)
     bind_tenant(request, ctx)
     return DealRead.model_validate(deal)
 
