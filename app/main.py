@@ -65,6 +65,9 @@ def build_resources(settings: Settings) -> Resources:
     )
 
 
+_startup_frozen = False
+
+
 def tune_garbage_collection() -> None:
     """Keep the cyclic garbage collector from pausing a busy worker.
 
@@ -74,9 +77,11 @@ def tune_garbage_collection() -> None:
     (most of the p99 latency). Requests free what they allocate by reference counting, so
     young collections mostly find nothing: they run every 10,000 allocations instead of 700.
     Once per process (test runs start many apps)."""
-    if gc.get_freeze_count() == 0:
+    global _startup_frozen
+    if not _startup_frozen:
         gc.collect()
         gc.freeze()
+        _startup_frozen = True
     gc.set_threshold(10_000, 10, 10)
 
 

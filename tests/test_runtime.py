@@ -21,12 +21,19 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from app.core.errors import InvalidToken
 from app.core.security import TokenCodec, TokenType
 from tests.conftest import AppFactory, make_settings
-from tests.support import Api, assert_problem, create_contact, create_deal, statements_sent
+from tests.support import (
+    PASSWORD,
+    Api,
+    assert_problem,
+    create_contact,
+    create_deal,
+    statements_sent,
+)
 
 
 async def test_requests_beyond_the_pool_size_wait_instead_of_opening_connections(
@@ -52,7 +59,48 @@ async def test_requests_beyond_the_pool_size_wait_instead_of_opening_connections
 
     assert {r.status_code for r in responses} == {200}
     assert len(opened) <= 2  # at most the pool's own two; no overflow connection
-    assert engine.pool.size() == 2
+
+
+async def test_a_request_that_gets_no_connection_in_time_is_503(
+    make_api: AppFactory, pg_url: str
+) -> None:
+    api = await make_api(pg_url, DB_POOL_SIZE=1, DB_POOL_TIMEOUT_SECONDS=0.2)
+    owner = await api.register()
+    deal = await create_deal(owner, await create_contact(owner))
+    engine = api.app.state.resources.engine
+
+    async with engine.connect() as held:
+        await held.execute(text("SELECT 1"))
+        response = await owner.get(f"/deals/{deal['id']}")
+        assert_problem(response, 503, "DATABASE_BUSY")
+        assert response.headers["retry-after"] == "1"
+        rejected = await owner.patch(f"/deals/{deal['id']}", json={"title": "Later"})
+        assert_problem(rejected, 503, "DATABASE_BUSY")
+
+    assert (await owner.get(f"/deals/{deal['id']}")).json()["title"] == deal["title"]
+
+
+async def test_login_holds_no_connection_while_it_hashes(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = await api.register()
+    resources = api.app.state.resources
+    verify = resources.passwords.verify
+    checked_out: list[int] = []
+
+    async def observed(password: str, password_hash: str | None) -> bool:
+        checked_out.append(resources.engine.pool.checkedout())
+        return bool(await verify(password, password_hash))
+
+    monkeypatch.setattr(resources.passwords, "verify", observed)
+    statuses = []
+    for password in ("wrong password!", PASSWORD):
+        response = await api.client.post(
+            api.url("/auth/login"), json={"email": owner.email, "password": password}
+        )
+        statuses.append(response.status_code)
+    assert statuses == [401, 200]
+    assert checked_out == [0, 0]
 
 
 def test_startup_objects_are_frozen_out_of_garbage_collection(api: Api) -> None:
@@ -89,10 +137,14 @@ def test_a_remembered_token_still_expires() -> None:
 
 def test_a_remembered_token_keeps_its_type() -> None:
     tokens = codec(Clock(time.time()))
-    refresh = tokens.issue(7, TokenType.REFRESH)
-    assert tokens.decode(refresh.token, TokenType.REFRESH).user_id == 7
-    with pytest.raises(InvalidToken):
-        tokens.decode(refresh.token, TokenType.ACCESS)
+    access = tokens.issue(7, TokenType.ACCESS).token
+    refresh = tokens.issue(7, TokenType.REFRESH).token
+    assert tokens.decode(access, TokenType.ACCESS).user_id == 7
+    assert tokens.decode(refresh, TokenType.REFRESH).user_id == 7
+    for token, wrong in ((access, TokenType.REFRESH), (refresh, TokenType.ACCESS)):
+        with pytest.raises(InvalidToken):
+            tokens.decode(token, wrong)
+    assert list(tokens._verified) == [access]  # a refresh token is used once: not kept
 
 
 def test_only_verified_tokens_are_remembered_and_only_so_many() -> None:
@@ -122,11 +174,15 @@ async def test_reading_a_deal_is_one_statement(api: Api) -> None:
     def is_query(sql: str) -> bool:
         return sql.lstrip().upper().startswith("SELECT")
 
-    with statements_sent(engine, is_query) as sent:
+    with statements_sent(engine) as sent:
         response = await owner.get(f"/deals/{deal['id']}")
     assert response.status_code == 200
     assert response.json() == deal
-    assert len(sent) == 1
+    assert len([s for s in sent if is_query(s.sql)]) == 1
+    if engine.dialect.name == "postgresql":  # no transaction
+        assert [s.isolation_level for s in sent] == ["AUTOCOMMIT"]
+    else:  # a deferred transaction, without the write lock
+        assert [s.sql for s in sent if not is_query(s.sql)] == ["BEGIN"]
 
     with statements_sent(engine, is_query) as sent:
         missing = await owner.get(f"/deals/{deal['id'] + 1000}")

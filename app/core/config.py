@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     DATABASE_URL: str = DEFAULT_DATABASE_URL
     DB_POOL_SIZE: int = Field(default=10, ge=1)
     DB_MAX_OVERFLOW: int = Field(default=0, ge=0)
+    DB_POOL_TIMEOUT_SECONDS: float = Field(default=10, gt=0)
     SQLITE_BUSY_TIMEOUT_MS: int = Field(default=30_000, ge=0)
 
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=30, ge=1)

@@ -191,3 +191,15 @@ class OwnerNotAMember(BusinessRuleViolation):
 class DueDateInPast(BusinessRuleViolation):
     code = "DUE_DATE_IN_PAST"
     detail = "due_date cannot be before today (UTC)."
+
+
+class DatabaseBusy(AppError):
+    """Every pooled connection stayed in use for `DB_POOL_TIMEOUT_SECONDS`."""
+
+    status = 503
+    code = "DATABASE_BUSY"
+    title = "Service Unavailable"
+    detail = "The service is too busy to reach its database; try again shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})

@@ -6,12 +6,13 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import AppError
+from app.core.errors import AppError, DatabaseBusy
 from app.core.request_context import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -104,8 +105,16 @@ async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(500, "INTERNAL_ERROR", "An unexpected error occurred.")
 
 
+async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("no database connection freed up on %s %s", request.method, request.url.path)
+    return await _app_error(request, DatabaseBusy())
+
+
 def register_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
+    # The pool has no overflow: a request waits for a connection, and past the pool timeout
+    # the answer is 503 with Retry-After rather than a 500.
+    app.add_exception_handler(sqlalchemy.exc.TimeoutError, _pool_timeout)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled_error)

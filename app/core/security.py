@@ -51,8 +51,8 @@ class TokenCodec:
 
     A client sends the same access token with every request until it expires. What verifying
     it proves (signature and claims) cannot change, only whether it has expired: verified
-    tokens are remembered (the last `VERIFIED_TOKENS`, in this process) with their expiry,
-    which is checked again on every use. A token that fails verification is never
+    access tokens are remembered (the last `VERIFIED_TOKENS`, in this process) with their
+    expiry, which is checked again on every use. A token that fails verification is never
     remembered, so forged tokens cannot crowd out genuine ones."""
 
     VERIFIED_TOKENS = 4096
@@ -93,9 +93,13 @@ class TokenCodec:
         known = self._verified.get(token)
         if known is None:
             claims = self._verify(token)
-            if len(self._verified) >= self.VERIFIED_TOKENS:
-                del self._verified[next(iter(self._verified))]  # the oldest
-            known = self._verified[token] = (claims, claims.expires_at.timestamp())
+            if claims.type is not expected:
+                raise InvalidToken()
+            if claims.type is TokenType.ACCESS:  # a refresh token is used once
+                if len(self._verified) >= self.VERIFIED_TOKENS:
+                    del self._verified[next(iter(self._verified))]  # the oldest
+                self._verified[token] = (claims, claims.expires_at.timestamp())
+            return claims
         claims, expires_at = known
         if self._clock() >= expires_at + _LEEWAY_SECONDS:
             del self._verified[token]

@@ -29,6 +29,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         url,
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
+        pool_timeout=settings.DB_POOL_TIMEOUT_SECONDS,
         pool_recycle=1800,
     )
     ping_after_idle = settings.DB_PING_AFTER_IDLE_SECONDS

@@ -99,7 +99,7 @@ class PageStart:
 
 
 async def read_deal_as(
-    connection: AsyncConnection, organization_id: int, user_id: int, deal_id: int
+    connection: AsyncConnection, *, organization_id: int, user_id: int, deal_id: int
 ) -> tuple[Role | None, Row[Any] | None]:
     """`user_id`'s role in the organization (None: not a member) and its deal `deal_id` as a
     row of the deal's columns (None: no such deal in this organization), read together."""

@@ -70,6 +70,10 @@ class AuthService:
         if retry_after is not None:
             raise LoginThrottled(headers={"Retry-After": str(retry_after)})
         user = await self.users.get_by_email(email)
+        # Nothing is written yet: end the transaction so that its connection (on SQLite, the
+        # write lock) is not held through the hashing. A login storm would otherwise occupy
+        # the whole pool, and every other request would queue behind Argon2.
+        await self.session.commit()
         if not await self.passwords.verify(password, user.password_hash if user else None):
             await self.throttle.record_failure(throttle_key)
             raise InvalidCredentials()

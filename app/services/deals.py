@@ -42,18 +42,18 @@ class DealService:
 
     @staticmethod
     async def read_as_member(
-        read_engine: AsyncEngine, user_id: int, organization_id: int, deal_id: int
-    ) -> tuple[TenantContext, Row[Any]]:
-        """One deal, for `GET /deals/{id}`, the busiest request: membership is checked (403)
-        by the statement that reads the deal (404), a round trip less than resolving the
-        tenant first. It runs on a pooled connection of `read_engine` without an ORM session,
-        whose setup and teardown cost more than the statement for one row."""
+        read_engine: AsyncEngine, *, user_id: int, organization_id: int, deal_id: int
+    ) -> tuple[TenantContext, Row[Any] | None]:
+        """The caller's context and one deal (None: not found), for `GET /deals/{id}`, the
+        busiest request: membership is checked (403) by the statement that reads the deal,
+        a round trip less than resolving the tenant first. It runs on a pooled connection of
+        `read_engine` without an ORM session, whose setup and teardown cost more than the
+        statement for one row."""
         async with read_engine.connect() as connection:
-            role, deal = await read_deal_as(connection, organization_id, user_id, deal_id)
-        ctx = tenant_of(user_id, organization_id, role)
-        if deal is None:
-            raise DealNotFound()
-        return ctx, deal
+            role, deal = await read_deal_as(
+                connection, organization_id=organization_id, user_id=user_id, deal_id=deal_id
+            )
+        return tenant_of(user_id, organization_id, role), deal
 
     async def list(self, filters: DealFilters, page: PageParams) -> tuple[Sequence[Deal], int]:
         """A page and the exact total, cheap at a million deals.

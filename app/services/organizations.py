@@ -34,7 +34,8 @@ async def resolve_tenant(
 
 def tenant_of(user_id: int, organization_id: int, role: Role | None) -> TenantContext:
     """The caller's context from their membership role, read by `resolve_tenant` or by a
-    statement that reads more on the way (see `AnalyticsService.open`)."""
+    statement that reads more on the way (`AnalyticsService.open`,
+    `DealService.read_as_member`)."""
     if role is None:
         raise NotAMember()
     return TenantContext(user_id=user_id, organization_id=organization_id, role=role)

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
+from app.core.errors import DealNotFound
 from app.dependencies.auth import CurrentUserId, OrganizationIdHeader, OrgContext, bind_tenant
 from app.dependencies.db import ResourcesDep, SessionDep, resources_of
 from app.dependencies.pagination import Pagination
@@ -96,9 +97,15 @@ async def read_deal(
 ) -> DealRead:
     # The tenant is resolved as `OrgContext` does, by the statement that also reads the deal
     # (`DealService.read_as_member`); no session dependency, no resources dependency.
-    read_engine = resources_of(request).read_engine
-    ctx, deal = await DealService.read_as_member(read_engine, user_id, x_organization_id, deal_id)
+    ctx, deal = await DealService.read_as_member(
+        resources_of(request).read_engine,
+        user_id=user_id,
+        organization_id=x_organization_id,
+        deal_id=deal_id,
+    )
     bind_tenant(request, ctx)
+    if deal is None:
+        raise DealNotFound()
     return DealRead.model_validate(deal)
 
 
