@@ -52,6 +52,7 @@ from bench.common import (
     code_fingerprint,
     database_url,
     machine_info,
+    measured_code,
     percentile,
     table,
 )
@@ -327,6 +328,7 @@ async def _explain(app: FastAPI, statement: str, parameters: Any) -> str:
 
 
 async def run(requests: int, warmup: int, rounds: int, explain: bool) -> dict[str, Any]:
+    code_at_start = code_fingerprint()
     url = database_url()
     settings: dict[str, tuple[Settings, str]] = {
         "uncached": (make_settings(url, ANALYTICS_CACHE_TTL=0), "MISS"),
@@ -381,7 +383,7 @@ async def run(requests: int, warmup: int, rounds: int, explain: bool) -> dict[st
 
     print()
     print(f"machine: {machine_info(server_version)}")
-    print(f"code: {code_fingerprint()}")
+    print(f"code: {measured_code(code_at_start)}")
     print(
         f"{per_round * rounds} requests per row ({rounds} interleaved rounds of {per_round}) "
         f"after {warmup} warm-up requests; sequential, in-process"
@@ -403,7 +405,7 @@ async def run(requests: int, warmup: int, rounds: int, explain: bool) -> dict[st
             print(plan)
     return {
         "machine": machine_info(server_version),
-        "code": code_fingerprint(),
+        "code": measured_code(code_at_start),
         "requests": per_round * rounds,
         "rounds": rounds,
         "warmup": warmup,

@@ -133,6 +133,15 @@ def code_fingerprint() -> str:
     return f"git {head} + working tree app/alembic sha256:{_digest(files)}"
 
 
+def measured_code(at_start: str) -> str:
+    """`at_start` (the fingerprint taken before measuring), flagged if the code changed since:
+    later servers of the run may then have loaded other code."""
+    now = code_fingerprint()
+    if now == at_start:
+        return at_start
+    return f"{at_start} (CHANGED during the run, now {now})"
+
+
 def run_alembic_upgrade(url: str) -> None:
     """Build/upgrade the schema exactly as production does: `alembic upgrade head`."""
     env = {**os.environ, "DATABASE_URL": url}

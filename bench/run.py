@@ -51,6 +51,7 @@ from bench.common import (
     code_fingerprint,
     database_url,
     machine_info,
+    measured_code,
     percentile,
     table,
 )
@@ -747,6 +748,7 @@ def main() -> None:
     )
     parser.add_argument("--json", dest="json_path", help="also write the figures as JSON")
     args = parser.parse_args()
+    code_at_start = code_fingerprint()
 
     url = database_url()
     dsn = asyncpg_dsn(url)
@@ -857,7 +859,7 @@ def main() -> None:
         )
     print()
     print(f"machine: {machine_info(server_version)}")
-    print(f"code: {code_fingerprint()}")
+    print(f"code: {measured_code(code_at_start)}")
     print(
         f"wrk -t2 -c{args.connections}, {args.warmup} s warm-up + {args.duration} s measured per "
         "scenario; uvicorn --workers 2, ENVIRONMENT=production, REDIS_URL db 12; wrk, server "
@@ -890,7 +892,7 @@ def main() -> None:
             json.dumps(
                 {
                     "machine": machine_info(server_version),
-                    "code": code_fingerprint(),
+                    "code": measured_code(code_at_start),
                     "connections": args.connections,
                     "duration": args.duration,
                     "warmup": args.warmup,
