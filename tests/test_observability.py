@@ -31,6 +31,7 @@ async def test_access_log_has_ids_but_no_secrets(
 ) -> None:
     with caplog.at_level(logging.INFO, logger="app.access"):
         await owner.get("/contacts", headers={"X-Request-ID": "trace-me-1"})
+        await owner.get("/deals/987654")
         await api.client.post(
             api.url("/auth/login"), json={"email": owner.email, "password": "Wrong-password-1"}
         )
@@ -41,6 +42,9 @@ async def test_access_log_has_ids_but_no_secrets(
     assert contacts.__dict__["user_id"] == owner.id
     assert contacts.__dict__["organization_id"] == owner.organization_id
     assert contacts.__dict__["duration_ms"] >= 0
+    missing = next(r for r in records if getattr(r, "path", "").endswith("/deals/987654"))
+    assert missing.__dict__["status"] == 404  # the tenant is known even when the deal is not
+    assert missing.__dict__["organization_id"] == owner.organization_id
     formatted = "\n".join(JsonFormatter().format(r) for r in records)
     assert owner.access_token not in formatted
     assert "Wrong-password-1" not in formatted
