@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.telemetry import TelemetryConfig
 from redis.asyncio import Redis
 
 from app.api import health
@@ -99,6 +100,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await resources.redis.aclose()
 
 
+_NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
@@ -113,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "`X-Organization-Id` header (an id from `GET /api/v1/organizations/me`)."
         ),
         lifespan=lifespan,
+        telemetry=None if settings.OPENTELEMETRY else _NO_TELEMETRY,
         # The documentation keeps this order whatever the order of the routes below.
         openapi_tags=[
             {"name": "auth", "description": "Accounts, tokens and sessions."},

@@ -1,7 +1,8 @@
 """`make bench`: load the dataset, serve the API as production does, drive it with wrk.
 
     .venv/bin/python -m bench.run [--duration 10] [--warmup 3] [--connections 32]
-                                  [--only NAME ...] [--no-floor] [--json out.json]
+                                  [--only NAME ...] [--no-floor] [--pairs 3]
+                                  [--json out.json]
 
 1. `bench.load.ensure_dataset()` (skipped when the dataset is already there).
 2. `uvicorn app.main:create_app --factory --workers 2 --proxy-headers` on a free loopback
@@ -13,7 +14,9 @@
    /proc/<pid>/status, reset before each scenario through /proc/<pid>/clear_refs.
    The deal list and contact search are measured again at 4 connections ("[4 connections]"
    rows): at 32 their p50 is mostly time spent queueing behind the other 31 requests.
-4. The floor (bench/floor.py, raw ASGI + asyncpg) is served the same way for GET /deals/{id}.
+4. The floor (bench/floor.py, raw ASGI + asyncpg) is served the same way for GET /deals/{id},
+   beside a fresh app server; the two are measured in turn (`--pairs`, default 3) and the
+   ratio is taken pair by pair, so that the machine's drift weighs on both alike.
 5. The database is put back as loaded (rows the run added are deleted, patched deals restored,
    deal_stats rebuilt for the big organization), Redis db 12 is flushed, every process started
    here is stopped.
@@ -689,6 +692,11 @@ FLOOR_LABEL = "floor: GET /deals/{id} (raw ASGI + asyncpg)"
 HEADERS = ["scenario", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB (workers)", "load"]
 
 
+def rate(r: dict[str, Any]) -> float:
+    """Requests per second of one wrk result."""
+    return float(r["requests"]) / (r["duration_us"] / 1e6)
+
+
 def row(name: str, r: dict[str, Any]) -> list[object]:
     seconds = r["duration_us"] / 1e6
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
@@ -741,6 +749,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--only", nargs="*", help="scenario names (exact, else substrings)")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="GET /deals/{id} on the app and on the floor, measured in turn this many times",
+    )
     parser.add_argument(
         "--no-diagnose",
         action="store_true",
@@ -837,9 +851,21 @@ def main() -> None:
                         srv, get_deal, f"{get_deal.name} [no access log, no metrics dir]", token
                     )
             if get_deal in chosen and not args.no_floor:
+                # Both servers up, measured in turn (ours, floor, floor, ours, ours, floor, ...):
+                # the machine's speed drifts between runs by as much as the margin being
+                # measured, and in turn it weighs on both sides of the ratio alike.
+                ours_server = Server(
+                    "app.main:create_app", env, workdir / "pairs.log", factory=True
+                )
                 floor = Server("bench.floor:app", env, workdir / "floor.log", factory=False)
-                with floor as srv:  # the app's access token: same SECRET_KEY
-                    measure(srv, get_deal, FLOOR_LABEL, token)
+                with ours_server as ours_srv, floor as floor_srv:  # one SECRET_KEY: one token
+                    for i in range(1, args.pairs + 1):
+                        turns = [
+                            (ours_srv, f"{get_deal.name} [pair {i}]"),
+                            (floor_srv, f"{FLOOR_LABEL} [pair {i}]"),
+                        ]
+                        for srv, label in turns if i % 2 else reversed(turns):
+                            measure(srv, get_deal, label, token)
         finally:
             print("restoring the dataset ...", flush=True)
             asyncio.run(restore(url, snapshot))
@@ -847,15 +873,19 @@ def main() -> None:
                 asyncio.run(flush_redis())
 
     by_name = dict(results)
-    ours, floor_result = by_name.get(get_deal.name), by_name.get(FLOOR_LABEL)
-    if ours and floor_result:
-        throughput = (ours["requests"] / ours["duration_us"]) / (
-            floor_result["requests"] / floor_result["duration_us"]
-        )
-        latency = ours["p50_us"] / floor_result["p50_us"]
+    pairs = [
+        (by_name[f"{get_deal.name} [pair {i}]"], by_name[f"{FLOOR_LABEL} [pair {i}]"])
+        for i in range(1, args.pairs + 1)
+        if f"{FLOOR_LABEL} [pair {i}]" in by_name
+    ]
+    if pairs:
+        ratios = [rate(ours) / rate(floor_result) for ours, floor_result in pairs]
+        overall = sum(rate(ours) for ours, _ in pairs) / sum(rate(f) for _, f in pairs)
+        latency = sum(o["p50_us"] for o, _ in pairs) / sum(f["p50_us"] for _, f in pairs)
         checks.append(
-            f"GET /deals/{{id}} ours/floor: throughput {throughput:.2f}x, "
-            f"p50 latency {latency:.2f}x"
+            f"GET /deals/{{id}} ours/floor throughput in {len(pairs)} alternating pairs: "
+            + ", ".join(f"{r:.2f}x" for r in ratios)
+            + f"; all pairs together {overall:.2f}x, p50 latency {latency:.2f}x"
         )
     print()
     print(f"machine: {machine_info(server_version)}")

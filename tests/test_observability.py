@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+from opentelemetry import trace
 
 from app.core.config import Environment
 from app.core.logging import JsonFormatter
@@ -24,6 +25,33 @@ async def test_metrics_count_requests_by_route_template(api: Api, owner: User) -
     assert "/contacts/12345" not in body  # raw paths would explode cardinality
     assert "minicrm_http_request_duration_seconds_bucket" in body
     assert "minicrm_db_pool_checked_out" in body
+
+
+async def test_metrics_label_unknown_methods_as_other(api: Api) -> None:
+    for method in ("PROPFIND", "BREW", "X-ANYTHING"):
+        await api.client.request(method, "/health")
+    body = (await api.client.get("/metrics")).text
+    assert 'minicrm_http_requests_total{method="OTHER",route="/health",status="405"} 3.0' in body
+    # any token would otherwise be a new series
+    assert not [m for m in ("PROPFIND", "BREW", "X-ANYTHING") if m in body]
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+async def test_opentelemetry_lookups_only_when_enabled(
+    make_api: AppFactory, database_url: str, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    lookups = 0
+    real_lookup = trace.get_tracer_provider
+
+    def counting_lookup() -> trace.TracerProvider:
+        nonlocal lookups
+        lookups += 1
+        return real_lookup()
+
+    monkeypatch.setattr(trace, "get_tracer_provider", counting_lookup)
+    api = await make_api(database_url, OPENTELEMETRY=enabled)
+    assert (await api.client.get("/health")).status_code == 200
+    assert (lookups > 0) is enabled
 
 
 async def test_access_log_has_ids_but_no_secrets(

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # A pooled PostgreSQL connection idle at least this long is pinged before use.
     DB_PING_AFTER_IDLE_SECONDS: float = Field(default=30, ge=0)
 
+    # FastAPI's own OpenTelemetry spans, metrics and logs, sent to the global providers (for
+    # example under `opentelemetry-instrument`). Off: the service has Prometheus metrics and
+    # JSON logs, and with it on FastAPI looks the providers up on every request.
+    OPENTELEMETRY: bool = False
+
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
 

@@ -12,6 +12,8 @@ from app.core.config import Environment, Settings
 from app.core.request_context import organization_id_var, request_id_var, user_id_var
 
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# One encoder for every record: `json.dumps` with options builds a new one per call.
+_encode_json = json.JSONEncoder(default=str, ensure_ascii=False).encode
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,12 +24,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        data.update(
-            {k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS and v is not None}
-        )
+        for key, value in record.__dict__.items():
+            if value is not None and key not in _STANDARD_ATTRS:
+                data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str, ensure_ascii=False)
+        return _encode_json(data)
 
 
 class TextFormatter(logging.Formatter):

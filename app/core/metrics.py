@@ -34,9 +34,24 @@ POOL_SIZE = Gauge(
 )
 
 
+# The labelled children of one (method, route template, status): looked up once, not on every
+# request. Bounded like the labels themselves (templates are few, methods and statuses too).
+_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:
-    REQUESTS.labels(method, route, str(status)).inc()
-    LATENCY.labels(method, route).observe(seconds)
+    if method not in _METHODS:
+        method = "OTHER"  # a client may send any token as a method: keep the label set bounded
+    key = (method, route, status)
+    children = _children.get(key)
+    if children is None:
+        children = (REQUESTS.labels(method, route, str(status)), LATENCY.labels(method, route))
+        _children[key] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def render(engine: AsyncEngine) -> tuple[bytes, str]:

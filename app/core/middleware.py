@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import time
-import uuid
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -107,7 +107,7 @@ class RequestContextMiddleware:
                 if _VALID_REQUEST_ID.match(candidate):
                     return candidate
                 break
-        return uuid.uuid4().hex
+        return secrets.token_hex(16)  # as random as uuid4().hex, without building a UUID
 
     async def _limited_receive(self, scope: Scope, receive: Receive) -> Receive | None:
         """Read the body up front (bounded); None when it is over the limit."""
