@@ -692,6 +692,13 @@ FLOOR_LABEL = "floor: GET /deals/{id} (raw ASGI + asyncpg)"
 HEADERS = ["scenario", "req/s", "p50 ms", "p99 ms", "errors", "peak RSS MiB (workers)", "load"]
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def rate(r: dict[str, Any]) -> float:
     """Requests per second of one wrk result."""
     return float(r["requests"]) / (r["duration_us"] / 1e6)
@@ -751,7 +758,7 @@ def main() -> None:
     parser.add_argument("--no-floor", action="store_true", help="skip the floor")
     parser.add_argument(
         "--pairs",
-        type=int,
+        type=positive_int,
         default=3,
         help="GET /deals/{id} on the app and on the floor, measured in turn this many times",
     )
@@ -854,18 +861,24 @@ def main() -> None:
                 # Both servers up, measured in turn (ours, floor, floor, ours, ours, floor, ...):
                 # the machine's speed drifts between runs by as much as the margin being
                 # measured, and in turn it weighs on both sides of the ratio alike.
+                pairs_metrics = workdir / "metrics-pairs"
+                pairs_metrics.mkdir()
+                pairs_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(pairs_metrics)}
                 ours_server = Server(
-                    "app.main:create_app", env, workdir / "pairs.log", factory=True
+                    "app.main:create_app", pairs_env, workdir / "pairs.log", factory=True
                 )
-                floor = Server("bench.floor:app", env, workdir / "floor.log", factory=False)
-                with ours_server as ours_srv, floor as floor_srv:  # one SECRET_KEY: one token
-                    for i in range(1, args.pairs + 1):
-                        turns = [
-                            (ours_srv, f"{get_deal.name} [pair {i}]"),
-                            (floor_srv, f"{FLOOR_LABEL} [pair {i}]"),
-                        ]
-                        for srv, label in turns if i % 2 else reversed(turns):
-                            measure(srv, get_deal, label, token)
+                # One SECRET_KEY: the app's token is valid on the floor. The floor takes its
+                # port once the app holds its own.
+                with ours_server as ours_srv:
+                    floor = Server("bench.floor:app", env, workdir / "floor.log", factory=False)
+                    with floor as floor_srv:
+                        for i in range(1, args.pairs + 1):
+                            turns = [
+                                (ours_srv, f"{get_deal.name} [pair {i}]"),
+                                (floor_srv, f"{FLOOR_LABEL} [pair {i}]"),
+                            ]
+                            for srv, label in turns if i % 2 else reversed(turns):
+                                measure(srv, get_deal, label, token)
         finally:
             print("restoring the dataset ...", flush=True)
             asyncio.run(restore(url, snapshot))

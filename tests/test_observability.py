@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import _logs as otel_logs
+from opentelemetry import metrics, trace
 
 from app.core.config import Environment
 from app.core.logging import JsonFormatter
@@ -27,11 +29,18 @@ async def test_metrics_count_requests_by_route_template(api: Api, owner: User) -
     assert "minicrm_db_pool_checked_out" in body
 
 
+def _other_method_count(metrics: str) -> float:
+    prefix = 'minicrm_http_requests_total{method="OTHER",route="/health",status="405"} '
+    lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+
 async def test_metrics_label_unknown_methods_as_other(api: Api) -> None:
+    before = _other_method_count((await api.client.get("/metrics")).text)
     for method in ("PROPFIND", "BREW", "X-ANYTHING"):
         await api.client.request(method, "/health")
     body = (await api.client.get("/metrics")).text
-    assert 'minicrm_http_requests_total{method="OTHER",route="/health",status="405"} 3.0' in body
+    assert _other_method_count(body) == before + 3
     # any token would otherwise be a new series
     assert not [m for m in ("PROPFIND", "BREW", "X-ANYTHING") if m in body]
 
@@ -40,18 +49,28 @@ async def test_metrics_label_unknown_methods_as_other(api: Api) -> None:
 async def test_opentelemetry_lookups_only_when_enabled(
     make_api: AppFactory, database_url: str, monkeypatch: pytest.MonkeyPatch, enabled: bool
 ) -> None:
-    lookups = 0
-    real_lookup = trace.get_tracer_provider
+    """FastAPI looks up the tracer, meter and logger providers on every request while any of
+    its telemetry is on; with OPENTELEMETRY off, none of them."""
+    lookups: list[str] = []
+    for module, name in (
+        (trace, "get_tracer_provider"),
+        (metrics, "get_meter_provider"),
+        (otel_logs, "get_logger_provider"),
+    ):
+        real_lookup = getattr(module, name)
 
-    def counting_lookup() -> trace.TracerProvider:
-        nonlocal lookups
-        lookups += 1
-        return real_lookup()
+        def counting_lookup(real: Any = real_lookup, name: str = name) -> Any:
+            lookups.append(name)
+            return real()
 
-    monkeypatch.setattr(trace, "get_tracer_provider", counting_lookup)
+        monkeypatch.setattr(module, name, counting_lookup)
     api = await make_api(database_url, OPENTELEMETRY=enabled)
+    lookups.clear()
     assert (await api.client.get("/health")).status_code == 200
-    assert (lookups > 0) is enabled
+    if enabled:
+        assert "get_tracer_provider" in lookups
+    else:
+        assert lookups == []
 
 
 async def test_access_log_has_ids_but_no_secrets(

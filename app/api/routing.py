@@ -50,8 +50,6 @@ class StrictJSONRequest(Request):
 class StrictJSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        if self.body_field is None:
-            return handler  # no body to parse: no second request object to build
 
         async def strict_handler(request: Request) -> Response:
             return await handler(StrictJSONRequest(request.scope, request.receive))
