@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.errors import AppError, DatabaseBusy
 from app.core.request_context import request_id_var
@@ -88,7 +89,30 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+_ROUTABLE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method that some route answers on this path, for a 405's `Allow` header.
+
+    Starlette names only the methods of the first route whose path matched: `PUT /deals/1`
+    said `Allow: GET`, though PATCH and DELETE work there too."""
+    scope = request.scope
+    allowed = []
+    for method in _ROUTABLE_METHODS:
+        probe = {
+            "type": scope["type"],
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "method": method,
+            "headers": [],
+        }
+        if any(route.matches(probe)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return ", ".join(allowed)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
     if exc.status_code == 404:
@@ -97,7 +121,10 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
         detail = exc.detail
     else:
         detail = HTTPStatus(exc.status_code).phrase
-    return problem_response(exc.status_code, code, detail, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    return problem_response(exc.status_code, code, detail, headers=headers)
 
 
 async def _unhandled_error(request: Request, exc: Exception) -> JSONResponse:
