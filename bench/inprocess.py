@@ -4,7 +4,8 @@
                                         [--variant app|no-access-log|no-middleware ...]
 
 The app is built as production builds it (`ENVIRONMENT=production`, JSON access log at INFO,
-written to the null device) on the benchmark database, with its lifespan, and requests are
+written to the null device; metrics in process memory unless PROMETHEUS_MULTIPROC_DIR is set)
+on the benchmark database, with its lifespan, and requests are
 fed to it directly as ASGI calls, 16 at a time. Each variant is a separate app in the same
 process and their batches alternate round by round, so that the machine's drift weighs on
 all of them alike; the figures are process CPU time per request (minimum, lower quartile and
