@@ -29,9 +29,9 @@ async def test_metrics_count_requests_by_route_template(api: Api, owner: User) -
     assert "minicrm_db_pool_checked_out" in body
 
 
-def _other_method_count(metrics: str) -> float:
+def _other_method_count(exposition: str) -> float:
     prefix = 'minicrm_http_requests_total{method="OTHER",route="/health",status="405"} '
-    lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    lines = [line for line in exposition.splitlines() if line.startswith(prefix)]
     return float(lines[0].removeprefix(prefix)) if lines else 0.0
 
 
