@@ -42,7 +42,6 @@ from bench.load import ensure_dataset
 
 PREFIX = "/api/v1"
 CONCURRENCY = 16
-VARIANTS = ("app", "no-access-log", "no-middleware")
 
 
 def _without_middleware(app: FastAPI) -> None:
@@ -54,6 +53,7 @@ PREPARE: dict[str, Callable[[FastAPI], None]] = {
     "no-access-log": lambda app: None,
     "no-middleware": _without_middleware,
 }
+VARIANTS = tuple(PREPARE)
 
 
 async def run(variants: list[str], rounds: int, requests: int, log_stream: TextIO) -> None:

@@ -89,7 +89,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-_ROUTABLE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# The methods a route here may answer, in the order a 405's `Allow` header names them.
+ROUTABLE_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def _allowed_methods(request: Request) -> str:
@@ -99,7 +100,7 @@ def _allowed_methods(request: Request) -> str:
     said `Allow: GET`, though PATCH and DELETE work there too."""
     scope = request.scope
     allowed = []
-    for method in _ROUTABLE_METHODS:
+    for method in ROUTABLE_METHODS:
         probe = {
             "type": scope["type"],
             "path": scope["path"],

@@ -19,6 +19,8 @@ from prometheus_client import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
+from app.core.handlers import ROUTABLE_METHODS
+
 REQUESTS = Counter("minicrm_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram(
     "minicrm_http_request_duration_seconds",
@@ -39,7 +41,7 @@ POOL_SIZE = Gauge(
 _children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_METHODS = frozenset(ROUTABLE_METHODS)
 
 
 def observe_request(method: str, route: str, status: int, seconds: float) -> None:

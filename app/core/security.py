@@ -91,19 +91,18 @@ class TokenCodec:
     def decode(self, token: str, expected: TokenType) -> TokenClaims:
         """Verify signature, expiry and claims; any defect is the same `InvalidToken` (401)."""
         known = self._verified.get(token)
-        if known is None:
-            claims = self._verify(token)
-            if claims.type is not expected:
+        if known is not None:
+            claims, expires_at = known
+            if self._clock() >= expires_at + _LEEWAY_SECONDS:
+                del self._verified[token]
                 raise InvalidToken()
-            if claims.type is TokenType.ACCESS:  # a refresh token is used once
+        else:
+            claims = self._verify(token)
+            # only access tokens, used where one is expected (a refresh token is used once)
+            if claims.type is expected is TokenType.ACCESS:
                 if len(self._verified) >= self.VERIFIED_TOKENS:
                     del self._verified[next(iter(self._verified))]  # the oldest
                 self._verified[token] = (claims, claims.expires_at.timestamp())
-            return claims
-        claims, expires_at = known
-        if self._clock() >= expires_at + _LEEWAY_SECONDS:
-            del self._verified[token]
-            raise InvalidToken()
         if claims.type is not expected:
             raise InvalidToken()
         return claims
