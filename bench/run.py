@@ -2,24 +2,33 @@
 
     .venv/bin/python -m bench.run [--duration 10] [--warmup 3] [--connections 32]
                                   [--only NAME ...] [--no-floor] [--pairs 3]
-                                  [--json out.json]
+                                  [--json out.json] [--deals N] [--orgs N]
 
-1. `bench.load.ensure_dataset()` (skipped when the dataset is already there).
+1. `bench.load.ensure_dataset()` (skipped when the dataset is already there; `--deals` and
+   `--orgs` choose a smaller one for trying the harness out, as for `bench.load`).
 2. `uvicorn app.main:create_app --factory --workers 2 --proxy-headers` on a free loopback
-   port with ENVIRONMENT=production, a strong SECRET_KEY, REDIS_URL=redis://127.0.0.1:6379/12
-   and a fresh PROMETHEUS_MULTIPROC_DIR, as docker/entrypoint.sh starts it.
+   port with ENVIRONMENT=production, a strong SECRET_KEY, REDIS_URL=BENCH_REDIS_URL (default
+   redis://127.0.0.1:6379/12) and a fresh PROMETHEUS_MULTIPROC_DIR, as docker/entrypoint.sh
+   starts it.
 3. Per scenario: wrk for `--warmup` seconds (discarded), then `--duration` seconds measured,
    `--connections` connections, 2 wrk threads; a Lua script adds the Authorization and
    X-Organization-Id headers and varies ids. Peak RSS of the uvicorn processes is VmHWM from
    /proc/<pid>/status, reset before each scenario through /proc/<pid>/clear_refs.
-   The deal list and contact search are measured again at 4 connections ("[4 connections]"
-   rows): at 32 their p50 is mostly time spent queueing behind the other 31 requests.
-4. The floor (bench/floor.py, raw ASGI + asyncpg) is served the same way for GET /deals/{id},
-   beside a fresh app server; the two are measured in turn (`--pairs`, default 3) and the
+   The deal list and contact search run cold (every request another filter set, page or
+   search term: the app's caches miss) and warm (one URL, or four, repeated: cache hits
+   after the first request); each is measured again at 4 connections ("[4 connections]"
+   rows), where the targets are read: at 32 their p50 is mostly queueing.
+4. The floor (bench/floor.py, raw ASGI + asyncpg doing the app's work) is served the same way
+   for GET /deals/{id}, beside a fresh app server. Both first answer the same requests, which
+   must give the same statuses, body bytes and headers; then the two are measured in turn
+   (`--pairs`, default 3), with one token and with the tokens of every user of the dataset
+   (about 1,000 of 101 organizations, a deal of the caller's organization per request); the
    ratio is taken pair by pair, so that the machine's drift weighs on both alike.
 5. The database is put back as loaded (rows the run added are deleted, patched deals restored,
-   deal_stats rebuilt for the big organization), Redis db 12 is flushed, every process started
-   here is stopped.
+   deal_stats rebuilt for the big organization), the Redis database is flushed, every process
+   started here is stopped.
+6. The full results (every wrk figure, the targets, the checks, the code fingerprint and the
+   dataset) are written as JSON to `--json`, by default docs/bench-runs/<date>-<git sha>.json.
 """
 
 from __future__ import annotations
