@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -72,23 +73,28 @@ SQL, PARAMETERS = compiled_statement()
 _state: dict[str, Any] = {}
 
 
+REQUEST_PARAMETERS = ("organization_id", "user_id", "deal_id")
+CLAIMS = tuple(f.name for f in fields(TokenClaims))
+
+
+def check_parameters() -> None:
+    """At startup: every parameter of the app's statement is one the floor can fill."""
+    unknown = [n for n in PARAMETERS if n not in REQUEST_PARAMETERS and n not in CLAIMS]
+    if unknown:
+        raise RuntimeError(
+            f"the app's GET /deals/{{id}} statement takes {unknown}: teach bench/floor.py"
+        )
+
+
 def parameters(claims: TokenClaims, organization_id: int, deal_id: int) -> list[Any]:
-    """The statement's arguments by name: the request's ids, else a claim of the token of
-    that name (should the statement come to use one); an unknown name stops the floor."""
+    """The statement's arguments by name: the request's ids, else the token's claim of that
+    name (should the statement come to use one, e.g. for a revocation check)."""
     known: dict[str, Any] = {
         "organization_id": organization_id,
         "user_id": claims.user_id,
         "deal_id": deal_id,
     }
-    values = []
-    for name in PARAMETERS:
-        if name in known:
-            values.append(known[name])
-        elif hasattr(claims, name):
-            values.append(getattr(claims, name))
-        else:
-            raise RuntimeError(f"the app's statement takes {name!r}: teach bench/floor.py")
-    return values
+    return [known[n] if n in known else getattr(claims, n) for n in PARAMETERS]
 
 
 def _money(value: Decimal) -> float:
@@ -152,6 +158,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            check_parameters()
             settings = Settings()
             _state["tokens"] = TokenCodec(settings)
             dsn = "postgresql://" + settings.DATABASE_URL.split("://", 1)[1]
