@@ -178,8 +178,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     request_id = _request_id(headers)
     path: bytes = scope.get("raw_path") or scope["path"].encode()
-    deal_id = _id(path[len(PREFIX) :]) if path.startswith(PREFIX) else None
-    if scope["method"] != "GET" or deal_id is None:
+    if scope["method"] != "GET" or not path.startswith(PREFIX):
         await _problem(send, 404, "Not Found", request_id)
         return
     authorization = organization = None
@@ -188,6 +187,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             authorization = value
         elif name == b"x-organization-id":
             organization = value
+    # as the app: the token first (a dependency), then the parameters (422)
     scheme, _, token = (authorization or b"").partition(b" ")
     if scheme.lower() != b"bearer" or not token:
         await _problem(send, 401, "Unauthenticated", request_id)
@@ -197,9 +197,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     except AppError:
         await _problem(send, 401, "Invalid token", request_id)
         return
+    deal_id = _id(path[len(PREFIX) :])
     organization_id = _id(organization)
-    if organization_id is None:
-        await _problem(send, 422, "Invalid X-Organization-Id", request_id)
+    if deal_id is None or organization_id is None:
+        await _problem(send, 422, "Invalid deal id or X-Organization-Id", request_id)
         return
     async with _state["pool"].acquire() as conn:
         row = await conn.fetchrow(SQL, *parameters(claims, organization_id, deal_id))
