@@ -4,12 +4,13 @@
 
 A raw ASGI callable (no framework, no SQLAlchemy at request time), one asyncpg pool per worker,
 doing the same work per request as the real endpoint, point by point (docs/benchmarks.md,
-"The floor"):
+"The floor, like for like"; tests/test_bench_floor.py holds it to the app's answers):
 
 - the access token is checked by the app's own `TokenCodec` (PyJWT HS256, the same required
   claims, leeway and checks, and the same per-process cache of verified tokens with the
   expiry checked on every use);
-- `X-Organization-Id` and the deal id are checked for the same range (1 .. 2**63 - 1);
+- then `X-Organization-Id` and the deal id are checked for the same range (1 .. 2**63 - 1,
+  else 422), in the app's order;
 - the database is asked exactly what the app asks: the text of the app's own statement
   (`app.repositories.deals._DEAL_WITH_ROLE`, compiled once at startup for asyncpg, as
   SQLAlchemy sends it), one round trip on a pooled connection without a transaction (the
