@@ -1,13 +1,18 @@
 """Bulk loader for the benchmark dataset (asyncpg COPY into a throwaway PostgreSQL database).
 
-    .venv/bin/python -m bench.load [--fresh] [--skip-timeline]
+    .venv/bin/python -m bench.load [--fresh] [--skip-timeline] [--deals N] [--orgs N]
 
 - creates the database (default `minicrm_bench`, or BENCH_DATABASE_URL) and runs
   `alembic upgrade head` on it;
-- one big organization (id 1): 10 members, 100,000 contacts, 1,000,000 deals, and (unless
-  --skip-timeline) 300,000 tasks and 2,000,000 activities; plus 50 small organizations with a
-  few hundred deals each;
+- one big organization (id 1): 100 members, 100,000 contacts, 1,000,000 deals, and (unless
+  --skip-timeline) 300,000 tasks and 2,000,000 activities; plus 100 smaller organizations
+  with 5-13 members and 200-3,000 deals each (about 1,000 users in all, one membership each:
+  the many-token scenarios of `bench.run` use one access token per user);
 - rebuilds `deal_stats` for every organization, then VACUUM ANALYZE.
+
+`--deals` (big organization; contacts, tasks and activities scale with it) and `--orgs`
+(smaller organizations) make a smaller dataset for trying the harness out; the environment
+variables BENCH_DEALS and BENCH_ORGS do the same for every `bench` module.
 
 The data is generated from a fixed seed, so every load is identical. A completed load is
 marked with a comment on the database; when the marker and the row counts match, loading is
@@ -26,6 +31,7 @@ import asyncio
 import hashlib
 import itertools
 import json
+import os
 import random
 import time
 from collections.abc import Iterator, Sequence
@@ -151,39 +157,57 @@ COMMENTS = (
 )
 
 
+# Bump when the generated data changes in a way the other fields of `Plan` do not show:
+# an older dataset is then reloaded. 2: 100 smaller organizations, about 1,000 users.
+LAYOUT = 2
+BIG_DEALS = 1_000_000
+SMALL_ORGS = 100
+
+
 @dataclass(frozen=True)
 class Plan:
     """Every number that determines the dataset; its hash is part of the completion marker."""
 
-    big_deals: int = 1_000_000
+    layout: int = LAYOUT
+    big_deals: int = BIG_DEALS
     big_contacts: int = 100_000
     big_tasks: int = 300_000
     big_activities: int = 2_000_000
-    big_members: int = 10
-    small_orgs: int = 50
-    small_members: int = 3
+    big_members: int = 100
+    small_orgs: int = SMALL_ORGS
     seed: int = SEED
     schema: str = ""  # hash of the migrations (an edited migration forces a reload)
-    # per small organization: (contacts, deals, tasks, activities), drawn from the seed
-    small_sizes: tuple[tuple[int, int, int, int], ...] = field(default=())
+    # per smaller organization: (members, contacts, deals, tasks, activities), from the seed
+    small_sizes: tuple[tuple[int, int, int, int, int], ...] = field(default=())
 
     @classmethod
-    def build(cls, *, timeline: bool) -> Plan:
+    def build(cls, *, timeline: bool, deals: int | None = None, orgs: int | None = None) -> Plan:
+        """The full dataset, or the sizes of `deals`/`orgs` (else BENCH_DEALS/BENCH_ORGS)."""
+        big_deals = deals or int(os.environ.get("BENCH_DEALS") or BIG_DEALS)
+        small_orgs = orgs if orgs is not None else int(os.environ.get("BENCH_ORGS") or SMALL_ORGS)
+        if big_deals < 1000 or small_orgs < 1:
+            raise SystemExit("the dataset needs at least 1,000 deals and 1 smaller organization")
         rng = random.Random(SEED)
-        sizes = tuple(
-            (
-                rng.randint(40, 150),
-                rng.randint(200, 600),
-                rng.randint(20, 80) if timeline else 0,
-                rng.randint(100, 600) if timeline else 0,
+        sizes = []
+        for _ in range(small_orgs):
+            n_deals = rng.randint(200, 3000)
+            sizes.append(
+                (
+                    rng.randint(5, 13),
+                    rng.randint(n_deals // 8, n_deals // 3),
+                    n_deals,
+                    rng.randint(n_deals // 10, n_deals // 4) if timeline else 0,
+                    rng.randint(n_deals // 2, n_deals * 2) if timeline else 0,
+                )
             )
-            for _ in range(50)
-        )
         return cls(
+            big_deals=big_deals,
+            big_contacts=max(100, big_deals // 10),
+            big_tasks=big_deals * 3 // 10 if timeline else 0,
+            big_activities=big_deals * 2 if timeline else 0,
+            small_orgs=small_orgs,
             schema=schema_fingerprint(),
-            big_tasks=300_000 if timeline else 0,
-            big_activities=2_000_000 if timeline else 0,
-            small_sizes=sizes,
+            small_sizes=tuple(sizes),
         )
 
     @property
@@ -195,16 +219,27 @@ class Plan:
     def marker(self) -> str:
         return f"{MARKER_PREFIX}:{self.signature}:complete"
 
+    @property
+    def users(self) -> int:
+        return self.big_members + sum(s[0] for s in self.small_sizes)
+
+    def describe(self) -> str:
+        return (
+            f"{self.big_deals:,} deals in organization {BIG_ORG_ID} and "
+            f"{sum(s[2] for s in self.small_sizes):,} in {self.small_orgs} smaller ones, "
+            f"{self.users:,} users (marker {self.signature})"
+        )
+
     def expected_counts(self) -> dict[str, int]:
         """Rows of the seed dataset per table (the benchmark may add rows with larger ids)."""
         return {
             "organizations": 1 + self.small_orgs,
-            "users": self.big_members + self.small_orgs * self.small_members,
-            "memberships": self.big_members + self.small_orgs * self.small_members,
-            "contacts": self.big_contacts + sum(s[0] for s in self.small_sizes),
-            "deals": self.big_deals + sum(s[1] for s in self.small_sizes),
-            "tasks": self.big_tasks + sum(s[2] for s in self.small_sizes),
-            "activities": self.big_activities + sum(s[3] for s in self.small_sizes),
+            "users": self.users,
+            "memberships": self.users,
+            "contacts": self.big_contacts + sum(s[1] for s in self.small_sizes),
+            "deals": self.big_deals + sum(s[2] for s in self.small_sizes),
+            "tasks": self.big_tasks + sum(s[3] for s in self.small_sizes),
+            "activities": self.big_activities + sum(s[4] for s in self.small_sizes),
         }
 
 
@@ -250,16 +285,16 @@ class Generator:
         users: list[tuple[Any, ...]] = []
         memberships: list[tuple[Any, ...]] = []
         user_id = 0
-        big_roles = ["owner", "admin", "manager", "manager"] + ["member"] * 100
         for n in range(self.plan.big_members):
             user_id += 1
             email = OWNER_EMAIL if n == 0 else f"user{n}@big.bench.example.com"
             users.append((user_id, email, f"Big User {n}", self.password_hash, self.start))
-            memberships.append((BIG_ORG_ID, user_id, big_roles[n], self.start))
+            role = ("owner", "admin", "manager", "manager")[n] if n < 4 else "member"
+            memberships.append((BIG_ORG_ID, user_id, role, self.start))
             self.org_users.setdefault(BIG_ORG_ID, []).append(user_id)
-        for k in range(self.plan.small_orgs):
+        for k, (members, *_) in enumerate(self.plan.small_sizes):
             org_id = BIG_ORG_ID + 1 + k
-            for n in range(self.plan.small_members):
+            for n in range(members):
                 user_id += 1
                 local = "owner" if n == 0 else f"member{n}"
                 email = f"{local}@small{k + 1}.bench.example.com"
@@ -273,7 +308,7 @@ class Generator:
     def _org_sizes(self) -> Iterator[tuple[int, int, int, int, int]]:
         p = self.plan
         yield BIG_ORG_ID, p.big_contacts, p.big_deals, p.big_tasks, p.big_activities
-        for k, (c, d, t, a) in enumerate(p.small_sizes):
+        for k, (_, c, d, t, a) in enumerate(p.small_sizes):
             yield BIG_ORG_ID + 1 + k, c, d, t, a
 
     # --- contacts ----------------------------------------------------------------------------
@@ -727,16 +762,18 @@ async def _load(url: str, plan: Plan) -> dict[str, float]:
     return timings
 
 
-async def ensure_dataset(*, fresh: bool = False, timeline: bool = True) -> Plan:
+async def ensure_dataset(
+    *, fresh: bool = False, timeline: bool = True, deals: int | None = None, orgs: int | None = None
+) -> Plan:
     """Create and load the benchmark database unless an identical load is already there."""
     url = database_url()
-    plan = Plan.build(timeline=timeline)
+    plan = Plan.build(timeline=timeline, deals=deals, orgs=orgs)
     state = "missing" if fresh else await _database_state(url, plan)
     if state == "complete":
         run_alembic_upgrade(url)  # no-op at head; applies migrations added since the load
-        print(f"dataset present in {database_name(url)} (marker {plan.signature}); not reloading")
+        print(f"dataset present in {database_name(url)}: {plan.describe()}; not reloading")
         return plan
-    print(f"loading dataset into {database_name(url)} (state: {state}) ...", flush=True)
+    print(f"loading {plan.describe()} into {database_name(url)} (state: {state}) ...", flush=True)
     started = time.perf_counter()
     await _recreate_database(url)
     run_alembic_upgrade(url)
@@ -757,8 +794,26 @@ def main() -> None:
     parser.add_argument(
         "--skip-timeline", action="store_true", help="no tasks/activities (faster load)"
     )
+    add_size_options(parser)
     args = parser.parse_args()
-    asyncio.run(ensure_dataset(fresh=args.fresh, timeline=not args.skip_timeline))
+    asyncio.run(
+        ensure_dataset(
+            fresh=args.fresh, timeline=not args.skip_timeline, deals=args.deals, orgs=args.orgs
+        )
+    )
+
+
+def add_size_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--deals",
+        type=int,
+        help=f"deals of the big organization (default BENCH_DEALS or {BIG_DEALS:,})",
+    )
+    parser.add_argument(
+        "--orgs",
+        type=int,
+        help=f"smaller organizations (default BENCH_ORGS or {SMALL_ORGS})",
+    )
 
 
 if __name__ == "__main__":

@@ -2,24 +2,33 @@
 
     .venv/bin/python -m bench.run [--duration 10] [--warmup 3] [--connections 32]
                                   [--only NAME ...] [--no-floor] [--pairs 3]
-                                  [--json out.json]
+                                  [--json out.json] [--deals N] [--orgs N]
 
-1. `bench.load.ensure_dataset()` (skipped when the dataset is already there).
+1. `bench.load.ensure_dataset()` (skipped when the dataset is already there; `--deals` and
+   `--orgs` choose a smaller one for trying the harness out, as for `bench.load`).
 2. `uvicorn app.main:create_app --factory --workers 2 --proxy-headers` on a free loopback
-   port with ENVIRONMENT=production, a strong SECRET_KEY, REDIS_URL=redis://127.0.0.1:6379/12
-   and a fresh PROMETHEUS_MULTIPROC_DIR, as docker/entrypoint.sh starts it.
+   port with ENVIRONMENT=production, a strong SECRET_KEY, REDIS_URL=BENCH_REDIS_URL (default
+   redis://127.0.0.1:6379/12) and a fresh PROMETHEUS_MULTIPROC_DIR, as docker/entrypoint.sh
+   starts it.
 3. Per scenario: wrk for `--warmup` seconds (discarded), then `--duration` seconds measured,
    `--connections` connections, 2 wrk threads; a Lua script adds the Authorization and
    X-Organization-Id headers and varies ids. Peak RSS of the uvicorn processes is VmHWM from
    /proc/<pid>/status, reset before each scenario through /proc/<pid>/clear_refs.
-   The deal list and contact search are measured again at 4 connections ("[4 connections]"
-   rows): at 32 their p50 is mostly time spent queueing behind the other 31 requests.
-4. The floor (bench/floor.py, raw ASGI + asyncpg) is served the same way for GET /deals/{id},
-   beside a fresh app server; the two are measured in turn (`--pairs`, default 3) and the
+   The deal list and contact search run cold (every request another filter set, page or
+   search term: the app's caches miss) and warm (one URL, or four, repeated: cache hits
+   after the first request); each is measured again at 4 connections ("[4 connections]"
+   rows), where the targets are read: at 32 their p50 is mostly queueing.
+4. The floor (bench/floor.py, raw ASGI + asyncpg doing the app's work) is served the same way
+   for GET /deals/{id}, beside a fresh app server. Both first answer the same requests, which
+   must give the same statuses, body bytes and headers; then the two are measured in turn
+   (`--pairs`, default 3), with one token and with the tokens of every user of the dataset
+   (about 1,000 of 101 organizations, a deal of the caller's organization per request); the
    ratio is taken pair by pair, so that the machine's drift weighs on both alike.
 5. The database is put back as loaded (rows the run added are deleted, patched deals restored,
-   deal_stats rebuilt for the big organization), Redis db 12 is flushed, every process started
-   here is stopped.
+   deal_stats rebuilt for the big organization), the Redis database is flushed, every process
+   started here is stopped.
+6. The full results (every wrk figure, the targets, the checks, the code fingerprint and the
+   dataset) are written as JSON to `--json`, by default docs/bench-runs/<date>-<git sha>.json.
 """
 
 from __future__ import annotations
@@ -34,12 +43,14 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
@@ -58,14 +69,24 @@ from bench.common import (
     percentile,
     table,
 )
-from bench.load import Plan, ensure_dataset, rebuild_deal_stats
+from bench.load import (
+    CYRILLIC_NAMES,
+    FIRST_NAMES,
+    LAST_NAMES,
+    Plan,
+    add_size_options,
+    ensure_dataset,
+    rebuild_deal_stats,
+)
 
-REDIS_URL = "redis://127.0.0.1:6379/12"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/12"
 PROD_SECRET_KEY = "bench-production-like-secret-6f2d9a0c41b7e8f35a9c2d7e1b4f8a6c0d3e5f7a9b"
 PREFIX = "/api/v1"
 HOST = "127.0.0.1"
 PATCH_IDS = 120_000  # deals at stage `proposal` handed to the PATCH scenario
 LATENCY_CONNECTIONS = 4
+COLD = "[cold]"  # every request another URL: the app's caches miss
+WARM = "[warm]"  # one URL (or four) repeated: after the first request, cache hits
 
 LUA_COMMON = r"""
 local token = "%(token)s"
@@ -117,6 +138,66 @@ end
 request = function()
   i = i + 1
   return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+"""
+
+# Cold lists: every request another filter set (status, amount bounds, order), so neither the
+# cached total nor the remembered page start of an earlier request applies (about 2.4e8
+# combinations). args: none. %(first)d..%(last)d: the pages drawn from.
+LUA_DEALS_COLD = r"""
+local statuses = { "won", "lost", "in_progress", "new" }
+local orders = { "amount", "created_at", "updated_at" }
+function init(args)
+  math.randomseed(tid * 15485863 + os.time())
+end
+request = function()
+  local r = math.random
+  return wrk.format("GET", string.format(
+    "%(prefix)s/deals?status=%%s&min_amount=%%d&max_amount=%%d&order_by=%%s&page=%%d",
+    statuses[r(1, #statuses)], r(500, 1500), r(40000, 60000), orders[r(1, #orders)],
+    r(%(first)d, %(last)d)))
+end
+"""
+
+# Cold search: a first and last name, a last name with the start of an id (as in the
+# generated e-mail addresses) or six digits of a phone number, drawn per request; the
+# cached total of one term rarely serves another.
+LUA_SEARCH_COLD = r"""
+local firsts = { %(firsts)s }
+local lasts = { %(lasts)s }
+function init(args)
+  math.randomseed(tid * 32452843 + os.time())
+end
+request = function()
+  local r = math.random
+  local kind = r(1, 3)
+  local term
+  if kind == 1 then
+    term = firsts[r(1, #firsts)] .. "%%20" .. lasts[r(1, #lasts)]
+  elseif kind == 2 then
+    term = lasts[r(1, #lasts)] .. tostring(r(10, 999))
+  else
+    term = string.format("555-%%06d", r(0, %(phone_max)d))
+  end
+  return wrk.format("GET", "%(prefix)s/contacts?search=" .. term)
+end
+"""
+
+# Many users: each request takes one of the users' tokens, that user's organization and a
+# random deal of that organization (deal ids of an organization are one range).
+LUA_MANY_TOKENS = r"""
+local users = {
+%(users)s
+}
+function init(args)
+  math.randomseed(tid * 7919 + os.time())
+  for _, u in ipairs(users) do
+    u.headers = { ["Authorization"] = "Bearer " .. u[1], ["X-Organization-Id"] = u[2] }
+  end
+end
+request = function()
+  local u = users[math.random(1, #users)]
+  return wrk.format("GET", "%(prefix)s/deals/" .. math.random(u[3], u[4]), u.headers)
 end
 """
 
@@ -559,28 +640,70 @@ CHECKS = {
 }
 
 
-def scenarios(plan: Plan, ids_file: Path) -> list[Scenario]:
+def deep_page(plan: Plan) -> int:
+    """Page 5,000 at 1M deals; proportionally less in a smaller dataset."""
+    return max(100, min(5000, plan.big_deals // 200))
+
+
+COLD_LIST = f"{COLD} GET /deals?status=*&min..max&order_by=*"
+COLD_SEARCH = f"{COLD} GET /contacts?search= (varied terms)"
+
+
+def cold_deep_name(plan: Plan) -> str:
+    deep = deep_page(plan)
+    return f"{COLD_LIST} page={deep - 99}..{deep}"
+
+
+def scenarios(plan: Plan, ids_file: Path, patch_ids: int) -> list[Scenario]:
     big_deals, big_contacts = plan.big_deals, plan.big_contacts
     deals_query = "status=won&min_amount=1000&max_amount=50000&order_by=amount"
     searches = ["smith", "%D0%BF%D0%B5%D1%82%D1%80%D0%BE%D0%B2", "m%C3%BCller", "555-00012"]
-    half = PATCH_IDS // 4
+    half = patch_ids // 4  # a quarter for the warm-up, the rest for the measured run
+    deep = deep_page(plan)
+    firsts = [*FIRST_NAMES, *(first for first, _ in CYRILLIC_NAMES)]
+    lasts = [*LAST_NAMES, *(last for _, last in CYRILLIC_NAMES)]
+
+    def lua_list(names: list[str]) -> str:
+        return ", ".join(f'"{quote(name.lower())}"' for name in names)
+
     return [
         Scenario(
             "GET /deals/{id}",
             LUA_RANDOM_ID % {"max_id": big_deals, "template": f"{PREFIX}/deals/%d"},
         ),
         Scenario(
-            "GET /deals?status=won&min..max&order_by=amount page=1",
+            f"{COLD_LIST} page=1",
+            LUA_DEALS_COLD % {"prefix": PREFIX, "first": 1, "last": 1},
+            latency_connections=LATENCY_CONNECTIONS,
+        ),
+        Scenario(
+            cold_deep_name(plan),
+            LUA_DEALS_COLD % {"prefix": PREFIX, "first": deep - 99, "last": deep},
+            latency_connections=LATENCY_CONNECTIONS,
+        ),
+        Scenario(
+            COLD_SEARCH,
+            LUA_SEARCH_COLD
+            % {
+                "prefix": PREFIX,
+                "firsts": lua_list(firsts),
+                "lasts": lua_list(lasts),
+                "phone_max": max(1, big_contacts // 10),
+            },
+            latency_connections=LATENCY_CONNECTIONS,
+        ),
+        Scenario(
+            f"{WARM} GET /deals?status=won&min..max&order_by=amount page=1",
             LUA_FIXED % {"path": f"{PREFIX}/deals?{deals_query}&page=1"},
             latency_connections=LATENCY_CONNECTIONS,
         ),
         Scenario(
-            "GET /deals?status=won&min..max&order_by=amount page=5000",
-            LUA_FIXED % {"path": f"{PREFIX}/deals?{deals_query}&page=5000"},
+            f"{WARM} GET /deals?status=won&min..max&order_by=amount page={deep}",
+            LUA_FIXED % {"path": f"{PREFIX}/deals?{deals_query}&page={deep}"},
             latency_connections=LATENCY_CONNECTIONS,
         ),
         Scenario(
-            "GET /contacts?search= (4 terms)",
+            f"{WARM} GET /contacts?search= (4 terms)",
             LUA_ROTATE
             % {"paths": ", ".join(f'"{PREFIX}/contacts?search={term}"' for term in searches)},
             latency_connections=LATENCY_CONNECTIONS,
@@ -602,7 +725,7 @@ def scenarios(plan: Plan, ids_file: Path) -> list[Scenario]:
             "PATCH /deals/{id} stage",
             LUA_PATCH_STAGE % {"ids_file": ids_file, "prefix": PREFIX},
             warmup_args=("0", str(half)),
-            args=(str(half), str(PATCH_IDS)),
+            args=(str(half), str(patch_ids)),
         ),
         Scenario(
             "POST /auth/login",
@@ -749,6 +872,239 @@ def selected(all_scenarios: list[Scenario], only: list[str] | None) -> list[Scen
     return exact or [s for s in all_scenarios if any(o.lower() in s.name.lower() for o in only)]
 
 
+# --- many users: tokens, organizations, deal ranges -----------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    """One user of the dataset with an access token, its organization and that
+    organization's deal ids (one range in the generated data)."""
+
+    user_id: int
+    organization_id: int
+    token: str
+    first_deal: int
+    last_deal: int
+
+
+async def mint_access_tokens(url: str, user_ids: list[int]) -> dict[int, str]:
+    """An access token per user, issued as a login issues it (the app's `AuthService` starts an
+    auth session and signs the pair with the served SECRET_KEY), without the Argon2 check of
+    the password, which would cost seconds for 1,000 users. The sessions get ids above the
+    snapshot's, so `restore` deletes them."""
+    from app.core.config import Environment, Settings
+    from app.core.security import TokenCodec
+    from app.db.session import create_engine, create_session_factory
+    from app.services.auth import AuthService
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        ENVIRONMENT=Environment.TEST,
+        SECRET_KEY=PROD_SECRET_KEY,
+        DATABASE_URL=url,
+    )
+    engine = create_engine(settings)
+    tokens: dict[int, str] = {}
+    try:
+        factory = create_session_factory(engine)
+        async with factory() as session, session.begin():
+            # neither the password hasher nor the login throttle is used by a session start
+            service = AuthService(session, TokenCodec(settings), None, None)  # type: ignore[arg-type]
+            for user_id in user_ids:
+                tokens[user_id] = (await service._start_session(user_id)).access_token
+    finally:
+        await engine.dispose()
+    return tokens
+
+
+async def many_callers(url: str, plan: Plan) -> list[Caller]:
+    """Every user of the seed dataset (about 1,000 at full size) with a fresh access token."""
+    counts = plan.expected_counts()
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        members = await conn.fetch(
+            "SELECT user_id, organization_id FROM memberships WHERE user_id <= $1 ORDER BY user_id",
+            counts["users"],
+        )
+        ranges = {
+            r["organization_id"]: (r["first"], r["last"])
+            for r in await conn.fetch(
+                "SELECT organization_id, min(id) AS first, max(id) AS last FROM deals "
+                "WHERE id <= $1 GROUP BY organization_id",
+                counts["deals"],
+            )
+        }
+    finally:
+        await conn.close()
+    tokens = await mint_access_tokens(url, [m["user_id"] for m in members])
+    return [
+        Caller(
+            m["user_id"], m["organization_id"], tokens[m["user_id"]], *ranges[m["organization_id"]]
+        )
+        for m in members
+        if m["organization_id"] in ranges
+    ]
+
+
+def many_tokens_scenario(callers: list[Caller]) -> Scenario:
+    organizations = len({c.organization_id for c in callers})
+    users = ",\n".join(
+        f'  {{ "{c.token}", "{c.organization_id}", {c.first_deal}, {c.last_deal} }}'
+        for c in callers
+    )
+    return Scenario(
+        f"GET /deals/{{id}} [{len(callers):,} tokens, {organizations} organizations]",
+        LUA_MANY_TOKENS % {"users": users, "prefix": PREFIX},
+    )
+
+
+def compare_with_floor(app_url: str, floor_url: str, callers: list[Caller]) -> tuple[str, bool]:
+    """The floor's answers against the app's, request by request: status, then for a 200 the
+    body bytes and every response header but `date` (the same X-Request-ID is sent to both, so
+    both echo it; without one, both make one up)."""
+    step = max(1, len(callers) // 12)
+    sample = callers[::step][:12]
+    requests: list[tuple[str, dict[str, str], str]] = []
+    for n, c in enumerate(sample):
+        headers = {
+            "Authorization": f"Bearer {c.token}",
+            "X-Organization-Id": str(c.organization_id),
+        }
+        deal = c.first_deal + n * 7 % (c.last_deal - c.first_deal + 1)
+        requests.append((f"{PREFIX}/deals/{deal}", {**headers, "X-Request-ID": f"cmp-{n}"}, "200"))
+    a, b = sample[0], sample[-1]
+    a_headers = {"Authorization": f"Bearer {a.token}", "X-Organization-Id": str(a.organization_id)}
+    requests.append((f"{PREFIX}/deals/{a.first_deal}", dict(a_headers), "200, made-up request id"))
+    requests.append(
+        (f"{PREFIX}/deals/{b.first_deal}", a_headers, "404: another organization's deal")
+    )
+    requests.append(
+        (
+            f"{PREFIX}/deals/{b.first_deal}",
+            {**a_headers, "X-Organization-Id": str(b.organization_id)},
+            "403: not a member",
+        )
+    )
+    requests.append(
+        (f"{PREFIX}/deals/{a.first_deal}", {**a_headers, "Authorization": "Bearer x.y.z"}, "401")
+    )
+    problems: list[str] = []
+    with httpx.Client(timeout=10) as client:
+        for path, headers, what in requests:
+            ours = client.get(app_url + path, headers=headers)
+            floor = client.get(floor_url + path, headers=headers)
+            if ours.status_code != floor.status_code:
+                problems.append(f"{what}: status {ours.status_code} vs {floor.status_code}")
+                continue
+            if ours.status_code != 200:
+                continue
+            if ours.content != floor.content:
+                problems.append(f"{what}: body {ours.content!r} vs {floor.content!r}")
+            names = sorted(set(ours.headers) - {"date"})
+            if names != sorted(set(floor.headers) - {"date"}):
+                problems.append(f"{what}: headers {names} vs {sorted(floor.headers)}")
+            elif "x-request-id" in headers or "X-Request-ID" in headers:
+                differing = [k for k in names if ours.headers[k] != floor.headers[k]]
+                if differing:
+                    problems.append(f"{what}: header values differ: {differing}")
+            elif len(floor.headers["x-request-id"]) != len(ours.headers["x-request-id"]):
+                problems.append(f"{what}: made-up request ids differ in form")
+    verdict = (
+        f"floor vs app, {len(requests)} requests ({len(sample)} users of "
+        f"{len({c.organization_id for c in sample})} organizations; 200, 401, 403, 404): "
+    )
+    if problems:
+        return verdict + "DIFFERENT: " + "; ".join(problems), False
+    return verdict + "same statuses, and for every 200 the same body bytes and headers", True
+
+
+# --- targets -------------------------------------------------------------------------------
+
+
+def p50_ms(result: dict[str, Any]) -> float:
+    return float(result["p50_us"]) / 1000
+
+
+def targets(
+    by_name: dict[str, dict[str, Any]],
+    plan: Plan,
+    ratios: dict[str, dict[str, Any]],
+    floor_equivalent: bool | None,
+) -> list[dict[str, Any]]:
+    """The targets on the cold path, each measured or not, and the ratio to the floor (which
+    means something only if the floor answered as the app)."""
+    n = LATENCY_CONNECTIONS
+    deep = deep_page(plan)
+    latency = [
+        (
+            f"{COLD_LIST} page=1 [{n} connections]",
+            f"deal list page 1 (cold) p50 at {n} connections < 20 ms",
+            20.0,
+        ),
+        (
+            f"{cold_deep_name(plan)} [{n} connections]",
+            f"deal list page {deep - 99}..{deep} (cold) p50 at {n} connections < 60 ms",
+            60.0,
+        ),
+        (
+            f"{COLD_SEARCH} [{n} connections]",
+            f"contact search (cold) p50 at {n} connections < 30 ms",
+            30.0,
+        ),
+    ]
+    out: list[dict[str, Any]] = []
+    for name, label, limit in latency:
+        result = by_name.get(name)
+        if result is None:
+            continue
+        value = p50_ms(result)
+        out.append({"target": label, "value": f"{value:.1f} ms", "pass": value < limit})
+    if floor_equivalent is not None:
+        out.append(
+            {
+                "target": "the floor answers GET /deals/{id} as the app (statuses, bytes, headers)",
+                "value": "same" if floor_equivalent else "DIFFERENT (see the checks)",
+                "pass": floor_equivalent,
+            }
+        )
+    for kind, ratio in ratios.items():
+        if "tokens" not in kind or "one token" in kind:
+            continue
+        out.append(
+            {
+                "target": f"GET /deals/{{id}} {kind} >= 0.65x the like-for-like floor (aim 0.8x)",
+                "value": f"{ratio['overall']:.2f}x (pairs "
+                + ", ".join(f"{r:.2f}x" for r in ratio["pairs"])
+                + ")",
+                "pass": ratio["overall"] >= 0.65,
+            }
+        )
+    return out
+
+
+def default_json_path() -> Path:
+    """docs/bench-runs/<UTC date>-<git sha>.json (-2, -3, ... when taken)."""
+    sha = "nogit"
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        sha = done.stdout.strip() or sha
+    stem = f"{time.strftime('%Y-%m-%d', time.gmtime())}-{sha}"
+    folder = ROOT / "docs" / "bench-runs"
+    path = folder / f"{stem}.json"
+    k = 2
+    while path.exists():
+        path = folder / f"{stem}-{k}.json"
+        k += 1
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per scenario")
@@ -760,24 +1116,33 @@ def main() -> None:
         "--pairs",
         type=positive_int,
         default=3,
-        help="GET /deals/{id} on the app and on the floor, measured in turn this many times",
+        help="GET /deals/{id} on the app and on the floor, measured in turn this many times "
+        "(with one token, and with the tokens of every user)",
     )
     parser.add_argument(
         "--no-diagnose",
         action="store_true",
         help="skip GET /deals/{id} on a server without access log and metrics files",
     )
-    parser.add_argument("--json", dest="json_path", help="also write the figures as JSON")
+    parser.add_argument(
+        "--json",
+        dest="json_path",
+        help="where to write the full results (default docs/bench-runs/<date>-<git sha>.json)",
+    )
+    add_size_options(parser)
     args = parser.parse_args()
     code_at_start = code_fingerprint()
 
     url = database_url()
     dsn = asyncpg_dsn(url)
-    plan = asyncio.run(ensure_dataset())
+    plan = asyncio.run(ensure_dataset(deals=args.deals, orgs=args.orgs))
     wrk = ensure_wrk()
     server_version = asyncio.run(server_version_of(dsn))
     results: list[tuple[str, dict[str, Any]]] = []
     checks: list[str] = []
+    ratios: dict[str, dict[str, Any]] = {}
+    pair_kinds: list[tuple[str, Scenario, str]] = []
+    floor_equivalent: bool | None = None
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="minicrm-bench-") as tmp:
         workdir = Path(tmp)
@@ -787,7 +1152,7 @@ def main() -> None:
         snapshot = asyncio.run(take_snapshot(dsn))
         ids_file.write_text("".join(f"{deal_id}\n" for deal_id in snapshot.patch_ids))
         env = app_env(url, metrics_dir)
-        all_scenarios = scenarios(plan, ids_file)
+        all_scenarios = scenarios(plan, ids_file, len(snapshot.patch_ids))
         chosen = selected(all_scenarios, args.only)
         get_deal = all_scenarios[0]
 
@@ -858,6 +1223,13 @@ def main() -> None:
                         srv, get_deal, f"{get_deal.name} [no access log, no metrics dir]", token
                     )
             if get_deal in chosen and not args.no_floor:
+                callers = asyncio.run(many_callers(url, plan))
+                many = many_tokens_scenario(callers)
+                organizations = len({c.organization_id for c in callers})
+                pair_kinds = [
+                    ("one token", get_deal, token),
+                    (f"{len(callers):,} tokens of {organizations} organizations", many, token),
+                ]
                 # Both servers up, measured in turn (ours, floor, floor, ours, ours, floor, ...):
                 # the machine's speed drifts between runs by as much as the margin being
                 # measured, and in turn it weighs on both sides of the ratio alike.
@@ -867,18 +1239,24 @@ def main() -> None:
                 ours_server = Server(
                     "app.main:create_app", pairs_env, workdir / "pairs.log", factory=True
                 )
-                # One SECRET_KEY: the app's token is valid on the floor. The floor takes its
+                # One SECRET_KEY: the app's tokens are valid on the floor. The floor takes its
                 # port once the app holds its own.
                 with ours_server as ours_srv:
                     floor = Server("bench.floor:app", env, workdir / "floor.log", factory=False)
                     with floor as floor_srv:
+                        verdict, floor_equivalent = compare_with_floor(
+                            ours_srv.base_url, floor_srv.base_url, callers
+                        )
+                        checks.append(verdict)
+                        print(f"  {verdict}", flush=True)
                         for i in range(1, args.pairs + 1):
-                            turns = [
-                                (ours_srv, f"{get_deal.name} [pair {i}]"),
-                                (floor_srv, f"{FLOOR_LABEL} [pair {i}]"),
-                            ]
-                            for srv, label in turns if i % 2 else reversed(turns):
-                                measure(srv, get_deal, label, token)
+                            for kind, scenario, kind_token in pair_kinds:
+                                turns = [
+                                    (ours_srv, f"GET /deals/{{id}} [{kind}] [pair {i}]"),
+                                    (floor_srv, f"{FLOOR_LABEL} [{kind}] [pair {i}]"),
+                                ]
+                                for srv, label in turns if i % 2 else reversed(turns):
+                                    measure(srv, scenario, label, kind_token)
         finally:
             print("restoring the dataset ...", flush=True)
             asyncio.run(restore(url, snapshot))
@@ -886,27 +1264,37 @@ def main() -> None:
                 asyncio.run(flush_redis())
 
     by_name = dict(results)
-    pairs = [
-        (by_name[f"{get_deal.name} [pair {i}]"], by_name[f"{FLOOR_LABEL} [pair {i}]"])
-        for i in range(1, args.pairs + 1)
-        if f"{FLOOR_LABEL} [pair {i}]" in by_name
-    ]
-    if pairs:
-        ratios = [rate(ours) / rate(floor_result) for ours, floor_result in pairs]
+    for kind, _, _ in pair_kinds:
+        pairs = [
+            (
+                by_name[f"GET /deals/{{id}} [{kind}] [pair {i}]"],
+                by_name[f"{FLOOR_LABEL} [{kind}] [pair {i}]"],
+            )
+            for i in range(1, args.pairs + 1)
+            if f"{FLOOR_LABEL} [{kind}] [pair {i}]" in by_name
+        ]
+        if not pairs:
+            continue
+        each = [rate(ours) / rate(floor_result) for ours, floor_result in pairs]
         overall = sum(rate(ours) for ours, _ in pairs) / sum(rate(f) for _, f in pairs)
         latency = sum(o["p50_us"] for o, _ in pairs) / sum(f["p50_us"] for _, f in pairs)
+        ratios[kind] = {"pairs": each, "overall": overall, "p50_latency": latency}
         checks.append(
-            f"GET /deals/{{id}} ours/floor throughput in {len(pairs)} alternating pairs: "
-            + ", ".join(f"{r:.2f}x" for r in ratios)
+            f"GET /deals/{{id}} with {kind}: ours/floor throughput in {len(pairs)} alternating "
+            "pairs: "
+            + ", ".join(f"{r:.2f}x" for r in each)
             + f"; all pairs together {overall:.2f}x, p50 latency {latency:.2f}x"
         )
+    verdicts = targets(by_name, plan, ratios, floor_equivalent)
+    total_seconds = time.monotonic() - started
     print()
     print(f"machine: {machine_info(server_version)}")
     print(f"code: {measured_code(code_at_start)}")
+    print(f"dataset: {plan.describe()}")
     print(
         f"wrk -t2 -c{args.connections}, {args.warmup} s warm-up + {args.duration} s measured per "
-        "scenario; uvicorn --workers 2, ENVIRONMENT=production, REDIS_URL db 12; wrk, server "
-        f"and PostgreSQL share the machine; total {time.monotonic() - started:.0f} s"
+        f"scenario; uvicorn --workers 2, ENVIRONMENT=production, REDIS_URL {REDIS_URL}; wrk, "
+        f"server and PostgreSQL share the machine; total {total_seconds:.0f} s"
     )
     print()
     print(table(HEADERS, [row(name, r) for name, r in results]))
@@ -930,22 +1318,40 @@ def main() -> None:
                 f"GET /health during {name}: p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms "
                 f"({h['n']} probes, {h['failures']} failed)"
             )
-    if args.json_path:
-        Path(args.json_path).write_text(
-            json.dumps(
-                {
-                    "machine": machine_info(server_version),
-                    "code": measured_code(code_at_start),
-                    "connections": args.connections,
-                    "duration": args.duration,
-                    "warmup": args.warmup,
-                    "results": by_name,
-                    "checks": checks,
-                },
-                indent=2,
-                default=str,
-            )
+    if verdicts:
+        print()
+        scale = "" if plan.big_deals == 1_000_000 else f" (at {plan.big_deals:,} deals, not 1M)"
+        print(f"targets{scale}:")
+        for verdict in verdicts:
+            mark = "PASS" if verdict["pass"] else "FAIL"
+            print(f"  {mark}  {verdict['target']}: {verdict['value']}")
+    json_path = Path(args.json_path) if args.json_path else default_json_path()
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(
+        json.dumps(
+            {
+                "machine": machine_info(server_version),
+                "code": measured_code(code_at_start),
+                "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
+                "dataset": {"description": plan.describe(), "plan": asdict(plan)},
+                "redis_url": REDIS_URL,
+                "connections": args.connections,
+                "latency_connections": LATENCY_CONNECTIONS,
+                "duration": args.duration,
+                "warmup": args.warmup,
+                "total_seconds": round(total_seconds, 1),
+                "results": by_name,
+                "ratios": ratios,
+                "floor_answers_as_the_app": floor_equivalent,
+                "targets": verdicts,
+                "checks": checks,
+            },
+            indent=2,
+            default=str,
         )
+        + "\n"
+    )
+    print(f"\nfull results: {json_path}")
 
 
 if __name__ == "__main__":
