@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     ARGON2_PARALLELISM: int = Field(default=1, ge=1)
 
     REDIS_URL: str | None = None
+    # The longest any one Redis call may take (connect included) before its caller falls
+    # back; a local Redis answers in well under a millisecond.
+    REDIS_TIMEOUT_SECONDS: float = Field(default=0.02, gt=0)
+    # After this many failed Redis calls in a row nothing waits on Redis for
+    # REDIS_BREAKER_RESET_SECONDS; then one call probes it (app/core/redis.py).
+    REDIS_BREAKER_FAILURES: int = Field(default=3, ge=1)
+    REDIS_BREAKER_RESET_SECONDS: float = Field(default=5, gt=0)
     ANALYTICS_CACHE_TTL: int = Field(default=60, ge=0)
     # A pooled PostgreSQL connection idle at least this long is pinged before use.
     DB_PING_AFTER_IDLE_SECONDS: float = Field(default=30, ge=0)
