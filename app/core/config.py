@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # JSON logs, and with it on FastAPI looks the providers up on every request.
     OPENTELEMETRY: bool = False
 
+    # How long the server keeps an idle HTTP keep-alive connection open. Longer than what
+    # clients and load balancers keep theirs (commonly 60 s): the side that closes first must
+    # be the client's, or a request sent just as the server closes is lost.
+    KEEPALIVE_TIMEOUT_SECONDS: int = Field(default=75, ge=1)
+
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
 
