@@ -26,6 +26,7 @@ import pytest
 from redis import Redis as SyncRedis
 from redis.exceptions import RedisError
 
+from app.core.config import Settings
 from app.core.redis import BreakerState, CircuitBreaker
 from tests.conftest import AppFactory, skip_or_fail
 from tests.support import Api, User, assert_problem, create_contact, create_deal
@@ -257,7 +258,10 @@ async def test_with_the_default_timeout_a_hung_redis_changes_no_answer(
     make_api: AppFactory, database_url: str, start_redis: Any
 ) -> None:
     redis = start_redis()
-    api = await make_api(database_url, REDIS_URL=redis.url, **FAST_HASH)
+    default_timeout = Settings.model_fields["REDIS_TIMEOUT_SECONDS"].default
+    api = await make_api(
+        database_url, REDIS_URL=redis.url, REDIS_TIMEOUT_SECONDS=default_timeout, **FAST_HASH
+    )
     owner = await api.register()
     await create_deal(owner, await create_contact(owner), amount="7")
     expected, _ = await summary(owner)
