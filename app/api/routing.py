@@ -56,10 +56,11 @@ class StrictJSONRequest(Request):
 
 
 class StrictJSONRoute(APIRoute):
-    """Also runs a request once more when the database connection it was given turned out to
-    be gone before its first statement (the server ended it after checkout): nothing of the
-    request reached the database, so the second run, on a fresh connection, is its only
-    effect. A second such failure is answered 503 like any lost connection."""
+    """Parses bodies with `StrictJSONRequest`. Also runs a request once more when the database
+    connection it was given turned out to be gone before its first statement (the server
+    ended it after checkout): nothing of the request reached the database, so the second run,
+    on a fresh connection, is its only effect. A second such failure is answered 503 like any
+    lost connection."""
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         received: list[Message] = []
