@@ -22,9 +22,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
+# `minicrm serve` migrates, then serves with the settings' server options (keep-alive timeout).
 run: $(VENV)/.installed
-	$(BIN)/alembic upgrade head
-	$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT)
+	$(BIN)/minicrm serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)

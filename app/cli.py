@@ -344,6 +344,7 @@ def serve(args: argparse.Namespace) -> int:
             reload=args.reload,
             reload_dirs=[str(PROJECT_ROOT / "app")] if args.reload else None,
             proxy_headers=True,
+            timeout_keep_alive=settings.KEEPALIVE_TIMEOUT_SECONDS,
         )
     finally:
         if metrics_dir is not None:

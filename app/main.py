@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
-from redis.asyncio import Redis
 
 from app.api import health
 from app.api.docs import mount_docs
@@ -19,6 +18,7 @@ from app.core.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
+from app.core.redis import SharedRedis
 from app.core.resources import Resources
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.throttle import LoginThrottle, MemoryLoginThrottle, RedisLoginThrottle
@@ -33,9 +33,9 @@ from app.db.session import (
 def build_resources(settings: Settings) -> Resources:
     engine = create_engine(settings)
     read_engine = create_read_engine(engine)
-    redis: Redis | None = None
+    redis: SharedRedis | None = None
     if settings.REDIS_URL:
-        redis = Redis.from_url(settings.REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
+        redis = SharedRedis.from_settings(settings.REDIS_URL, settings)
     cache: Cache
     if settings.ANALYTICS_CACHE_TTL == 0:
         cache = NullCache()

@@ -10,6 +10,8 @@
 #   PORT                 port to listen on (default 8000)
 #   WEB_CONCURRENCY      uvicorn worker processes (default: the number of CPUs, from nproc)
 #   FORWARDED_ALLOW_IPS  proxies trusted for X-Forwarded-For/-Proto (uvicorn's default: 127.0.0.1)
+#   KEEPALIVE_TIMEOUT_SECONDS  seconds an idle keep-alive connection stays open (default 75: longer
+#                        than a load balancer's, so the client side always closes first)
 # With several workers and no REDIS_URL a warning says the login throttle is per process; with
 # several workers PROMETHEUS_MULTIPROC_DIR, unless set, gets a fresh directory.
 set -euo pipefail
@@ -47,8 +49,11 @@ fi
 
 port=${PORT:-8000}
 workers=${WEB_CONCURRENCY:-$(nproc)}
+keepalive=${KEEPALIVE_TIMEOUT_SECONDS:-75}
 [[ $port =~ ^[0-9]+$ ]] || die "PORT must be a number, not '$port'"
 [[ $workers =~ ^[1-9][0-9]*$ ]] || die "WEB_CONCURRENCY must be a positive number, not '$workers'"
+[[ $keepalive =~ ^[1-9][0-9]*$ ]] ||
+  die "KEEPALIVE_TIMEOUT_SECONDS must be a positive whole number, not '$keepalive'"
 
 if ((workers > 1)) && [[ -z ${REDIS_URL:-} ]]; then
   # Analytics stay correct per process (cache entries carry the data version), but each worker
@@ -64,4 +69,4 @@ fi
 
 log "starting the API on 0.0.0.0:${port} with ${workers} worker(s)"
 exec uvicorn app.main:create_app --factory --host 0.0.0.0 --port "$port" \
-  --workers "$workers" --proxy-headers
+  --workers "$workers" --proxy-headers --timeout-keep-alive "$keepalive"

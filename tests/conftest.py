@@ -68,6 +68,10 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "DATABASE_URL": database_url,
         "LOG_LEVEL": "WARNING",
         "REDIS_URL": None,
+        # A test process on a loaded machine can be paused for longer than the production
+        # default (milliseconds), which would turn a cache hit into a miss at random. The
+        # tests of Redis failures set their own timeouts.
+        "REDIS_TIMEOUT_SECONDS": 1.0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

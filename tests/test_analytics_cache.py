@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 
 from app.core.cache import Cache, MemoryCache, RedisCache, cached
+from app.core.redis import CircuitBreaker, SharedRedis
 from tests.conftest import AppFactory
 from tests.support import Api, User, assert_problem
 
@@ -353,7 +354,7 @@ async def cache(request: pytest.FixtureRequest) -> AsyncIterator[Cache]:
     await flush(url)
     redis = Redis.from_url(url)
     try:
-        yield RedisCache(redis, ttl_seconds=60)
+        yield RedisCache(SharedRedis(redis, 1.0, CircuitBreaker(3, 5)), ttl_seconds=60)
     finally:
         await redis.aclose()
 
@@ -394,7 +395,8 @@ async def test_a_redis_organization_hash_is_capped(redis_test_url: str) -> None:
     await flush(redis_test_url)
     redis = Redis.from_url(redis_test_url)
     try:
-        cache = RedisCache(redis, 60, prefix=CACHE_PREFIX, max_entries_per_organization=3)
+        shared = SharedRedis(redis, 1.0, CircuitBreaker(3, 5))
+        cache = RedisCache(shared, 60, prefix=CACHE_PREFIX, max_entries_per_organization=3)
         sizes = []
         for index in range(7):
             await cache.set(1, f"key{index}", 1, index)

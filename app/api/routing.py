@@ -4,16 +4,24 @@
 would grant admin while a reviewer or proxy reads "member"), accepts UTF-16/32 bodies, and
 turns very deep nesting into an unhelpful 400. Every router uses `StrictJSONRoute`, whose
 request parses bodies as UTF-8 JSON without duplicate keys; any violation is a 422 like other
-malformed JSON."""
+malformed JSON.
+
+The same route class runs a request again whose database connection was dead on arrival."""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
+from starlette.types import Message, Receive, Scope, Send
+
+from app.db.session import lost_before_first_statement
+
+logger = logging.getLogger(__name__)
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -48,10 +56,55 @@ class StrictJSONRequest(Request):
 
 
 class StrictJSONRoute(APIRoute):
+    """Parses bodies with `StrictJSONRequest`. Also runs a request once more when the database
+    connection it was given turned out to be gone before its first statement (the server
+    ended it after checkout): nothing of the request reached the database, so the second run,
+    on a fresh connection, is its only effect. A second such failure is answered 503 like any
+    lost connection."""
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        received: list[Message] = []
+
+        async def recording_receive() -> Message:
+            message = await receive()
+            received.append(message)
+            return message
+
+        try:
+            await super().handle(scope, recording_receive, send)
+            return
+        except _RunAgain:
+            logger.info(
+                "database connection gone before use on %s %s; running the request again",
+                scope["method"],
+                scope["path"],
+            )
+        replay = iter(received)
+
+        async def replaying_receive() -> Message:
+            return next(replay, None) or await receive()
+
+        scope[_RAN_AGAIN] = True
+        await super().handle(scope, replaying_receive, send)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def strict_handler(request: Request) -> Response:
-            return await handler(StrictJSONRequest(request.scope, request.receive))
+            try:
+                return await handler(StrictJSONRequest(request.scope, request.receive))
+            except Exception as exc:
+                if request.scope.get(_RAN_AGAIN) or not lost_before_first_statement(exc):
+                    raise
+                # Out through the request's dependencies (its session rolls back) and past the
+                # exception handlers, which know nothing of this class, to `handle`.
+                raise _RunAgain() from exc
 
         return strict_handler
+
+
+class _RunAgain(Exception):
+    """Not an error: the signal to run the request again."""
+
+
+_RAN_AGAIN = "minicrm.ran_again"

@@ -9,7 +9,8 @@ Redis hiccup lost an invalidation. `invalidate` only frees the space of entries 
 longer be served.
 
 Two backends: in-process (default; per worker process) and Redis (shared by all workers and
-instances). A Redis failure degrades to "no cache": it is logged, never returned to a client.
+instances). A Redis failure degrades to "no cache": never returned to a client, and while
+Redis hangs no request waits on it (`app.core.redis`: the breaker logs its openings).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from app.core.redis import RedisUnavailable, SharedRedis
 
 logger = logging.getLogger(__name__)
 
@@ -106,11 +108,14 @@ class MemoryCache:
 
 
 class RedisCache:
-    """One hash per organization, a field per key: `{"version", "expires_at", "value"}`."""
+    """One hash per organization, a field per key: `{"version", "expires_at", "value"}`.
+
+    Through the shared client's circuit breaker: while Redis fails or hangs, every read is a
+    miss and every write a no-op, at once."""
 
     def __init__(
         self,
-        redis: Redis,
+        redis: SharedRedis,
         ttl_seconds: int,
         prefix: str = "minicrm:cache",
         max_entries_per_organization: int = 10_000,
@@ -125,9 +130,9 @@ class RedisCache:
 
     async def get(self, organization_id: int, key: str, version: int) -> Json | None:
         try:
-            raw = await self.redis.hget(self._key(organization_id), key)
-        except RedisError as exc:
-            logger.warning("cache read failed, computing uncached: %s", exc)
+            raw = await self.redis.run(lambda client: client.hget(self._key(organization_id), key))
+        except RedisUnavailable as exc:
+            logger.debug("cache read failed, computing uncached: %s", exc)
             return None
         if raw is None:
             return None
@@ -140,24 +145,27 @@ class RedisCache:
         entry = json.dumps(
             {"version": version, "expires_at": time.time() + self.ttl, "value": value}
         )
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(self._key(organization_id), key, entry)
-                pipe.expire(self._key(organization_id), max(1, int(self.ttl) + 1))
-                pipe.hlen(self._key(organization_id))
+        hash_key = self._key(organization_id)
+
+        async def store(client: Redis) -> None:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hset(hash_key, key, entry)
+                pipe.expire(hash_key, max(1, int(self.ttl) + 1))
+                pipe.hlen(hash_key)
                 *_, entries = await pipe.execute()
             if entries > self.max_entries:
                 # Every distinct list page or search adds an entry and each write of one keeps
                 # the hash alive: start the organization over rather than grow without bound.
-                await self.redis.delete(self._key(organization_id))
-        except RedisError as exc:
-            logger.warning("cache write failed: %s", exc)
+                await client.delete(hash_key)
+
+        try:
+            await self.redis.run(store)
+        except RedisUnavailable as exc:
+            logger.debug("cache write failed: %s", exc)
 
     async def invalidate(self, organization_id: int) -> None:
         try:
-            await self.redis.delete(self._key(organization_id))
-        except RedisError as exc:
+            await self.redis.run(lambda client: client.delete(self._key(organization_id)))
+        except RedisUnavailable as exc:
             # Harmless for correctness: the stale entries no longer match the data version.
-            logger.warning(
-                "cache invalidation failed for organization %s: %s", organization_id, exc
-            )
+            logger.debug("cache invalidation failed for organization %s: %s", organization_id, exc)

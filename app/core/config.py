@@ -68,6 +68,13 @@ class Settings(BaseSettings):
     ARGON2_PARALLELISM: int = Field(default=1, ge=1)
 
     REDIS_URL: str | None = None
+    # The longest any one Redis call may take (connect included) before its caller falls
+    # back; a local Redis answers in well under a millisecond.
+    REDIS_TIMEOUT_SECONDS: float = Field(default=0.02, gt=0)
+    # After this many failed Redis calls in a row nothing waits on Redis for
+    # REDIS_BREAKER_RESET_SECONDS; then one call probes it (app/core/redis.py).
+    REDIS_BREAKER_FAILURES: int = Field(default=3, ge=1)
+    REDIS_BREAKER_RESET_SECONDS: float = Field(default=5, gt=0)
     ANALYTICS_CACHE_TTL: int = Field(default=60, ge=0)
     # A pooled PostgreSQL connection idle at least this long is pinged before use.
     DB_PING_AFTER_IDLE_SECONDS: float = Field(default=30, ge=0)
@@ -76,6 +83,11 @@ class Settings(BaseSettings):
     # example under `opentelemetry-instrument`). Off: the service has Prometheus metrics and
     # JSON logs, and with it on FastAPI looks the providers up on every request.
     OPENTELEMETRY: bool = False
+
+    # How long the server keeps an idle HTTP keep-alive connection open. Longer than what
+    # clients and load balancers keep theirs (commonly 60 s): the side that closes first must
+    # be the client's, or a request sent just as the server closes is lost.
+    KEEPALIVE_TIMEOUT_SECONDS: int = Field(default=75, ge=1)
 
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)

@@ -203,3 +203,18 @@ class DatabaseBusy(AppError):
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "1"})
+
+
+class DatabaseUnavailable(AppError):
+    """The database could not be reached, or the connection was lost mid-request (a restart,
+    a failover, an ended backend). What the request had begun was rolled back with the
+    connection, unless it was the commit itself that was lost on its way: then it may have
+    landed, and a client that retries should be able to tell (an Idempotency-Key)."""
+
+    status = 503
+    code = "DATABASE_UNAVAILABLE"
+    title = "Service Unavailable"
+    detail = "The database is unavailable right now; try again shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})

@@ -13,8 +13,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.core.errors import AppError, DatabaseBusy
+from app.core.errors import AppError, DatabaseBusy, DatabaseUnavailable
 from app.core.request_context import request_id_var
+from app.db.session import is_lost_connection
 
 logger = logging.getLogger(__name__)
 
@@ -138,11 +139,30 @@ async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
     return await _app_error(request, DatabaseBusy())
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A lost or refused database connection is the database's fault, not this service's:
+    503 with Retry-After, never 500. Any other database error is a bug: 500."""
+    if not is_lost_connection(exc):
+        return await _unhandled_error(request, exc)
+    logger.warning(
+        "database unavailable on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc,
+    )
+    return await _app_error(request, DatabaseUnavailable())
+
+
 def register_exception_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     # The pool has no overflow: a request waits for a connection, and past the pool timeout
     # the answer is 503 with Retry-After rather than a 500.
     app.add_exception_handler(sqlalchemy.exc.TimeoutError, _pool_timeout)
+    # Errors from the driver arrive as SQLAlchemy's (a statement on a dropped connection) or
+    # as the socket's own OSError (a refused connect).
+    app.add_exception_handler(sqlalchemy.exc.SQLAlchemyError, _database_error)
+    app.add_exception_handler(OSError, _database_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled_error)

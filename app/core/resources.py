@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.cache import Cache
 from app.core.config import Settings
+from app.core.redis import SharedRedis
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.throttle import LoginThrottle
 
@@ -24,4 +24,4 @@ class Resources:
     passwords: PasswordHasher
     login_throttle: LoginThrottle
     cache: Cache
-    redis: Redis | None
+    redis: SharedRedis | None  # the one way to Redis, behind its circuit breaker

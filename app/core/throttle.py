@@ -1,7 +1,8 @@
 """Failed-login throttling: at most N failures per key within a sliding window.
 
 In-process by default; in Redis when `REDIS_URL` is set, so every worker and instance shares
-the count. If Redis fails, the check is skipped and logged (logins keep working).
+the count. If Redis fails (or its circuit breaker is open), each process counts on its own
+until Redis answers again: the throttle never switches off.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections import OrderedDict, deque
 from typing import Protocol
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+
+from app.core.redis import RedisUnavailable, SharedRedis
 
 logger = logging.getLogger(__name__)
 
@@ -66,43 +68,64 @@ class MemoryLoginThrottle:
 
 
 class RedisLoginThrottle:
-    def __init__(self, redis: Redis, max_attempts: int, window_seconds: int) -> None:
+    """Counts shared by every worker and instance, in Redis, over a count of this process's own.
+
+    Every failure is also counted in this process (`MemoryLoginThrottle`), and the stricter of
+    the two counts decides. When Redis fails or its breaker is open, the local count alone
+    decides: per process, as without Redis, never "no limit". The local count was kept all
+    along, so an outage does not hand an attacker a fresh allowance in this process."""
+
+    def __init__(self, redis: SharedRedis, max_attempts: int, window_seconds: int) -> None:
         self.redis = redis
         self.max_attempts = max_attempts
         self.window = window_seconds
+        self.local = MemoryLoginThrottle(max_attempts, window_seconds)
 
     @staticmethod
     def _key(key: str) -> str:
         return f"minicrm:login-failures:{key}"
 
     async def retry_after(self, key: str) -> int | None:
+        local = await self.local.retry_after(key)
         now = time.time()
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
+
+        async def read(client: Redis) -> list[tuple[bytes, float]]:
+            async with client.pipeline(transaction=True) as pipe:
                 pipe.zremrangebyscore(self._key(key), 0, now - self.window)
                 pipe.zrange(self._key(key), -self.max_attempts, -1, withscores=True)
                 _, recent = await pipe.execute()
-        except RedisError:
-            logger.warning("login throttle unavailable (Redis error); not throttling")
-            return None
+            return recent  # type: ignore[no-any-return]
+
+        try:
+            recent = await self.redis.run(read)
+        except RedisUnavailable as exc:
+            logger.debug("login throttle: Redis unavailable (%s), counting per process", exc)
+            return local
         if len(recent) < self.max_attempts:
-            return None
+            return local
         oldest = float(recent[0][1])
-        return max(1, math.ceil(oldest + self.window - now))
+        shared = max(1, math.ceil(oldest + self.window - now))
+        return max(shared, local or 0)
 
     async def record_failure(self, key: str) -> None:
+        await self.local.record_failure(key)
         now = time.time()
-        try:
-            async with self.redis.pipeline(transaction=True) as pipe:
+
+        async def record(client: Redis) -> None:
+            async with client.pipeline(transaction=True) as pipe:
                 pipe.zadd(self._key(key), {uuid.uuid4().hex: now})
                 pipe.zremrangebyscore(self._key(key), 0, now - self.window)
                 pipe.expire(self._key(key), self.window)
                 await pipe.execute()
-        except RedisError:
-            logger.warning("login throttle unavailable (Redis error); failure not recorded")
+
+        try:
+            await self.redis.run(record)
+        except RedisUnavailable as exc:
+            logger.debug("login throttle: failure counted in this process only (%s)", exc)
 
     async def reset(self, key: str) -> None:
+        await self.local.reset(key)
         try:
-            await self.redis.delete(self._key(key))
-        except RedisError:
-            logger.warning("login throttle unavailable (Redis error); reset skipped")
+            await self.redis.run(lambda client: client.delete(self._key(key)))
+        except RedisUnavailable as exc:
+            logger.debug("login throttle: shared count not reset (%s)", exc)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event
+from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -36,7 +39,8 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
 
     # A cheaper `pool_pre_ping`, which on asyncpg costs three round trips (BEGIN, `;`,
     # ROLLBACK) on every checkout. A connection the server closed (a restart, an ended
-    # backend) is known to asyncpg without a round trip and is replaced at once. Only a
+    # backend) is known without a round trip and is replaced at once: asyncpg knows once it
+    # has read the end of the connection; until then the socket tells (`_hung_up`). Only a
     # connection that sat idle in the pool for a while is pinged: that is when a firewall or
     # NAT may have dropped it silently. A busy pool reuses connections within milliseconds and
     # never pays for the ping. Raising DisconnectionError makes the pool discard the
@@ -46,7 +50,7 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
         dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _: PoolProxiedConnection
     ) -> None:
         connection = record.driver_connection
-        if connection is not None and connection.is_closed():
+        if connection is not None and (connection.is_closed() or _hung_up(connection)):
             raise DisconnectionError("the database closed this connection")
         idle_since = record.info.get(_IDLE_SINCE)
         if idle_since is not None and time.monotonic() - idle_since >= ping_after_idle:
@@ -54,15 +58,122 @@ def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
                 cast(Any, dbapi_connection).ping()
             except Exception as exc:
                 raise DisconnectionError("the connection failed its ping") from exc
+        record.info[_STATEMENTS_RUN] = 0
+
+    @event.listens_for(engine.sync_engine, "after_cursor_execute")
+    def _count_statement(connection: Connection, *_: object) -> None:
+        info = connection.info
+        info[_STATEMENTS_RUN] = info.get(_STATEMENTS_RUN, 0) + 1
 
     @event.listens_for(engine.sync_engine, "checkin")
     def _mark_idle(_: DBAPIConnection, record: ConnectionPoolEntry) -> None:
         record.info[_IDLE_SINCE] = time.monotonic()
 
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _recognise_lost_connection(context: ExceptionContext) -> None:
+        # SQLAlchemy takes an asyncpg error for a disconnect only if asyncpg already marked the
+        # connection closed. A backend ended while its connection sat idle leaves asyncpg
+        # holding the server's last message and answering the next statement with "cannot
+        # switch to state ...": marked here, the connection is discarded (not handed to the
+        # next request) and the error says `connection_invalidated`.
+        if not context.is_disconnect and is_lost_connection(context.original_exception):
+            context.is_disconnect = True
+        if context.is_disconnect and _nothing_ran(context.connection):
+            # The connection was already gone when the request's first statement went out
+            # (the server ended it between checkout and use): the request did nothing, and
+            # may run again on a fresh connection (`lost_before_first_statement`).
+            for exc in (context.original_exception, context.sqlalchemy_exception):
+                if exc is not None:
+                    setattr(exc, _NOTHING_RAN, True)
+
     return engine
 
 
 _IDLE_SINCE = "minicrm_idle_since"
+_STATEMENTS_RUN = "minicrm_statements_run"  # since checkout
+_NOTHING_RAN = "minicrm_lost_before_first_statement"
+# The server ended the session: an administrator, a restart, a failover, idle_session_timeout.
+_SESSION_ENDED = (
+    asyncpg.PostgresConnectionError,  # class 08, including ConnectionDoesNotExistError
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.IdleSessionTimeoutError,
+)
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what led to it, each once."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def is_lost_connection(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the database connection is gone or could not
+    be made, rather than that a statement was wrong: the request can be answered 503 and
+    tried again."""
+    for current in _causes(exc):
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _SESSION_ENDED):
+            return True
+        if isinstance(current, asyncpg.InterfaceError) and "closed" in str(current):
+            return True
+        if isinstance(current, asyncpg.InternalClientError) and "another operation" in str(current):
+            return True  # the protocol state a message from an ending server leaves behind
+        if isinstance(current, OSError) and _raised_by_the_driver(current):
+            return True  # a refused or timed-out connect, a reset socket
+    return False
+
+
+def lost_before_first_statement(exc: BaseException) -> bool:
+    """Whether `exc` is a lost connection met by the first statement after checkout: nothing
+    of the request reached the database, so it may safely run again on a fresh connection.
+    A connection lost later may have taken part of a request's work with it (rolled back,
+    or a commit whose fate is unknown): that one is answered 503."""
+    return any(getattr(current, _NOTHING_RAN, False) for current in _causes(exc))
+
+
+def _nothing_ran(connection: Connection | None) -> bool:
+    if connection is None:
+        return False  # the connect itself failed: retrying at once would fail again
+    try:
+        return connection.info.get(_STATEMENTS_RUN) == 0
+    except Exception:  # an invalidated connection may refuse to say
+        return False
+
+
+def _raised_by_the_driver(exc: BaseException) -> bool:
+    traceback = exc.__traceback__
+    while traceback is not None:
+        module = str(traceback.tb_frame.f_globals.get("__name__", ""))
+        if module.startswith(("asyncpg", "sqlalchemy", "aiosqlite")):
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def _hung_up(connection: Any) -> bool:
+    """Whether the server closed this idle connection, or sent on it, without asyncpg having
+    read it yet. An idle connection is owed nothing: anything readable (the end of the
+    connection, or the server's last message before it) means it is gone. One non-blocking
+    peek at the socket, no round trip."""
+    transport = getattr(connection, "_transport", None)
+    raw = transport.get_extra_info("socket") if transport is not None else None
+    if raw is None:
+        return False
+    try:
+        with raw.dup() as sock:
+            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return False  # nothing to read: alive
+    except OSError:
+        return True
+    return True
 
 
 def _create_sqlite_engine(url: str, busy_timeout_ms: int) -> AsyncEngine:
