@@ -22,9 +22,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
+# `minicrm serve` migrates first and says in one line what is wrong with the database, if anything.
 run: $(VENV)/.installed
-	$(BIN)/alembic upgrade head
-	$(BIN)/uvicorn app.main:create_app --factory --host $(HOST) --port $(PORT)
+	$(BIN)/minicrm serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -41,7 +41,7 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict app
 
 migrate: $(VENV)/.installed
-	$(BIN)/alembic upgrade head
+	$(BIN)/minicrm migrate
 
 migration-check: $(VENV)/.installed
 	$(BIN)/alembic upgrade head

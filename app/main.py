@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -28,6 +29,9 @@ from app.db.session import (
     create_read_session_factory,
     create_session_factory,
 )
+
+# `uvicorn app.main:app`: built on first access by the module's `__getattr__` below.
+app: FastAPI
 
 
 def build_resources(settings: Settings) -> Resources:
@@ -152,3 +156,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     mount_docs(app, f"{settings.API_V1_PREFIX}/openapi.json", settings.APP_NAME)
     return app
+
+
+def __getattr__(name: str) -> Any:
+    """`app.main:app`, the target `uvicorn app.main:app` (and most tools) look for: the app of
+    `create_app()` with the settings from the environment, built on first access and then kept.
+
+    Built lazily rather than at import, so importing this module (the CLI, the tests, Alembic)
+    neither reads the settings nor configures logging. Building connects to nothing: the
+    lifespan opens the engine and Redis."""
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
