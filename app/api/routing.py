@@ -4,7 +4,12 @@
 would grant admin while a reviewer or proxy reads "member"), accepts UTF-16/32 bodies, and
 turns very deep nesting into an unhelpful 400. Every router uses `StrictJSONRoute`, whose
 request parses bodies as UTF-8 JSON without duplicate keys; any violation is a 422 like other
-malformed JSON."""
+malformed JSON.
+
+A body sent as something else than JSON (`text/plain`, a form, XML) is 415, not the 422 FastAPI
+gives for it: the client sent the wrong kind of body, not a wrong JSON object. The 415 takes the
+place of the body's 422, so authentication and membership are still checked first (401, 403),
+and like any refused body it is answered before the endpoint runs: nothing is written."""
 
 from __future__ import annotations
 
@@ -12,8 +17,12 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Request, Response, params
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+
+from app.api.responses import problems
+from app.core.errors import UnsupportedMediaType
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -47,11 +56,43 @@ class StrictJSONRequest(Request):
         return self._json
 
 
+def is_json_media_type(content_type: str | None) -> bool:
+    """`application/json` or `application/<anything>+json`; no Content-Type at all is read as
+    JSON too, as FastAPI does."""
+    if content_type is None:
+        return True
+    media_type = content_type.partition(";")[0].strip().lower()
+    main, _, sub = media_type.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
 class StrictJSONRoute(APIRoute):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.takes_json:
+            self.responses.setdefault(415, problems(415)[415])
+
+    @property
+    def takes_json(self) -> bool:
+        body = self.body_field
+        return body is not None and not isinstance(body.field_info, params.Form)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        takes_json = self.takes_json
 
         async def strict_handler(request: Request) -> Response:
-            return await handler(StrictJSONRequest(request.scope, request.receive))
+            strict = StrictJSONRequest(request.scope, request.receive)
+            try:
+                return await handler(strict)
+            except RequestValidationError:
+                # FastAPI validated the raw bytes of a non-JSON body against the model.
+                if (
+                    takes_json
+                    and not is_json_media_type(strict.headers.get("content-type"))
+                    and await strict.body()
+                ):
+                    raise UnsupportedMediaType() from None
+                raise
 
         return strict_handler
