@@ -13,7 +13,7 @@ from fastapi.telemetry import TelemetryConfig
 from redis.asyncio import Redis
 
 from app.api import health
-from app.api.docs import mount_docs
+from app.api.docs import join_security_requirements, mount_docs
 from app.api.v1 import analytics, auth, contacts, deals, organizations, tasks
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
 from app.core.config import Settings, get_settings
@@ -117,8 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="A multi-tenant CRM API: organizations, contacts, deals, tasks and analytics.",
         description=(
             "Authorize in Swagger UI with the **Authorize** button: paste an `access_token` "
-            "from `POST /api/v1/auth/login`. Tenant endpoints also need the "
-            "`X-Organization-Id` header (an id from `GET /api/v1/organizations/me`)."
+            "from `POST /api/v1/auth/login` under HTTPBearer, and an organization id from "
+            "`GET /api/v1/organizations/me` under OrganizationId: tenant endpoints need the "
+            "`X-Organization-Id` header too."
         ),
         lifespan=lifespan,
         telemetry=None if settings.OPENTELEMETRY else _NO_TELEMETRY,
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix=settings.API_V1_PREFIX)
     app.include_router(health.router)
     mount_docs(app, f"{settings.API_V1_PREFIX}/openapi.json", settings.APP_NAME)
+    join_security_requirements(app)
     return app
 
 
