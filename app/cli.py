@@ -514,19 +514,29 @@ async def _with_session(
 
 @command(
     "seed-demo",
-    "Create demo data (idempotent): log in as owner@example.com / StrongPassword123.",
+    "Create demo data (idempotent): a team of four roles, a few hundred contacts and deals "
+    "over the last months.",
 )
 def seed_demo_command(args: argparse.Namespace) -> int:
-    from app.services.demo import DEMO_OWNER_EMAIL, DEMO_PASSWORD, seed_demo
+    from app.services.demo import DEMO_LOGINS, DEMO_PASSWORD, seed_demo
 
     settings = load_settings()
+    started = time.monotonic()
     result = asyncio.run(_with_session(settings, seed_demo))
     if result.created:
-        logger.info("demo data created in organization %d", result.organization_id)
+        logger.info(
+            "demo data created in organization %d in %.1fs: %s",
+            result.organization_id,
+            time.monotonic() - started,
+            ", ".join(f"{count} {what}" for what, count in result.counts.items()),
+        )
     else:
-        logger.info("demo data already present (organization %d)", result.organization_id)
-    print(f"login: {DEMO_OWNER_EMAIL} / {DEMO_PASSWORD}")
+        logger.info(
+            "demo data already present (organization %d): nothing changed", result.organization_id
+        )
     print(f"organization_id={result.organization_id}")
+    for email, _, role in DEMO_LOGINS:
+        print(f"login: {email} / {DEMO_PASSWORD} ({role.value})")
     return 0
 
 
