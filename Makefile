@@ -22,7 +22,8 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-# `minicrm serve` migrates, then serves with the settings' server options (keep-alive timeout).
+# `minicrm serve` migrates first (saying in one line what is wrong with the database, if
+# anything), then serves with the settings' server options (keep-alive timeout).
 run: $(VENV)/.installed
 	$(BIN)/minicrm serve --host $(HOST) --port $(PORT)
 
@@ -41,7 +42,7 @@ typecheck: $(VENV)/.installed
 	$(BIN)/mypy --strict app
 
 migrate: $(VENV)/.installed
-	$(BIN)/alembic upgrade head
+	$(BIN)/minicrm migrate
 
 migration-check: $(VENV)/.installed
 	$(BIN)/alembic upgrade head

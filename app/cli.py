@@ -204,9 +204,65 @@ def alembic_config(settings: Settings) -> Config:
     return config
 
 
+# PostgreSQL's SQLSTATE for a database name that does not exist.
+_INVALID_CATALOG_NAME = "3D000"
+_CONNECT_CHECK_SECONDS = 10.0
+
+
+def check_database(settings: Settings) -> None:
+    """Connect once, so that what a user fixes themselves (a database not created yet, a
+    server that is down, a wrong password or path) is one `CliError` line, not the migration
+    tool's traceback. Failures of the migrations themselves keep theirs: those are bugs."""
+    url = make_url(settings.DATABASE_URL)
+    if url.get_backend_name() != "sqlite":
+        asyncio.run(_check_server(settings))
+    elif url.database and url.database != ":memory:":
+        # SQLite creates the file on first use, but not the directory it goes in.
+        directory = Path(url.database).expanduser().resolve().parent
+        if not directory.is_dir():
+            raise CliError(
+                f"cannot create the SQLite database {url.database}: "
+                f"the directory {directory} does not exist"
+            )
+
+
+async def _check_server(settings: Settings) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from app.db.session import create_engine
+
+    url = make_url(settings.DATABASE_URL)
+    target = _display_url(settings.DATABASE_URL)
+    engine = create_engine(settings)
+    try:
+        async with asyncio.timeout(_CONNECT_CHECK_SECONDS):
+            async with engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _INVALID_CATALOG_NAME:
+            host, port = url.host or "localhost", url.port or 5432
+            user = f" -U {url.username}" if url.username else ""
+            raise CliError(
+                f"the database {url.database!r} does not exist on {host}:{port} ({target}); "
+                f"create it first, e.g. createdb -h {host} -p {port}{user} {url.database}"
+            ) from None
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        raise CliError(f"cannot connect to the database at {target}: {reason}") from None
+    except TimeoutError:
+        raise CliError(
+            f"cannot connect to the database at {target}: no answer within "
+            f"{_CONNECT_CHECK_SECONDS:g}s"
+        ) from None
+    except OSError as exc:
+        raise CliError(f"cannot connect to the database at {target}: {exc}") from None
+    finally:
+        await engine.dispose()
+
+
 def run_migrations(settings: Settings) -> None:
     from alembic import command as alembic_command
 
+    check_database(settings)
     logger.info("applying migrations to %s", _display_url(settings.DATABASE_URL))
     alembic_command.upgrade(alembic_config(settings), "head")
     logger.info("the database schema is up to date")
@@ -459,19 +515,29 @@ async def _with_session(
 
 @command(
     "seed-demo",
-    "Create demo data (idempotent): log in as owner@example.com / StrongPassword123.",
+    "Create demo data (idempotent): a team of four roles, a few hundred contacts and deals "
+    "over the last months.",
 )
 def seed_demo_command(args: argparse.Namespace) -> int:
-    from app.services.demo import DEMO_OWNER_EMAIL, DEMO_PASSWORD, seed_demo
+    from app.services.demo import DEMO_LOGINS, DEMO_PASSWORD, seed_demo
 
     settings = load_settings()
+    started = time.monotonic()
     result = asyncio.run(_with_session(settings, seed_demo))
     if result.created:
-        logger.info("demo data created in organization %d", result.organization_id)
+        logger.info(
+            "demo data created in organization %d in %.1fs: %s",
+            result.organization_id,
+            time.monotonic() - started,
+            ", ".join(f"{count} {what}" for what, count in result.counts.items()),
+        )
     else:
-        logger.info("demo data already present (organization %d)", result.organization_id)
-    print(f"login: {DEMO_OWNER_EMAIL} / {DEMO_PASSWORD}")
+        logger.info(
+            "demo data already present (organization %d): nothing changed", result.organization_id
+        )
     print(f"organization_id={result.organization_id}")
+    for email, _, role in DEMO_LOGINS:
+        print(f"login: {email} / {DEMO_PASSWORD} ({role.value})")
     return 0
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.telemetry import TelemetryConfig
 
 from app.api import health
-from app.api.docs import mount_docs
+from app.api.docs import join_security_requirements, mount_docs
 from app.api.v1 import analytics, auth, contacts, deals, organizations, tasks
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
 from app.core.config import Settings, get_settings
@@ -28,6 +29,9 @@ from app.db.session import (
     create_read_session_factory,
     create_session_factory,
 )
+
+# `uvicorn app.main:app`: built on first access by the module's `__getattr__` below.
+app: FastAPI
 
 
 def build_resources(settings: Settings) -> Resources:
@@ -113,8 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="A multi-tenant CRM API: organizations, contacts, deals, tasks and analytics.",
         description=(
             "Authorize in Swagger UI with the **Authorize** button: paste an `access_token` "
-            "from `POST /api/v1/auth/login`. Tenant endpoints also need the "
-            "`X-Organization-Id` header (an id from `GET /api/v1/organizations/me`)."
+            "from `POST /api/v1/auth/login` under HTTPBearer, and an organization id from "
+            "`GET /api/v1/organizations/me` under OrganizationId: tenant endpoints need the "
+            "`X-Organization-Id` header too."
         ),
         lifespan=lifespan,
         telemetry=None if settings.OPENTELEMETRY else _NO_TELEMETRY,
@@ -151,4 +156,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix=settings.API_V1_PREFIX)
     app.include_router(health.router)
     mount_docs(app, f"{settings.API_V1_PREFIX}/openapi.json", settings.APP_NAME)
+    join_security_requirements(app)
     return app
+
+
+def __getattr__(name: str) -> Any:
+    """`app.main:app`, the target `uvicorn app.main:app` (and most tools) look for: the app of
+    `create_app()` with the settings from the environment, built on first access and then kept.
+
+    Built lazily rather than at import, so importing this module (the CLI, the tests, Alembic)
+    neither reads the settings nor configures logging. Building connects to nothing: the
+    lifespan opens the engine and Redis."""
+    if name == "app":
+        global app
+        app = create_app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -503,9 +503,9 @@ async def test_seed_demo_is_idempotent_and_gives_every_view_something(
             f"/api/v1/deals/{deals['items'][0]['id']}/activities", headers=headers
         )
         assert timeline.json()["total"] >= 2
-        assert (await client.get("/api/v1/tasks", headers=headers)).json()["total"] == 10
+        assert (await client.get("/api/v1/tasks", headers=headers)).json()["total"] >= 200
         summary = (await client.get("/api/v1/analytics/deals/summary", headers=headers)).json()
-        assert summary["by_status"]["won"]["count"] == 2
+        assert summary["by_status"]["won"]["count"] >= 20
         funnel = (await client.get("/api/v1/analytics/deals/funnel", headers=headers)).json()
         assert funnel["stages"][0]["reached"] == counts["deals"]
 

@@ -344,6 +344,13 @@ class _Live:
         assert self.tenant is not None, "the `live` fixture is not active"
         return self.tenant
 
+    def steer(self, values: dict[str, Any] | None) -> st.SearchStrategy[dict[str, Any] | None]:
+        """`Tenant.steer`; the request schemas' examples are built when pytest collects the
+        tests, before the tenant exists: those keep their documented values."""
+        if self.tenant is None:
+            return st.just(values)
+        return self.tenant.steer(values)
+
 
 LIVE = _Live()
 
@@ -368,6 +375,9 @@ schema.app = LIVE.served
 # Coverage-phase cases are built when pytest collects the tests, before any fixture has run, so
 # the provider hands out a placeholder that the test swaps for the owner's token before sending.
 TOKEN_PLACEHOLDER = "owner-access-token"
+# `X-Organization-Id` is a security scheme (Swagger's Authorize holds it), so it is credentials
+# too: the provider sets it with the token, and the test puts the live organization's id in.
+ORGANIZATION_PLACEHOLDER = "owner-organization-id"
 
 
 @schema.auth(refresh_interval=None)
@@ -378,33 +388,37 @@ class OwnerToken:
         return TOKEN_PLACEHOLDER
 
     def set(self, case: schemathesis.Case, data: str, ctx: schemathesis.AuthContext) -> None:
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {data}"}
+        case.headers = {
+            **(case.headers or {}),
+            "Authorization": f"Bearer {data}",
+            "X-Organization-Id": ORGANIZATION_PLACEHOLDER,
+        }
 
 
 @schema.hook
 def flatmap_headers(
     context: schemathesis.HookContext, headers: dict[str, Any] | None
 ) -> st.SearchStrategy[dict[str, Any] | None]:
-    return LIVE.current().steer(headers)
+    return LIVE.steer(headers)
 
 
 @schema.hook
 def flatmap_path_parameters(
     context: schemathesis.HookContext, path_parameters: dict[str, Any] | None
 ) -> st.SearchStrategy[dict[str, Any] | None]:
-    return LIVE.current().steer(path_parameters)
+    return LIVE.steer(path_parameters)
 
 
 @schema.hook
 def flatmap_query(
     context: schemathesis.HookContext, query: dict[str, Any] | None
 ) -> st.SearchStrategy[dict[str, Any] | None]:
-    return LIVE.current().steer(query)
+    return LIVE.steer(query)
 
 
 @schema.hook
 def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrategy[Any]:
-    if not isinstance(body, dict):
+    if not isinstance(body, dict) or LIVE.tenant is None:
         return st.just(body)
     tenant = LIVE.current()
     operation = context.operation
@@ -448,6 +462,8 @@ def live(database_url: str) -> Iterator[Tenant]:
 def test_every_operation_conforms_to_openapi(case: schemathesis.Case, live: Tenant) -> None:
     if case.headers and case.headers.get("Authorization") == f"Bearer {TOKEN_PLACEHOLDER}":
         case.headers["Authorization"] = f"Bearer {live.owner_token}"
+    if case.headers and case.headers.get("X-Organization-Id") == ORGANIZATION_PLACEHOLDER:
+        case.headers["X-Organization-Id"] = str(live.organization_id)
     response = case.call(timeout=30)
     try:
         case.validate_response(response, checks=CHECKS)

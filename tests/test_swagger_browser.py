@@ -124,12 +124,17 @@ def test_swagger_ui_login_authorize_and_call(server: str) -> None:
             body = json.loads(live.locator(".response-col_description pre").first.inner_text())
             token = body["access_token"]
 
-            # 2. Authorize with the access token.
+            # 2. Authorize with the access token and the organization id (two schemes).
             page.locator(".auth-wrapper .authorize").click()
             dialog = page.locator(".dialog-ux")
-            dialog.locator("input").first.fill(token)
-            dialog.locator(".auth-btn-wrapper .authorize").click()
-            dialog.locator(".auth-btn-wrapper .btn-done").click()
+            for scheme, value in (
+                ("HTTPBearer", token),
+                ("OrganizationId", str(registered.json()["organization"]["id"])),
+            ):
+                form = dialog.locator("form").filter(has_text=scheme)
+                form.locator("input").first.fill(value)
+                form.locator(".auth-btn-wrapper .authorize").click()
+            dialog.locator(".auth-btn-wrapper .btn-done").first.click()
 
             # 3. Call a protected endpoint and see 200 with the user's organization.
             mine = page.locator(
@@ -142,6 +147,19 @@ def test_swagger_ui_login_authorize_and_call(server: str) -> None:
             expect(result.locator(".response-col_status").first).to_have_text("200", timeout=15_000)
             expect(result.locator(".response-col_description pre").first).to_contain_text(
                 "Browser Org"
+            )
+
+            # 4. A tenant endpoint: the organization id from Authorize is sent as the header.
+            contacts = page.locator("#operations-contacts-create_contact_api_v1_contacts_post")
+            contacts.locator(".opblock-summary").click()
+            contacts.get_by_role("button", name="Try it out").click()
+            contacts.get_by_role("button", name="Execute").click()  # the schema's example
+            created = contacts.locator(".live-responses-table .response")
+            expect(created.locator(".response-col_status").first).to_have_text(
+                "201", timeout=15_000
+            )
+            expect(created.locator(".response-col_description pre").first).to_contain_text(
+                "Jane Cooper"
             )
         finally:
             browser.close()

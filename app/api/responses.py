@@ -62,6 +62,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
         404: "Not found, or belongs to another organization.",
         409: "Conflict with the current state.",
         413: "The request body is too large.",
+        415: "The request body is not JSON (its Content-Type is not application/json).",
         422: "The request does not match the schema.",
         429: "Too many requests; see Retry-After.",
     }

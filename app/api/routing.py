@@ -6,6 +6,11 @@ turns very deep nesting into an unhelpful 400. Every router uses `StrictJSONRout
 request parses bodies as UTF-8 JSON without duplicate keys; any violation is a 422 like other
 malformed JSON.
 
+A body sent as something else than JSON (`text/plain`, a form, XML) is 415, not the 422 FastAPI
+gives for it: the client sent the wrong kind of body, not a wrong JSON object. The 415 takes the
+place of the body's 422, so authentication and membership are still checked first (401, 403),
+and like any refused body it is answered before the endpoint runs: nothing is written.
+
 The same route class runs a request again whose database connection was dead on arrival."""
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Request, Response, params
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.responses import problems
+from app.core.errors import UnsupportedMediaType
 from app.db.session import lost_before_first_statement
 
 logger = logging.getLogger(__name__)
@@ -55,12 +63,32 @@ class StrictJSONRequest(Request):
         return self._json
 
 
+def is_json_media_type(content_type: str | None) -> bool:
+    """`application/json` or `application/<anything>+json`; no Content-Type at all is read as
+    JSON too, as FastAPI does."""
+    if content_type is None:
+        return True
+    media_type = content_type.partition(";")[0].strip().lower()
+    main, _, sub = media_type.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
 class StrictJSONRoute(APIRoute):
     """Parses bodies with `StrictJSONRequest`. Also runs a request once more when the database
     connection it was given turned out to be gone before its first statement (the server
     ended it after checkout): nothing of the request reached the database, so the second run,
     on a fresh connection, is its only effect. A second such failure is answered 503 like any
     lost connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.takes_json:
+            self.responses.setdefault(415, problems(415)[415])
+
+    @property
+    def takes_json(self) -> bool:
+        body = self.body_field
+        return body is not None and not isinstance(body.field_info, params.Form)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         received: list[Message] = []
@@ -89,10 +117,21 @@ class StrictJSONRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        takes_json = self.takes_json
 
         async def strict_handler(request: Request) -> Response:
+            strict = StrictJSONRequest(request.scope, request.receive)
             try:
-                return await handler(StrictJSONRequest(request.scope, request.receive))
+                return await handler(strict)
+            except RequestValidationError:
+                # FastAPI validated the raw bytes of a non-JSON body against the model.
+                if (
+                    takes_json
+                    and not is_json_media_type(strict.headers.get("content-type"))
+                    and await strict.body()
+                ):
+                    raise UnsupportedMediaType() from None
+                raise
             except Exception as exc:
                 if request.scope.get(_RAN_AGAIN) or not lost_before_first_statement(exc):
                     raise

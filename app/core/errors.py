@@ -71,6 +71,13 @@ class PayloadTooLarge(AppError):
     detail = "The request body is too large."
 
 
+class UnsupportedMediaType(AppError):
+    status = 415
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    title = "Unsupported Media Type"
+    detail = "The request body must be JSON, sent with Content-Type: application/json."
+
+
 class TooManyRequests(AppError):
     status = 429
     code = "TOO_MANY_REQUESTS"

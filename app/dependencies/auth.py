@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
@@ -11,6 +11,7 @@ from app.core.request_context import organization_id_var, user_id_var
 from app.core.security import TokenType
 from app.core.tenancy import TenantContext
 from app.dependencies.db import SessionDep, resources_of
+from app.dependencies.organization_header import organization_id_header
 from app.schemas.common import MAX_ID
 from app.services.organizations import resolve_tenant
 
@@ -43,15 +44,8 @@ CurrentUserId = Annotated[
 ]
 
 
-# The parameter using it is named `x_organization_id`: the header is `X-Organization-Id`.
-OrganizationIdHeader = Annotated[
-    int,
-    Header(
-        ge=1,
-        le=MAX_ID,
-        description="The organization this request acts in; the caller must be a member.",
-    ),
-]
+# A security scheme, so Swagger UI's Authorize holds it (see `organization_header`).
+OrganizationIdHeader = Annotated[int, Security(organization_id_header)]
 
 
 async def get_tenant(

@@ -3,6 +3,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
+from pydantic import ConfigDict
+
 from app.models.enums import ActivityType
 from app.schemas.common import InputSchema, LongText, OutputSchema
 
@@ -10,11 +12,26 @@ CommentText = LongText
 
 
 class CommentPayload(InputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"text": "Call went well: they want a quote by Friday."}]}
+    )
+
     text: CommentText
 
 
 class ActivityCreate(InputSchema):
     """Clients may only add comments; every other type is written by the service itself."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "comment",
+                    "payload": {"text": "Call went well: they want a quote by Friday."},
+                }
+            ]
+        }
+    )
 
     type: Literal[ActivityType.COMMENT]
     payload: CommentPayload

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, EmailStr, StringConstraints
+from pydantic import AfterValidator, ConfigDict, EmailStr, StringConstraints
 
 from app.schemas.common import InputSchema, Name, OutputSchema, Safe
 from app.schemas.organization import OrganizationRead, OrganizationSummary
@@ -17,9 +17,27 @@ LoginEmail = Annotated[
     Safe,
 ]
 JwtString = Annotated[str, StringConstraints(min_length=1, max_length=4096), Safe]
+# The shape of a refresh token, for the documentation (it is not a valid one).
+EXAMPLE_REFRESH_TOKEN = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiI0MiIsInR5cCI6InJlZnJlc2giLCJleHAiOj"  # noqa: S105
+    "E3OTk5OTk5OTl9.1Q2mXw0Hq3m9Zk6k3VbQeJ8aV0t3yP4rJ2nKcM5sLxE"
+)
 
 
 class RegisterRequest(InputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ann@example.com",
+                    "password": "StrongPassword123",
+                    "name": "Ann Smith",
+                    "organization_name": "Acme Ltd",
+                }
+            ]
+        }
+    )
+
     email: Email
     password: Password
     name: Name
@@ -27,11 +45,21 @@ class RegisterRequest(InputSchema):
 
 
 class LoginRequest(InputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "ann@example.com", "password": "StrongPassword123"}]
+        }
+    )
+
     email: LoginEmail
     password: Annotated[str, StringConstraints(min_length=1, max_length=128), Safe]
 
 
 class RefreshRequest(InputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"refresh_token": EXAMPLE_REFRESH_TOKEN}]}
+    )
+
     refresh_token: JwtString
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Generic, TypeVar
@@ -67,20 +67,51 @@ Money = Annotated[
 MoneyOut = Annotated[Decimal, PlainSerializer(_money_out, return_type=float, when_used="json")]
 
 
-def _calendar_date_only(value: Any) -> Any:
-    # Pydantic would also read numbers as Unix timestamps; the API speaks YYYY-MM-DD only.
-    if isinstance(value, date) and not isinstance(value, datetime):
+_NOT_A_DATE = "must be a date in YYYY-MM-DD format (or an ISO 8601 datetime)"
+
+
+def _calendar_date(value: Any) -> Any:
+    """A date as YYYY-MM-DD, or an ISO 8601 datetime reduced to its UTC date.
+
+    Clients often send a datetime where a date is meant (JavaScript's `toISOString()`:
+    `2026-01-15T10:00:00.000Z`). One with an offset is converted to UTC first; a naive one is
+    taken as UTC. Pydantic would also read numbers as Unix timestamps: those stay refused."""
+    if isinstance(value, datetime):
+        return _utc_date(value)
+    if isinstance(value, date):
         return value
-    if isinstance(value, str) and _ISO_DATE.fullmatch(value):
-        return value
-    raise ValueError("must be a date in YYYY-MM-DD format")
+    if isinstance(value, str):
+        if _ISO_DATE.fullmatch(value):
+            return value
+        if _ISO_DATETIME.fullmatch(value):
+            try:
+                moment = datetime.fromisoformat(value.upper())  # 3.11 reads only `T` and `Z`
+            except ValueError:  # 2026-02-30T10:00, 25:00 ...
+                pass
+            else:
+                return _utc_date(moment)
+    raise ValueError(_NOT_A_DATE)
+
+
+def _utc_date(moment: datetime) -> date:
+    if moment.tzinfo is None:
+        return moment.date()
+    try:
+        return moment.astimezone(UTC).date()
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is in the year 10000
+        raise ValueError("must be a date between 1900-01-01 and 9999-12-30") from None
 
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# What `datetime.fromisoformat` reads, narrowed to the extended format clients send: a `T`,
+# hours and minutes, optional seconds and fraction, optional `Z` or ±HH:MM offset.
+_ISO_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?(?:[Zz]|[+-]\d{2}:\d{2})?"
+)
 # Outside this window a date is almost certainly a typo; it also keeps date arithmetic safe.
 DueDate = Annotated[
     date,
-    BeforeValidator(_calendar_date_only),
+    BeforeValidator(_calendar_date),
     Field(ge=date(1900, 1, 1), le=date(9999, 12, 30)),
 ]
 

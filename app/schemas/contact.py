@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import EmailStr, StringConstraints
+from pydantic import ConfigDict, EmailStr, StringConstraints
 
 from app.schemas.common import Id, InputSchema, Name, NotNullOnPatch, OutputSchema, Phone
 
@@ -17,12 +17,26 @@ class ContactOrderBy(StrEnum):
 
 
 class ContactCreate(InputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "Jane Cooper",
+                    "email": "jane.cooper@example.com",
+                    "phone": "+1 415 555 0134",
+                }
+            ]
+        }
+    )
+
     name: Name
     email: ContactEmail | None = None
     phone: Phone | None = None
 
 
 class ContactUpdate(NotNullOnPatch):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"phone": "+1 415 555 0199"}]})
+
     _not_null = ("name", "owner_id")
 
     name: Name | None = None

@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import pycountry
-from pydantic import AfterValidator, StringConstraints
+from pydantic import AfterValidator, ConfigDict, StringConstraints
 
 from app.models.enums import DealStage, DealStatus
 from app.schemas.common import Id, InputSchema, Money, MoneyOut, NotNullOnPatch, OutputSchema, Title
@@ -33,6 +33,19 @@ class DealOrderBy(StrEnum):
 
 
 class DealCreate(InputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "contact_id": 1,
+                    "title": "Website redesign",
+                    "amount": "12500.00",
+                    "currency": "EUR",
+                }
+            ]
+        }
+    )
+
     contact_id: Id
     title: Title
     amount: Money = Decimal("0.00")
@@ -40,6 +53,10 @@ class DealCreate(InputSchema):
 
 
 class DealUpdate(NotNullOnPatch):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "in_progress", "stage": "proposal"}]}
+    )
+
     _not_null = ("title", "amount", "currency", "status", "stage", "contact_id", "owner_id")
 
     title: Title | None = None

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import EmailStr, StringConstraints
+from pydantic import ConfigDict, EmailStr, StringConstraints
 
 from app.models.enums import Role
 from app.schemas.common import InputSchema, Name, OutputSchema
@@ -19,10 +19,14 @@ class AssignableRole(StrEnum):
 
 
 class OrganizationCreate(InputSchema):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Acme Europe"}]})
+
     name: Name
 
 
 class OrganizationUpdate(InputSchema):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Acme Europe GmbH"}]})
+
     name: Name | None = None
 
 
@@ -37,11 +41,17 @@ class OrganizationRead(OrganizationSummary):
 
 
 class MemberAdd(InputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "bob@example.com", "role": "manager"}]}
+    )
+
     email: Annotated[EmailStr, StringConstraints(max_length=320)]
     role: AssignableRole
 
 
 class MemberUpdate(InputSchema):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "admin"}]})
+
     role: AssignableRole
 
 

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from pydantic import ConfigDict
+
 from app.schemas.common import (
     Description,
     DueDate,
@@ -14,6 +16,19 @@ from app.schemas.common import (
 
 
 class TaskCreate(InputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "deal_id": 1,
+                    "title": "Send the proposal",
+                    "description": "Include the hosting options.",
+                    "due_date": "2030-01-15",
+                }
+            ]
+        }
+    )
+
     deal_id: Id
     title: Title
     description: Description | None = None
@@ -21,6 +36,8 @@ class TaskCreate(InputSchema):
 
 
 class TaskUpdate(NotNullOnPatch):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"is_done": True}]})
+
     _not_null = ("title", "is_done")
 
     title: Title | None = None
