@@ -254,3 +254,24 @@ async def test_the_migration_backfills_existing_deals(api: Api, database_url: st
         slots = (await conn.execute(text("SELECT DISTINCT slot FROM deal_daily_counts"))).all()
     assert [tuple(row) for row in slots] == [(0,)]
     await assert_exact(api, owner.organization_id, edges(times))
+
+
+async def test_an_organization_deleted_with_its_deals_takes_its_counts(api: Api) -> None:
+    """Its deals go by ON DELETE CASCADE; counting them down would recreate count rows for an
+    organization that no longer exists (a foreign-key violation)."""
+    owner = await api.register()
+    other = await api.register(organization_name="Other")
+    for user in (owner, other):
+        contact = await create_contact(user)
+        for days in (0, 3, 40):
+            await place_deal(api, user, contact, MIDNIGHT - timedelta(days=days))
+    async with engine_of(api).begin() as conn:
+        await conn.execute(
+            text("DELETE FROM organizations WHERE id = :id"), {"id": owner.organization_id}
+        )
+        left = await conn.scalar(
+            text("SELECT count(*) FROM deal_daily_counts WHERE organization_id = :id"),
+            {"id": owner.organization_id},
+        )
+    assert left == 0
+    await assert_exact(api, other.organization_id, edges([MIDNIGHT - timedelta(days=3)]))

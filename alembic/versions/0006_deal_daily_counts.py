@@ -48,9 +48,13 @@ _POSTGRESQL = [
                 NEW.organization_id, (NEW.created_at AT TIME ZONE 'UTC')::date, NEW.currency,
                 NEW.id, 1);
         ELSIF TG_OP = 'DELETE' THEN
-            PERFORM deal_daily_counts_add(
-                OLD.organization_id, (OLD.created_at AT TIME ZONE 'UTC')::date, OLD.currency,
-                OLD.id, -1);
+            -- Not when the deal goes with its organization (ON DELETE CASCADE): the counts
+            -- go too, and a row for a deleted organization would break its foreign key.
+            IF EXISTS (SELECT 1 FROM organizations WHERE id = OLD.organization_id) THEN
+                PERFORM deal_daily_counts_add(
+                    OLD.organization_id, (OLD.created_at AT TIME ZONE 'UTC')::date,
+                    OLD.currency, OLD.id, -1);
+            END IF;
         ELSE
             old_day := (OLD.created_at AT TIME ZONE 'UTC')::date;
             new_day := (NEW.created_at AT TIME ZONE 'UTC')::date;
@@ -99,8 +103,13 @@ def _sqlite_add(row: str, delta: int) -> str:
     )
 
 
+_ORGANIZATION_EXISTS = "EXISTS (SELECT 1 FROM organizations WHERE id = OLD.organization_id)"
+
 # SQLite stores the UTC timestamps as 'YYYY-MM-DD HH:MM:SS.ffffff' (app.db.types.UTCDateTime):
-# date() is their UTC day. Writers are serialised, so the order of the two rows is free.
+# date() is their UTC day. Writers are serialised, so the order of the two rows is free. A
+# deal deleted with its organization (ON DELETE CASCADE) is not counted down: its counts go
+# with the organization. SQLite drops a table's triggers when a batch migration recreates
+# the table: a later migration that alters `deals` there must create them again.
 _SQLITE = [
     f"""
     CREATE TRIGGER deals_daily_counts_insert AFTER INSERT ON deals
@@ -108,6 +117,7 @@ _SQLITE = [
     """,
     f"""
     CREATE TRIGGER deals_daily_counts_delete AFTER DELETE ON deals
+    WHEN {_ORGANIZATION_EXISTS}
     BEGIN {_sqlite_add("OLD", -1)} END
     """,
     f"""
