@@ -19,7 +19,9 @@ when `REDIS_URL` is set), each entry under the data version it was computed from
 - contacts: `organizations.contacts_version`, moved by `contacts_written`.
 
 A reader reads the version *first*, then computes: what it stores is at least as fresh as the
-version it is stored under. An entry is served only to a reader that read the same version.
+version it is stored under (analytics read it in the statement that checks membership,
+`AnalyticsService.open`, so a cached result costs one round trip). An entry is served only to
+a reader that read the same version.
 So after a committed write nothing older is ever served, in any worker or instance, whatever
 happened to invalidation (Redis down, another process's memory never told).
 
