@@ -25,8 +25,9 @@ class StatRow:
     amount: Decimal
 
 
+_VERSION = DEALS_VERSION  # the deals' data version (`app.services.read_models`)
 # A cache hit needs the caller's role and the version: one statement (no row: not a member).
-_ROLE_AND_VERSION = ROLE_OF_MEMBER.add_columns(DEALS_VERSION.scalar_subquery())
+_ROLE_AND_VERSION = ROLE_OF_MEMBER.add_columns(_VERSION.scalar_subquery())
 
 
 def _created_since(currency: bool) -> Select[Any]:
