@@ -8,6 +8,7 @@ Runs on the suite's database: SQLite by default, PostgreSQL with TEST_DATABASE_U
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -275,3 +276,36 @@ async def test_an_organization_deleted_with_its_deals_takes_its_counts(api: Api)
         )
     assert left == 0
     await assert_exact(api, other.organization_id, edges([MIDNIGHT - timedelta(days=3)]))
+
+
+async def test_concurrent_creates_currency_moves_and_deletes_stay_exact(
+    make_api: AppFactory, pg_url: str
+) -> None:
+    """On PostgreSQL, writers of one organization run at once: the counts of today's rows
+    (split over slots) and of the rows a currency change moves between stay exact."""
+    api = await make_api(pg_url, ANALYTICS_CACHE_TTL=0, **FAST_HASH)
+    owner = await api.register()
+    contact = await create_contact(owner)
+
+    async def create(index: int) -> int:
+        deal = await create_deal(owner, contact, f"D{index}", currency=("USD", "EUR")[index % 2])
+        deal_id: int = deal["id"]
+        return deal_id
+
+    deals = await asyncio.gather(*(create(i) for i in range(40)))
+
+    async def move_or_delete(index: int, deal_id: int) -> None:
+        if index % 3 == 0:
+            response = await owner.delete(f"/deals/{deal_id}")
+            assert response.status_code == 204, response.text
+        else:
+            currency = ("EUR", "USD")[index % 2]
+            response = await owner.patch(f"/deals/{deal_id}", json={"currency": currency})
+            assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(move_or_delete(i, d) for i, d in enumerate(deals)))
+    await asyncio.gather(*(create(i) for i in range(40, 60)))
+
+    now = datetime.now(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    await assert_exact(api, owner.organization_id, [day - timedelta(days=1), day, now])
