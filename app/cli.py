@@ -20,7 +20,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -543,12 +542,11 @@ def seed_demo_command(args: argparse.Namespace) -> int:
 
 @command(
     "rebuild-stats",
-    "Recompute the analytics running totals from the deals (after a bulk import).",
+    "Recompute the analytics running totals and daily counts from the deals (after a bulk import).",
     argument("--organization", type=int, metavar="ID", help="default: every organization"),
 )
 def rebuild_stats_command(args: argparse.Namespace) -> int:
-    from app.db.session import after_commit
-    from app.repositories.analytics import AnalyticsRepository
+    from app.services.read_models import ReadModels
 
     async def rebuild(session: AsyncSession, resources: Resources) -> int:
         from app.models import Organization
@@ -558,8 +556,7 @@ def rebuild_stats_command(args: argparse.Namespace) -> int:
         else:
             ids = list(await session.scalars(select(Organization.id).order_by(Organization.id)))
         for organization_id in ids:
-            await AnalyticsRepository(session, organization_id).rebuild()
-            after_commit(session, partial(resources.cache.invalidate, organization_id))
+            await ReadModels(session, organization_id, resources.cache).rebuild()
         return len(ids)
 
     count = asyncio.run(_with_session(load_settings(), rebuild))

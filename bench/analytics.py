@@ -1,6 +1,7 @@
 """Analytics latency at 1M deals, measured in-process (no network, no HTTP server).
 
     .venv/bin/python -m bench.analytics [--requests 200] [--warmup 20] [--rounds 5] [--json out]
+        [--redis-url redis://127.0.0.1:6379/12]
 
 The app is built with `create_app(Settings(...))` and driven through `httpx.ASGITransport`
 inside `asgi_lifespan.LifespanManager`. Requests run one at a time. "Server time" is measured
@@ -14,9 +15,13 @@ every scenario in turn, so background load on a shared machine hits all of them 
 
 Apps: `uncached` has ANALYTICS_CACHE_TTL=0 (the app then uses a NullCache: every request
 runs the SQL); `cached` uses the default in-process MemoryCache (TTL raised to 1 h so nothing
-expires mid-run); `cached-redis` uses RedisCache on redis://127.0.0.1:6379/12 (as production
-with REDIS_URL), skipped when Redis does not answer. Every response's `X-Cache` header is
-checked (uncached must be MISS, cached must be HIT after warm-up).
+expires mid-run); `cached-redis` uses RedisCache on `--redis-url` (default
+redis://127.0.0.1:6379/12, flushed before and after: it must belong to the benchmark; as
+production with REDIS_URL), skipped when Redis does not answer. Every response's `X-Cache`
+header is checked (uncached must be MISS, cached must be HIT after warm-up).
+
+The summary is measured uncached at `days=30` (the default window) and `days=365` side by side,
+and the difference of their medians is printed: the window's cost (`new_deals_last_n_days`).
 
 Afterwards a profiling pass records, per request, the number of SQL statements and the time
 spent inside them (SQLAlchemy cursor events), and EXPLAIN (ANALYZE, BUFFERS) of each distinct
@@ -249,16 +254,44 @@ ENDPOINTS = (
 
 
 def _variants(endpoint: str, extra: bool) -> Iterator[tuple[str, dict[str, str]]]:
-    yield "", {}
-    yield "currency=EUR", {"currency": "EUR"}
-    if extra and endpoint == "summary":  # the funnel has no `days`
+    if endpoint != "summary":  # the funnel has no `days`
+        yield "", {}
+        yield "currency=EUR", {"currency": "EUR"}
+        return
+    yield "days=30", {"days": "30"}
+    if extra:
         yield "days=365", {"days": "365"}
+    yield "currency=EUR", {"currency": "EUR"}
+    if extra:
+        yield "days=365&currency=EUR", {"days": "365", "currency": "EUR"}
 
 
-async def _redis_available() -> bool:
+def window_cost(scenarios: list[Scenario]) -> list[list[object]]:
+    """Uncached summary at days=365 beside days=30: what the longer window costs."""
+    by_query = {
+        sc.query: sc for sc in scenarios if sc.app == "uncached" and sc.endpoint == "summary"
+    }
+    rows: list[list[object]] = []
+    for short, long in (("days=30", "days=365"), ("currency=EUR", "days=365&currency=EUR")):
+        if short in by_query and long in by_query:
+            a, b = by_query[short], by_query[long]
+            rows.append(
+                [
+                    short,
+                    f"{statistics.median(a.server_ms):.2f}",
+                    long,
+                    f"{statistics.median(b.server_ms):.2f}",
+                    f"{statistics.median(b.server_ms) - statistics.median(a.server_ms):+.2f}",
+                    f"{min(b.round_p50) - min(a.round_p50):+.2f}",
+                ]
+            )
+    return rows
+
+
+async def _redis_available(redis_url: str) -> bool:
     from redis.asyncio import Redis
 
-    redis = Redis.from_url(REDIS_URL, socket_connect_timeout=0.5, socket_timeout=0.5)
+    redis = Redis.from_url(redis_url, socket_connect_timeout=0.5, socket_timeout=0.5)
     try:
         return bool(await redis.ping())
     except Exception:  # any failure: skip the Redis variant
@@ -327,16 +360,18 @@ async def _explain(app: FastAPI, statement: str, parameters: Any) -> str:
     return f"-- {' '.join(statement.split())}\n-- params: {args}\n{plan}"
 
 
-async def run(requests: int, warmup: int, rounds: int, explain: bool) -> dict[str, Any]:
+async def run(
+    requests: int, warmup: int, rounds: int, explain: bool, redis_url: str = REDIS_URL
+) -> dict[str, Any]:
     code_at_start = code_fingerprint()
     url = database_url()
     settings: dict[str, tuple[Settings, str]] = {
         "uncached": (make_settings(url, ANALYTICS_CACHE_TTL=0), "MISS"),
         "cached": (make_settings(url, ANALYTICS_CACHE_TTL=3600), "HIT"),
     }
-    if await _redis_available():
+    if await _redis_available(redis_url):
         settings["cached-redis"] = (
-            make_settings(url, ANALYTICS_CACHE_TTL=3600, REDIS_URL=REDIS_URL),
+            make_settings(url, ANALYTICS_CACHE_TTL=3600, REDIS_URL=redis_url),
             "HIT",
         )
     scenarios: list[Scenario] = []
@@ -391,6 +426,16 @@ async def run(requests: int, warmup: int, rounds: int, explain: bool) -> dict[st
     print(f"1-min load average during the rounds: {min(loads):.1f} .. {max(loads):.1f}")
     print()
     print(table(HEADERS, [sc.row() for sc in scenarios]))
+    window_rows = window_cost(scenarios)
+    if window_rows:
+        print()
+        print("uncached summary: the longer window beside the default one (server time)")
+        print(
+            table(
+                ["query", "p50 ms", "query", "p50 ms", "p50 diff ms", "best-round p50 diff ms"],
+                window_rows,
+            )
+        )
     if explain:
         print()
         print("50 requests each: SQL statements per request and time inside them")
@@ -411,6 +456,7 @@ async def run(requests: int, warmup: int, rounds: int, explain: bool) -> dict[st
         "warmup": warmup,
         "load_average": [min(loads), max(loads)],
         "results": [sc.as_dict() for sc in scenarios],
+        "window_cost": window_rows,
         "sql_profile": profile_rows,
         "plans": plans,
     }
@@ -424,10 +470,17 @@ def main() -> None:
     parser.add_argument("--json", dest="json_path", help="also write the figures as JSON")
     parser.add_argument("--no-explain", action="store_true", help="skip the SQL profile")
     parser.add_argument("--no-load", action="store_true", help="do not check/load the dataset")
+    parser.add_argument(
+        "--redis-url",
+        default=REDIS_URL,
+        help="Redis db of the benchmark (flushed before and after)",
+    )
     args = parser.parse_args()
     if not args.no_load:
         asyncio.run(ensure_dataset())
-    payload = asyncio.run(run(args.requests, args.warmup, args.rounds, not args.no_explain))
+    payload = asyncio.run(
+        run(args.requests, args.warmup, args.rounds, not args.no_explain, args.redis_url)
+    )
     if args.json_path:
         with open(args.json_path, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=2, default=str)

@@ -1,12 +1,9 @@
-"""A small per-organization cache for computed read models: analytics, list totals, and where
-deal pages start.
+"""Storage for cached read models: per organization, each entry under a data version.
 
-Every entry is stored with the *data version* it was computed from, and served only to a
-reader that sees the same version. The version lives in the database and changes in the same
-transaction as the data (`DealStat.version`, `Organization.contacts_version`), so a read after
-a committed write can never get an older entry: not from another worker's memory, not after a
-Redis hiccup lost an invalidation. `invalidate` only frees the space of entries that can no
-longer be served.
+What is cached, under which version, and when it is dropped is decided in one place,
+`app.services.read_models`; this module only stores. An entry is returned only for exactly the
+version it was stored with, so a reader that read a newer version never gets it.
+`invalidate` only frees the space of entries that can no longer be served.
 
 Two backends: in-process (default; per worker process) and Redis (shared by all workers and
 instances). A Redis failure degrades to "no cache": never returned to a client, and while

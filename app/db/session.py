@@ -267,7 +267,8 @@ _AFTER_COMMIT_KEY = "after_commit"
 def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     """Run `callback` once this request's transaction has committed (never if it rolls back).
 
-    Used for side effects that must not be seen before the data is, such as cache invalidation.
+    Used for side effects that must not be seen before the data is, such as cache invalidation
+    (`app.services.read_models`).
     """
     session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
 

@@ -4,7 +4,7 @@ from app.db.base import Base
 from app.models.activity import Activity
 from app.models.contact import Contact
 from app.models.deal import Deal
-from app.models.deal_stats import DealStat
+from app.models.deal_stats import DealDailyCount, DealStat
 from app.models.enums import ActivityType, DealStage, DealStatus, Role
 from app.models.organization import Membership, Organization
 from app.models.task import Task
@@ -17,6 +17,7 @@ __all__ = [
     "Base",
     "Contact",
     "Deal",
+    "DealDailyCount",
     "DealStage",
     "DealStat",
     "DealStatus",

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, ForeignKey, SmallInteger, String
+from sqlalchemy import BigInteger, Date, ForeignKey, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base
@@ -20,9 +21,9 @@ class DealStat(Base):
     """Running totals of deals per (organization, currency, status, stage), each split over
     `STAT_SLOTS` rows: readers sum the slots.
 
-    Maintained by the deal service in the same transaction as every deal write, so analytics
-    aggregate at most a few dozen rows instead of scanning every deal of an organization.
-    `minicrm rebuild-stats` recomputes it from the deals table (after bulk loads)."""
+    Maintained in the same transaction as every deal write (`app.services.read_models`), so
+    analytics aggregate at most a few dozen rows instead of scanning every deal of an
+    organization. `minicrm rebuild-stats` recomputes it from the deals table (after bulk loads)."""
 
     __tablename__ = "deal_stats"
 
@@ -39,7 +40,27 @@ class DealStat(Base):
     amount_sum: Mapped[Decimal] = mapped_column(Money(TOTAL_PRECISION), default=Decimal(0))
     # Bumped in the writing transaction by every deal write that lands in this row (even one
     # that leaves the totals as they were, such as a new title). The sum over an organization's
-    # rows is its deals' data version: a cached analytics result or list total computed at
-    # another version is never served, whatever happened to cache invalidation (Redis down,
-    # another process).
+    # rows is its deals' data version (see `app.services.read_models`).
     version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class DealDailyCount(Base):
+    """Deals created per (organization, UTC day, currency), each split over `STAT_SLOTS` rows
+    (by deal id) like `DealStat`, so concurrent creations mostly lock different rows.
+
+    Kept by database triggers on `deals` (migration 0006), in the same transaction as every
+    insert, delete, or change of `created_at` or `currency`, whatever statement makes it (the
+    API, a bulk import, a manual fix): "deals created in the last N days" sums at most a few
+    rows per day of the window instead of counting the deals. Rows of one day may hold
+    negative counts (a deal deleted from another slot than it was counted in); only sums mean
+    anything. `minicrm rebuild-stats` recomputes the table from the deals."""
+
+    __tablename__ = "deal_daily_counts"
+
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    deal_count: Mapped[int] = mapped_column(BigInteger)

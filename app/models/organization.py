@@ -18,7 +18,8 @@ class Organization(Base):
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     # Bumped in the writing transaction by every contact write of this organization: cached
-    # contact-list totals computed at another version are never served (see `app.core.cache`).
+    # contact-list totals computed at another version are never served (see
+    # `app.services.read_models`).
     contacts_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 

@@ -1,33 +1,20 @@
-"""Deal analytics: the running totals in `deal_stats`, and their maintenance."""
+"""Deal analytics: aggregates over the precomputed figures (`deal_stats`,
+`deal_daily_counts`), which `app.services.read_models` keeps."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Select, bindparam, func, select
 
-from app.models import Deal, DealStage, DealStat, DealStatus, Role
-from app.models.deal_stats import STAT_SLOTS
+from app.models import Deal, DealDailyCount, DealStage, DealStat, DealStatus, Role
 from app.repositories.base import TenantRepository
 from app.repositories.organizations import ROLE_OF_MEMBER
-
-
-@dataclass(frozen=True, slots=True, order=True)
-class StatKey:
-    currency: str
-    status: DealStatus
-    stage: DealStage
-    slot: int = 0
-
-    @classmethod
-    def of(cls, deal: Deal) -> StatKey:
-        # A deal always lands in the same slot, so its own moves touch one slot's rows.
-        return cls(deal.currency, deal.status, deal.stage, deal.id % STAT_SLOTS)
+from app.repositories.read_models import DEALS_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,39 +25,33 @@ class StatRow:
     amount: Decimal
 
 
-_stats = DealStat.__table__.c
-# Read on every analytics request (cache hits included): built once, on the table.
-_VERSION = select(func.coalesce(func.sum(_stats.version), 0)).where(
-    _stats.organization_id == bindparam("organization_id")
-)
+_VERSION = DEALS_VERSION  # the deals' data version (`app.services.read_models`)
 # A cache hit needs the caller's role and the version: one statement (no row: not a member).
 _ROLE_AND_VERSION = ROLE_OF_MEMBER.add_columns(_VERSION.scalar_subquery())
 
 
-def _upsert(builder: Any) -> Any:
-    """Add a (count, amount) delta to one running total, creating its row if needed."""
-    statement = builder(DealStat.__table__).values(
-        organization_id=bindparam("organization_id"),
-        currency=bindparam("currency"),
-        status=bindparam("status"),
-        stage=bindparam("stage"),
-        slot=bindparam("slot"),
-        deal_count=bindparam("deal_count"),
-        amount_sum=bindparam("amount_sum"),
-        version=1,
+def _created_since(currency: bool) -> Select[Any]:
+    """Deals created at or after `since`: the whole UTC days after since's day from
+    `deal_daily_counts` (a few rows per day), plus the deals of since's own day from
+    `since` on (an index range over one day of deals). Exact, and as cheap for a year as for
+    a day."""
+    days = select(func.coalesce(func.sum(DealDailyCount.deal_count), 0)).where(
+        DealDailyCount.organization_id == bindparam("organization_id"),
+        DealDailyCount.day > bindparam("since_day"),
     )
-    return statement.on_conflict_do_update(
-        index_elements=["organization_id", "currency", "status", "stage", "slot"],
-        set_={
-            "deal_count": _stats.deal_count + statement.excluded.deal_count,
-            "amount_sum": _stats.amount_sum + statement.excluded.amount_sum,
-            "version": _stats.version + 1,
-        },
+    first_day = select(func.count()).where(
+        Deal.organization_id == bindparam("organization_id"),
+        Deal.created_at >= bindparam("since"),
+        Deal.created_at < bindparam("next_day"),
     )
+    if currency:
+        days = days.where(DealDailyCount.currency == bindparam("currency"))
+        first_day = first_day.where(Deal.currency == bindparam("currency"))
+    return select(days.scalar_subquery() + first_day.scalar_subquery())
 
 
-# Every deal write runs it once or twice: built once per dialect, on the table (Core).
-_UPSERT = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
+# Built once each, on every uncached summary.
+_CREATED_SINCE = {False: _created_since(False), True: _created_since(True)}
 
 
 class AnalyticsRepository(TenantRepository):
@@ -94,13 +75,9 @@ class AnalyticsRepository(TenantRepository):
             for status, stage, count, amount in rows
         ]
 
-    async def version(self) -> int:
-        """Changes with every committed deal write (see `DealStat.version`)."""
-        total = await self.session.scalar(_VERSION, {"organization_id": self.organization_id})
-        return int(total or 0)
-
     async def role_and_version(self, user_id: int) -> tuple[Role | None, int]:
-        """`user_id`'s role in this organization (None: not a member) and `version()`."""
+        """`user_id`'s role in this organization (None: not a member) and the deals' data
+        version (`app.services.read_models`)."""
         row = (
             await self.session.execute(
                 _ROLE_AND_VERSION, {"organization_id": self.organization_id, "user_id": user_id}
@@ -111,78 +88,16 @@ class AnalyticsRepository(TenantRepository):
         return row[0], int(row[1])
 
     async def count_created_since(self, since: datetime, currency: str | None) -> int:
-        query = select(func.count()).where(
-            Deal.organization_id == self.organization_id, Deal.created_at >= since
-        )
+        """Deals created at or after `since` (optionally in `currency`)."""
+        since = since.astimezone(UTC)
+        next_day = datetime.combine(since.date() + timedelta(days=1), time(), UTC)
+        params: dict[str, object] = {
+            "organization_id": self.organization_id,
+            "since": since,
+            "since_day": since.date(),
+            "next_day": next_day,
+        }
         if currency is not None:
-            query = query.where(Deal.currency == currency)
-        return int(await self.session.scalar(query) or 0)
-
-    async def apply(self, deltas: Mapping[StatKey, tuple[int, Decimal]]) -> None:
-        """Add (count, amount) deltas to the running totals, and move the data version.
-
-        A zero delta still bumps its row's version: a deal write that changes no total (a new
-        title, owner or contact) must still make cached list totals stale. Keys are applied in
-        sorted order, so concurrent transactions lock the rows in the same order and cannot
-        deadlock on each other."""
-        upsert = _UPSERT[self.session.get_bind().dialect.name]
-        for key in sorted(deltas):
-            count, amount = deltas[key]
-            await self.session.execute(
-                upsert,
-                {
-                    "organization_id": self.organization_id,
-                    "currency": key.currency,
-                    "status": key.status,
-                    "stage": key.stage,
-                    "slot": key.slot,
-                    "deal_count": count,
-                    "amount_sum": amount,
-                },
-            )
-
-    async def rebuild(self) -> None:
-        """Recompute this organization's totals from its deals (after bulk loads).
-
-        The rebuilt rows start from the old version + 1, so the version still only grows."""
-        previous = await self.version()
-        await self.session.execute(
-            delete(DealStat).where(DealStat.organization_id == self.organization_id)
-        )
-        await self.session.execute(
-            insert(DealStat).from_select(
-                ["organization_id", "currency", "status", "stage", "deal_count", "amount_sum"],
-                select(
-                    Deal.organization_id,
-                    Deal.currency,
-                    Deal.status,
-                    Deal.stage,
-                    func.count(),
-                    func.sum(Deal.amount),
-                )
-                .where(Deal.organization_id == self.organization_id)
-                .group_by(Deal.organization_id, Deal.currency, Deal.status, Deal.stage),
-            )
-        )
-        # Carry the version over on one row. With no deals there are no rows and the version is
-        # 0, which only an entry computed for an organization without deals can carry.
-        first = (
-            await self.session.execute(
-                select(DealStat.currency, DealStat.status, DealStat.stage, DealStat.slot)
-                .where(DealStat.organization_id == self.organization_id)
-                .limit(1)
-            )
-        ).first()
-        if first is not None:
-            currency, status, stage, slot = first
-            await self.session.execute(
-                update(DealStat)
-                .where(
-                    DealStat.organization_id == self.organization_id,
-                    DealStat.currency == currency,
-                    DealStat.status == status,
-                    DealStat.stage == stage,
-                    DealStat.slot == slot,
-                )
-                .values(version=previous + 1)
-            )
+            params["currency"] = currency
+        statement = _CREATED_SINCE[currency is not None]
+        return int(await self.session.scalar(statement, params) or 0)

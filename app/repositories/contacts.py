@@ -4,11 +4,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, exists, select, update
+from sqlalchemy import Select, exists, select
 
-from app.core.cache import cache_key
 from app.core.text import fold
-from app.models import Contact, Deal, Organization
+from app.models import Contact, Deal
 from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.contact import ContactOrderBy
@@ -22,23 +21,6 @@ class ContactFilters:
     owner_id: int | None = None
     order_by: ContactOrderBy = ContactOrderBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
-
-    def count_key(self) -> str:
-        """Names the set of contacts these filters match, whatever their order: a cache key."""
-        search = None if self.search is None else fold(self.search)
-        return cache_key("contacts:count", [search, self.owner_id])
-
-
-_organizations = Organization.__table__.c
-_VERSION = select(_organizations.contacts_version).where(
-    _organizations.id == bindparam("organization_id")
-)
-_BUMP_VERSION = (
-    update(Organization)
-    .where(Organization.id == bindparam("organization_id"))
-    .values(contacts_version=Organization.contacts_version + 1)
-    .execution_options(synchronize_session=False)
-)
 
 
 class ContactRepository(TenantRepository):
@@ -62,15 +44,6 @@ class ContactRepository(TenantRepository):
         if filters.owner_id is not None:
             query = query.where(Contact.owner_id == filters.owner_id)
         return sorted_by(query, _ORDER_COLUMNS[filters.order_by], Contact.id, filters.order)
-
-    async def version(self) -> int:
-        """Changes with every committed contact write of the organization."""
-        version = await self.session.scalar(_VERSION, {"organization_id": self.organization_id})
-        return int(version or 0)
-
-    async def bump_version(self) -> None:
-        """Called by every contact write, in its transaction."""
-        await self.session.execute(_BUMP_VERSION, {"organization_id": self.organization_id})
 
     async def add(self, contact: Contact) -> Contact:
         contact.organization_id = self.organization_id

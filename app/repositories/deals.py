@@ -9,7 +9,6 @@ from typing import Any
 from sqlalchemy import Row, Select, and_, bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from app.core.cache import cache_key
 from app.core.text import fold
 from app.models import Deal, DealStage, DealStatus, Role
 from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
@@ -48,26 +47,6 @@ class DealFilters:
     search: str | None = None
     order_by: DealOrderBy = DealOrderBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
-
-    def count_key(self) -> str:
-        """Names the set of deals these filters match, whatever their order: a cache key."""
-        return cache_key("deals:count", self._matched())
-
-    def page_key(self, page: PageParams) -> str:
-        """Names one page of this list (filters, order and page size): a cache key."""
-        order = [self.order_by.value, self.order.value, page.page_size, page.page]
-        return cache_key("deals:page", self._matched() + order)
-
-    def _matched(self) -> list[Any]:
-        return [
-            sorted(self.statuses),
-            sorted(self.stages),
-            None if self.min_amount is None else str(self.min_amount),
-            None if self.max_amount is None else str(self.max_amount),
-            self.owner_id,
-            self.contact_id,
-            None if self.search is None else fold(self.search),
-        ]
 
 
 @dataclass(frozen=True, slots=True)

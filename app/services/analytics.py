@@ -1,20 +1,22 @@
-"""Summary and funnel of an organization's deals: aggregated in SQL, cached per organization."""
+"""Summary and funnel of an organization's deals: aggregated in SQL, cached per organization
+(`app.services.read_models`)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.cache import Cache, cached
+from app.core.cache import Cache
 from app.core.tenancy import TenantContext
 from app.models import DealStage, DealStatus
 from app.repositories.analytics import AnalyticsRepository, StatRow
 from app.schemas.analytics import DealFunnel, DealSummary, FunnelStage, StatusTotals
 from app.services.organizations import tenant_of
+from app.services.read_models import ReadModels, funnel_key, summary_key
 
 _CENT = Decimal("0.01")
 
@@ -77,8 +79,8 @@ class AnalyticsService:
         self, session: AsyncSession, ctx: TenantContext, cache: Cache, version: int
     ) -> None:
         self.ctx = ctx
-        self.cache = cache
         self.analytics = AnalyticsRepository(session, ctx.organization_id)
+        self.read_models = ReadModels(session, ctx.organization_id, cache)
         # Read before anything is computed: figures computed afterwards are at least as fresh.
         self.version = version
 
@@ -100,17 +102,14 @@ class AnalyticsService:
             new_deals = await self.analytics.count_created_since(since, currency)
             return build_summary(rows, new_deals, days).model_dump(mode="json")
 
-        value, hit = await self._cached(f"summary:{days}:{currency or '*'}", compute)
+        value, hit = await self.read_models.analytics(
+            summary_key(days, currency), self.version, compute
+        )
         return DealSummary.model_validate(value), hit
 
     async def funnel(self, currency: str | None) -> tuple[DealFunnel, bool]:
         async def compute() -> dict[str, Any]:
             return build_funnel(await self.analytics.totals(currency)).model_dump(mode="json")
 
-        value, hit = await self._cached(f"funnel:{currency or '*'}", compute)
+        value, hit = await self.read_models.analytics(funnel_key(currency), self.version, compute)
         return DealFunnel.model_validate(value), hit
-
-    async def _cached(
-        self, key: str, compute: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> tuple[dict[str, Any], bool]:
-        return await cached(self.cache, self.ctx.organization_id, key, self.version, compute)

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.cache import Cache, cached
+from app.core.cache import Cache
 from app.core.errors import ContactHasDeals, ContactNotFound, OwnerNotAMember
 from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
@@ -17,6 +17,7 @@ from app.repositories.organizations import OrganizationRepository
 from app.schemas.common import PageParams
 from app.schemas.contact import ContactCreate, ContactUpdate
 from app.services.policies import ensure_can_modify
+from app.services.read_models import ReadModels
 
 
 async def ensure_owner_assignable(
@@ -34,24 +35,21 @@ class ContactService:
     def __init__(self, session: AsyncSession, ctx: TenantContext, cache: Cache) -> None:
         self.session = session
         self.ctx = ctx
-        self.cache = cache
         self.contacts = ContactRepository(session, ctx.organization_id)
+        self.read_models = ReadModels(session, ctx.organization_id, cache)
 
     async def list(
         self, filters: ContactFilters, page: PageParams
     ) -> tuple[Sequence[Contact], int]:
         """A page and the exact total. The total (a second pass of the search) is cached per
-        filter set under the contacts' data version, which every contact write moves in its
-        own transaction: it is never older than the last committed write, in any worker."""
-        version = await self.contacts.version()  # first: a total counted after is as fresh
+        filter set under the contacts' data version (see `app.services.read_models`)."""
+        version = await self.read_models.contacts_version()  # first: a total after is as fresh
 
         async def count() -> int:
             return await self.contacts.count_matching(filters)
 
-        total, _ = await cached(
-            self.cache, self.ctx.organization_id, filters.count_key(), version, count
-        )
-        return await self.contacts.list(filters, page), int(total)
+        total = await self.read_models.contact_total(filters, version, count)
+        return await self.contacts.list(filters, page), total
 
     async def get(self, contact_id: int) -> Contact:
         contact = await self.contacts.get(contact_id)
@@ -68,13 +66,20 @@ class ContactService:
             search_text=fold_fields(data.name, data.email, data.phone),
         )
         await self.contacts.add(contact)
-        await self.contacts.bump_version()
+        await self.read_models.contacts_written()
         return contact
 
     async def update(self, contact_id: int, data: ContactUpdate) -> Contact:
         contact = await self.get(contact_id)
         ensure_can_modify(self.ctx, contact.owner_id, "contacts")
-        changes = data.changes()
+        # Fields sent with the value they have are no change: nothing is written for them.
+        changes = {
+            field: value
+            for field, value in data.changes().items()
+            if value != getattr(contact, field)
+        }
+        if not changes:
+            return contact
         if "owner_id" in changes:
             await ensure_owner_assignable(
                 self.session, self.ctx, contact.owner_id, changes["owner_id"]
@@ -83,8 +88,7 @@ class ContactService:
             setattr(contact, field, value)
         contact.search_text = fold_fields(contact.name, contact.email, contact.phone)
         await self.session.flush()
-        if changes:
-            await self.contacts.bump_version()
+        await self.read_models.contacts_written()
         return contact
 
     async def delete(self, contact_id: int) -> None:
@@ -100,4 +104,4 @@ class ContactService:
             await self.contacts.delete(contact)
         except IntegrityError as exc:  # a deal for it was created concurrently
             raise ContactHasDeals() from exc
-        await self.contacts.bump_version()
+        await self.read_models.contacts_written()

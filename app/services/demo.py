@@ -10,7 +10,7 @@ history is written in bulk (rows with their past timestamps, a few statements in
 thousands of requests), so it follows the same rules as the services by construction: a won
 deal has an amount, stages only move forward, every status or stage change has its timeline
 entry. The analytics running totals are then recomputed from the deals in the same
-transaction (`AnalyticsRepository.rebuild`), so they equal a fresh GROUP BY exactly.
+transaction (`ReadModels.rebuild`), so they equal a fresh GROUP BY exactly.
 
 Content is drawn from a seeded random generator: the same on every run, relative to today."""
 
@@ -21,7 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from functools import partial
 from typing import Any
 
 from sqlalchemy import insert
@@ -30,15 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.resources import Resources
 from app.core.tenancy import TenantContext
 from app.core.text import fold, fold_fields
-from app.db.session import after_commit
 from app.models import Activity, ActivityType, Contact, Deal, DealStage, DealStatus, Role, Task
-from app.repositories.analytics import AnalyticsRepository
-from app.repositories.contacts import ContactRepository
 from app.repositories.users import UserRepository
 from app.schemas.auth import RegisterRequest
 from app.schemas.organization import AssignableRole
 from app.services.auth import AuthService
 from app.services.organizations import OrganizationService
+from app.services.read_models import ReadModels
 
 DEMO_PASSWORD = "StrongPassword123"  # noqa: S105 - the documented demo login
 DEMO_OWNER_EMAIL = "owner@example.com"
@@ -219,11 +216,11 @@ async def seed_demo(session: AsyncSession, resources: Resources) -> DemoResult:
     now = datetime.now(UTC).replace(microsecond=0)
     history = History(random.Random(SEED), now, org_id, user_ids)  # noqa: S311 - not secret
     counts = await history.write(session)
-    await ContactRepository(session, org_id).bump_version()
-    # The deals were written in bulk, not through the deal service: their running totals are
-    # recomputed from the deals themselves, in this transaction.
-    await AnalyticsRepository(session, org_id).rebuild()
-    after_commit(session, partial(resources.cache.invalidate, org_id))
+    # Written in bulk, not through the contact and deal services: the contacts' version moves,
+    # and the deals' precomputed figures are recomputed from the deals, in this transaction.
+    read_models = ReadModels(session, org_id, resources.cache)
+    await read_models.contacts_written()
+    await read_models.rebuild()
     return DemoResult(created=True, organization_id=org_id, counts=counts)
 
 

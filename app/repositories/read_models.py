@@ -1,0 +1,200 @@
+"""The SQL behind `app.services.read_models`: data versions, the running deal totals they live
+in, and the rebuild of the precomputed figures from the deals."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Date,
+    SmallInteger,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from app.models import Deal, DealDailyCount, DealStage, DealStat, DealStatus, Organization
+from app.models.deal_stats import STAT_SLOTS
+from app.repositories.base import TenantRepository
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class StatKey:
+    """One running total of `deal_stats` (a slot of it)."""
+
+    currency: str
+    status: DealStatus
+    stage: DealStage
+    slot: int = 0
+
+    @classmethod
+    def of(cls, currency: str, status: DealStatus, stage: DealStage, deal_id: int) -> StatKey:
+        # A deal always lands in the same slot, so its own moves touch one slot's rows.
+        return cls(currency, status, stage, deal_id % STAT_SLOTS)
+
+
+_stats = DealStat.__table__.c
+# Read on every analytics request and deal list (cache hits included): built once, on the table.
+DEALS_VERSION = select(func.coalesce(func.sum(_stats.version), 0)).where(
+    _stats.organization_id == bindparam("organization_id")
+)
+
+_organizations = Organization.__table__.c
+_CONTACTS_VERSION = select(_organizations.contacts_version).where(
+    _organizations.id == bindparam("organization_id")
+)
+_MOVE_CONTACTS_VERSION = (
+    update(Organization)
+    .where(Organization.id == bindparam("organization_id"))
+    .values(contacts_version=Organization.contacts_version + 1)
+    .execution_options(synchronize_session=False)
+)
+
+
+def _upsert(builder: Any) -> Any:
+    """Add a (count, amount) delta to one running total, creating its row if needed, and move
+    the row's version."""
+    statement = builder(DealStat.__table__).values(
+        organization_id=bindparam("organization_id"),
+        currency=bindparam("currency"),
+        status=bindparam("status"),
+        stage=bindparam("stage"),
+        slot=bindparam("slot"),
+        deal_count=bindparam("deal_count"),
+        amount_sum=bindparam("amount_sum"),
+        version=1,
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["organization_id", "currency", "status", "stage", "slot"],
+        set_={
+            "deal_count": _stats.deal_count + statement.excluded.deal_count,
+            "amount_sum": _stats.amount_sum + statement.excluded.amount_sum,
+            "version": _stats.version + 1,
+        },
+    )
+
+
+# Every deal write runs it once or twice: built once per dialect, on the table (Core).
+_UPSERT = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
+
+
+def utc_day(column: Any, dialect: str) -> Any:
+    """The UTC calendar day of a timestamp column, as the database computes it (the same
+    expression as the `deal_daily_counts` triggers)."""
+    if dialect == "postgresql":
+        # A literal, not a parameter: the expression is grouped by, and PostgreSQL matches
+        # GROUP BY expressions by their text ($1 and $2 would differ).
+        return cast(func.timezone(literal_column("'UTC'"), column), Date)
+    return func.date(column)  # SQLite stores UTC as 'YYYY-MM-DD HH:MM:SS...'
+
+
+class ReadModelRepository(TenantRepository):
+    async def deals_version(self) -> int:
+        total = await self.session.scalar(DEALS_VERSION, {"organization_id": self.organization_id})
+        return int(total or 0)
+
+    async def contacts_version(self) -> int:
+        version = await self.session.scalar(
+            _CONTACTS_VERSION, {"organization_id": self.organization_id}
+        )
+        return int(version or 0)
+
+    async def move_contacts_version(self) -> None:
+        await self.session.execute(
+            _MOVE_CONTACTS_VERSION, {"organization_id": self.organization_id}
+        )
+
+    async def apply_deal_totals(self, deltas: Mapping[StatKey, tuple[int, Decimal]]) -> None:
+        """Add (count, amount) deltas to the running totals; each row touched moves its version.
+
+        Keys are applied in sorted order, so concurrent transactions lock the rows in the same
+        order and cannot deadlock on each other."""
+        upsert = _UPSERT[self.session.get_bind().dialect.name]
+        for key in sorted(deltas):
+            count, amount = deltas[key]
+            await self.session.execute(
+                upsert,
+                {
+                    "organization_id": self.organization_id,
+                    "currency": key.currency,
+                    "status": key.status,
+                    "stage": key.stage,
+                    "slot": key.slot,
+                    "deal_count": count,
+                    "amount_sum": amount,
+                },
+            )
+
+    async def rebuild_deal_figures(self) -> None:
+        """Recompute this organization's running totals and daily creation counts from its
+        deals (after bulk loads that bypassed them).
+
+        The rebuilt totals start from the old version + 1, so the version still only grows."""
+        previous = await self.deals_version()
+        await self.session.execute(
+            delete(DealStat).where(DealStat.organization_id == self.organization_id)
+        )
+        await self.session.execute(
+            insert(DealStat).from_select(
+                ["organization_id", "currency", "status", "stage", "deal_count", "amount_sum"],
+                select(
+                    Deal.organization_id,
+                    Deal.currency,
+                    Deal.status,
+                    Deal.stage,
+                    func.count(),
+                    func.sum(Deal.amount),
+                )
+                .where(Deal.organization_id == self.organization_id)
+                .group_by(Deal.organization_id, Deal.currency, Deal.status, Deal.stage),
+            )
+        )
+        await self._rebuild_daily_counts()
+        # Carry the version over on one row. With no deals there are no rows and the version is
+        # 0, which only an entry computed for an organization without deals can carry.
+        first = (
+            await self.session.execute(
+                select(DealStat.currency, DealStat.status, DealStat.stage, DealStat.slot)
+                .where(DealStat.organization_id == self.organization_id)
+                .limit(1)
+            )
+        ).first()
+        if first is not None:
+            currency, status, stage, slot = first
+            await self.session.execute(
+                update(DealStat)
+                .where(
+                    DealStat.organization_id == self.organization_id,
+                    DealStat.currency == currency,
+                    DealStat.status == status,
+                    DealStat.stage == stage,
+                    DealStat.slot == slot,
+                )
+                .values(version=previous + 1)
+            )
+
+    async def _rebuild_daily_counts(self) -> None:
+        day = utc_day(Deal.created_at, self.session.get_bind().dialect.name)
+        await self.session.execute(
+            delete(DealDailyCount).where(DealDailyCount.organization_id == self.organization_id)
+        )
+        await self.session.execute(
+            insert(DealDailyCount).from_select(
+                ["organization_id", "day", "currency", "slot", "deal_count"],
+                select(
+                    Deal.organization_id, day, Deal.currency, literal(0, SmallInteger), func.count()
+                )
+                .where(Deal.organization_id == self.organization_id)
+                .group_by(Deal.organization_id, day, Deal.currency),
+            )
+        )

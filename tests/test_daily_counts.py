@@ -1,0 +1,311 @@
+"""`new_deals_last_n_days` from the daily creation counts (`deal_daily_counts`): always equal to
+a fresh COUNT over the deals, through creates, deletes, currency changes and `created_at`
+rewrites by any statement, at the edges of the window and of UTC days; kept by the
+migration's triggers, backfilled by the migration, recomputed by the rebuild.
+
+Runs on the suite's database: SQLite by default, PostgreSQL with TEST_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+import pytest
+from alembic.config import Config
+from sqlalchemy import func, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from alembic import command
+from app.core.cache import NullCache
+from app.models import Deal
+from app.repositories.analytics import AnalyticsRepository
+from app.services import analytics as analytics_service
+from app.services.read_models import ReadModels
+from tests.conftest import AppFactory
+from tests.support import Api, User, create_contact, create_deal
+
+FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
+ROOT = Path(__file__).resolve().parent.parent
+SUMMARY = "/analytics/deals/summary"
+MIDNIGHT = datetime(2025, 3, 10, tzinfo=UTC)  # a UTC day boundary, in the past
+MICRO = timedelta(microseconds=1)
+CURRENCIES = (None, "USD", "EUR")
+
+
+@pytest.fixture
+async def api(make_api: AppFactory, database_url: str) -> Api:
+    # No cache: every summary is computed, so each read checks the counts.
+    return await make_api(database_url, ANALYTICS_CACHE_TTL=0, **FAST_HASH)
+
+
+def engine_of(api: Api) -> AsyncEngine:
+    engine: AsyncEngine = api.app.state.resources.engine
+    return engine
+
+
+def sessions(api: Api) -> async_sessionmaker[AsyncSession]:
+    factory: async_sessionmaker[AsyncSession] = api.app.state.resources.session_factory
+    return factory
+
+
+async def set_created_at(api: Api, deal_id: int, created_at: datetime) -> None:
+    """Rewrite a deal's creation time behind the application's back (an UPDATE statement)."""
+    async with engine_of(api).begin() as conn:
+        await conn.execute(update(Deal).where(Deal.id == deal_id).values(created_at=created_at))
+
+
+async def fresh_count(api: Api, organization_id: int, since: datetime, currency: str | None) -> int:
+    query = select(func.count()).where(
+        Deal.organization_id == organization_id, Deal.created_at >= since
+    )
+    if currency is not None:
+        query = query.where(Deal.currency == currency)
+    async with engine_of(api).connect() as conn:
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def counted(api: Api, organization_id: int, since: datetime, currency: str | None) -> int:
+    async with sessions(api)() as session:
+        return await AnalyticsRepository(session, organization_id).count_created_since(
+            since, currency
+        )
+
+
+async def assert_exact(api: Api, organization_id: int, sinces: list[datetime]) -> None:
+    for since in sinces:
+        for currency in CURRENCIES:
+            expected = await fresh_count(api, organization_id, since, currency)
+            got = await counted(api, organization_id, since, currency)
+            assert got == expected, (since.isoformat(), currency)
+
+
+def edges(times: list[datetime]) -> list[datetime]:
+    """Every time given, a microsecond either side, and the UTC midnights around them."""
+    sinces: set[datetime] = set()
+    for moment in times:
+        day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+        sinces.update({moment, moment - MICRO, moment + MICRO, day, day + timedelta(days=1)})
+    return sorted(sinces)
+
+
+async def place_deal(
+    api: Api, user: User, contact: int, created_at: datetime, currency: str = "USD"
+) -> int:
+    deal = await create_deal(user, contact, amount="1", currency=currency)
+    await set_created_at(api, deal["id"], created_at)
+    deal_id: int = deal["id"]
+    return deal_id
+
+
+async def test_counts_stay_exact_through_creates_deletes_and_moves(api: Api) -> None:
+    owner = await api.register()
+    other = await api.register(organization_name="Other")
+    contact = await create_contact(owner)
+    org = owner.organization_id
+    rng = random.Random(7)
+    times = [
+        MIDNIGHT,
+        MIDNIGHT - MICRO,
+        MIDNIGHT + MICRO,
+        MIDNIGHT + timedelta(hours=12),
+        MIDNIGHT - timedelta(days=1),
+        MIDNIGHT + timedelta(days=1) - MICRO,
+        MIDNIGHT - timedelta(days=364, hours=3),
+        MIDNIGHT - timedelta(days=366),
+    ]
+    times += [MIDNIGHT - timedelta(seconds=rng.randint(0, 400 * 86400)) for _ in range(12)]
+    deals = [await place_deal(api, owner, contact, at, rng.choice(["USD", "EUR"])) for at in times]
+    # Another organization's deals, on the same days, never count here.
+    elsewhere = await create_contact(other)
+    for at in times[:4]:
+        await place_deal(api, other, elsewhere, at)
+    sinces = edges(times)
+    await assert_exact(api, org, sinces)
+
+    # Deletes (through the API).
+    for deal_id in deals[::3]:
+        assert (await owner.delete(f"/deals/{deal_id}")).status_code == 204
+    await assert_exact(api, org, sinces)
+
+    # Currency changes (through the API), across the window's edges.
+    for deal_id in deals[1::3]:
+        response = await owner.patch(f"/deals/{deal_id}", json={"currency": "GBP"})
+        assert response.status_code == 200, response.text
+    await assert_exact(api, org, sinces)
+
+    # Creation times moved across day boundaries and back (plain UPDATE statements).
+    for deal_id, at in zip(deals[2::3], reversed(times), strict=False):
+        await set_created_at(api, deal_id, at + timedelta(days=1))
+    await set_created_at(api, deals[2], MIDNIGHT)
+    await assert_exact(api, org, sinces)
+
+    # New deals, counted where they land.
+    for at in times[:3]:
+        await place_deal(api, owner, contact, at, "EUR")
+    await assert_exact(api, org, sinces)
+
+
+async def test_summary_counts_the_window_exactly_at_a_day_boundary(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`now` is frozen so that the window starts exactly at a UTC midnight."""
+    owner = await api.register()
+    contact = await create_contact(owner)
+    for at in (MIDNIGHT - MICRO, MIDNIGHT, MIDNIGHT + MICRO, MIDNIGHT + timedelta(days=29)):
+        await place_deal(api, owner, contact, at)
+    await place_deal(api, owner, contact, MIDNIGHT + timedelta(hours=1), "EUR")
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Frozen:
+            moment = MIDNIGHT + timedelta(days=30)
+            return cls.fromtimestamp(moment.timestamp(), tz)
+
+    monkeypatch.setattr(analytics_service, "datetime", Frozen)
+
+    async def new_deals(days: int, currency: str | None = None) -> int:
+        params: dict[str, Any] = {"days": days}
+        if currency is not None:
+            params["currency"] = currency
+        response = await owner.get(SUMMARY, params=params)
+        assert response.status_code == 200, response.text
+        value: int = response.json()["new_deals_last_n_days"]
+        return value
+
+    # The window starts at MIDNIGHT: a deal created at that very instant is in it, one a
+    # microsecond earlier (the day before) is not.
+    assert await new_deals(30) == 4
+    assert await new_deals(30, "USD") == 3
+    assert await new_deals(30, "EUR") == 1
+    assert await new_deals(31) == 5
+    assert await new_deals(1) == 1  # the deal 29 days after MIDNIGHT
+    assert await new_deals(365) == 5
+
+
+async def test_summary_equals_a_fresh_count_for_every_window(api: Api) -> None:
+    owner = await api.register()
+    contact = await create_contact(owner)
+    now = datetime.now(UTC)
+    # Half a day away from each window's edge, so the seconds the test takes do not matter.
+    for age_days in (0, 0.5, 1.5, 6.5, 29.5, 30.5, 100.5, 364.5, 365.5, 500):
+        currency = "EUR" if age_days in (1.5, 30.5) else "USD"
+        await place_deal(api, owner, contact, now - timedelta(days=age_days), currency)
+    for days in (1, 2, 7, 30, 31, 90, 364, 365):
+        for currency in CURRENCIES:
+            params: dict[str, Any] = {"days": days}
+            if currency is not None:
+                params["currency"] = currency
+            response = await owner.get(SUMMARY, params=params)
+            assert response.status_code == 200, response.text
+            since = datetime.now(UTC) - timedelta(days=days)
+            expected = await fresh_count(api, owner.organization_id, since, currency)
+            assert response.json()["new_deals_last_n_days"] == expected, (days, currency)
+
+
+async def test_rebuild_recomputes_the_daily_counts(api: Api) -> None:
+    owner = await api.register()
+    contact = await create_contact(owner)
+    times = [MIDNIGHT - timedelta(days=d, hours=d) for d in range(0, 40, 3)]
+    for at in times:
+        await place_deal(api, owner, contact, at)
+    async with engine_of(api).begin() as conn:
+        await conn.execute(text("UPDATE deal_daily_counts SET deal_count = deal_count + 5"))
+    assert await counted(api, owner.organization_id, times[-1], None) != len(times)
+
+    async with sessions(api)() as session:
+        await ReadModels(session, owner.organization_id, NullCache()).rebuild()
+        await session.commit()
+
+    await assert_exact(api, owner.organization_id, edges(times))
+
+
+def _alembic(database_url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "alembic"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logger"] = False
+    return config
+
+
+async def test_the_migration_backfills_existing_deals(api: Api, database_url: str) -> None:
+    owner = await api.register()
+    contact = await create_contact(owner)
+    times = [MIDNIGHT - MICRO, MIDNIGHT, MIDNIGHT + timedelta(hours=5)]
+    times += [MIDNIGHT - timedelta(days=d, minutes=d) for d in range(1, 400, 37)]
+    for index, at in enumerate(times):
+        await place_deal(api, owner, contact, at, "EUR" if index % 2 else "USD")
+    await engine_of(api).dispose()  # no pooled connection holds the table
+
+    config = _alembic(database_url)
+
+    def migrate_down_and_up() -> None:
+        try:
+            command.downgrade(config, "0006-1")  # the deals stay, their counts go
+        finally:
+            command.upgrade(config, "head")
+
+    await anyio.to_thread.run_sync(migrate_down_and_up)
+
+    async with engine_of(api).connect() as conn:
+        slots = (await conn.execute(text("SELECT DISTINCT slot FROM deal_daily_counts"))).all()
+    assert [tuple(row) for row in slots] == [(0,)]
+    await assert_exact(api, owner.organization_id, edges(times))
+
+
+async def test_an_organization_deleted_with_its_deals_takes_its_counts(api: Api) -> None:
+    """Its deals go by ON DELETE CASCADE; counting them down would recreate count rows for an
+    organization that no longer exists (a foreign-key violation)."""
+    owner = await api.register()
+    other = await api.register(organization_name="Other")
+    for user in (owner, other):
+        contact = await create_contact(user)
+        for days in (0, 3, 40):
+            await place_deal(api, user, contact, MIDNIGHT - timedelta(days=days))
+    async with engine_of(api).begin() as conn:
+        await conn.execute(
+            text("DELETE FROM organizations WHERE id = :id"), {"id": owner.organization_id}
+        )
+        left = await conn.scalar(
+            text("SELECT count(*) FROM deal_daily_counts WHERE organization_id = :id"),
+            {"id": owner.organization_id},
+        )
+    assert left == 0
+    await assert_exact(api, other.organization_id, edges([MIDNIGHT - timedelta(days=3)]))
+
+
+async def test_concurrent_creates_currency_moves_and_deletes_stay_exact(
+    make_api: AppFactory, pg_url: str
+) -> None:
+    """On PostgreSQL, writers of one organization run at once: the counts of today's rows
+    (split over slots) and of the rows a currency change moves between stay exact."""
+    api = await make_api(pg_url, ANALYTICS_CACHE_TTL=0, **FAST_HASH)
+    owner = await api.register()
+    contact = await create_contact(owner)
+
+    async def create(index: int) -> int:
+        deal = await create_deal(owner, contact, f"D{index}", currency=("USD", "EUR")[index % 2])
+        deal_id: int = deal["id"]
+        return deal_id
+
+    deals = await asyncio.gather(*(create(i) for i in range(40)))
+
+    async def move_or_delete(index: int, deal_id: int) -> None:
+        if index % 3 == 0:
+            response = await owner.delete(f"/deals/{deal_id}")
+            assert response.status_code == 204, response.text
+        else:
+            currency = ("EUR", "USD")[index % 2]
+            response = await owner.patch(f"/deals/{deal_id}", json={"currency": currency})
+            assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(move_or_delete(i, d) for i, d in enumerate(deals)))
+    await asyncio.gather(*(create(i) for i in range(40, 60)))
+
+    now = datetime.now(UTC)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    await assert_exact(api, owner.organization_id, [day - timedelta(days=1), day, now])
