@@ -28,10 +28,18 @@ from app.db.session import (
     create_read_session_factory,
     create_session_factory,
 )
+from app.services.signing import token_signing_key
 
 
-def build_resources(settings: Settings) -> Resources:
+async def build_resources(settings: Settings) -> Resources:
+    """Everything a process shares between requests. Reads (or, the first time, stores) the
+    token signing key in the database when `SECRET_KEY` is not set."""
     engine = create_engine(settings)
+    try:
+        signing_key = await token_signing_key(settings, engine)
+    except BaseException:
+        await engine.dispose()
+        raise
     read_engine = create_read_engine(engine)
     redis: Redis | None = None
     if settings.REDIS_URL:
@@ -58,7 +66,7 @@ def build_resources(settings: Settings) -> Resources:
         read_engine=read_engine,
         session_factory=create_session_factory(engine),
         read_session_factory=create_read_session_factory(read_engine),
-        tokens=TokenCodec(settings),
+        tokens=TokenCodec(settings, key=signing_key),
         passwords=PasswordHasher(settings),
         login_throttle=throttle,
         cache=cache,
@@ -89,7 +97,7 @@ def tune_garbage_collection() -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    resources = build_resources(settings)
+    resources = await build_resources(settings)
     app.state.resources = resources
     tune_garbage_collection()
     try:

@@ -53,12 +53,24 @@ class TokenCodec:
     it proves (signature and claims) cannot change, only whether it has expired: verified
     access tokens are remembered (the last `VERIFIED_TOKENS`, in this process) with their
     expiry, which is checked again on every use. A token that fails verification is never
-    remembered, so forged tokens cannot crowd out genuine ones."""
+    remembered, so forged tokens cannot crowd out genuine ones.
+
+    `key` is the signing key (`app.services.signing.token_signing_key`); without one, the
+    configured `SECRET_KEY` (there is no other fallback)."""
 
     VERIFIED_TOKENS = 4096
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
-        self._key = settings.secret_key
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        key: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        key = key if key is not None else settings.secret_key
+        if not key:
+            raise ValueError("TokenCodec needs a signing key")
+        self._key = key
         self._lifetimes = {
             TokenType.ACCESS: timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
             TokenType.REFRESH: timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
