@@ -22,7 +22,7 @@ from app.core.config import Settings
 from app.core.errors import InvalidToken
 
 ALGORITHM = "HS256"
-_REQUIRED_CLAIMS = ["sub", "type", "iat", "exp", "jti"]
+_REQUIRED_CLAIMS = ["sub", "sid", "type", "iat", "exp", "jti"]
 _LEEWAY_SECONDS = 5
 
 
@@ -34,6 +34,9 @@ class TokenType(StrEnum):
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
     user_id: int
+    # The login session (`auth_sessions.id`) the token was issued in: every request checks that
+    # it is not revoked, in the statement that reads the caller's membership.
+    session_id: int
     type: TokenType
     jti: str
     issued_at: datetime
@@ -53,7 +56,9 @@ class TokenCodec:
     it proves (signature and claims) cannot change, only whether it has expired: verified
     access tokens are remembered (the last `VERIFIED_TOKENS`, in this process) with their
     expiry, which is checked again on every use. A token that fails verification is never
-    remembered, so forged tokens cannot crowd out genuine ones.
+    remembered, so forged tokens cannot crowd out genuine ones. Whether the token's login
+    session has been revoked is not a property of the token: it is read from the database on
+    every request (`app.core.tenancy`), remembered token or not.
 
     `key` is the signing key (`app.services.signing.token_signing_key`); without one, the
     configured `SECRET_KEY` (there is no other fallback)."""
@@ -81,10 +86,11 @@ class TokenCodec:
     def lifetime(self, token_type: TokenType) -> timedelta:
         return self._lifetimes[token_type]
 
-    def issue(self, user_id: int, token_type: TokenType) -> IssuedToken:
+    def issue(self, user_id: int, session_id: int, token_type: TokenType) -> IssuedToken:
         now = datetime.now(UTC).replace(microsecond=0)
         claims = TokenClaims(
             user_id=user_id,
+            session_id=session_id,
             type=token_type,
             jti=uuid.uuid4().hex,
             issued_at=now,
@@ -92,6 +98,7 @@ class TokenCodec:
         )
         payload: dict[str, Any] = {
             "sub": str(user_id),
+            "sid": session_id,
             "type": token_type.value,
             "iat": claims.issued_at,
             "nbf": claims.issued_at,
@@ -130,6 +137,10 @@ class TokenCodec:
             )
             token_type = TokenType(payload["type"])
             user_id = int(payload["sub"])
+            session_id = payload["sid"]
+            # exactly an integer (`True` is an int too): the id is only ever written as one
+            if type(session_id) is not int or not 0 < session_id < 2**63:
+                raise ValueError("bad sid")
             jti = payload["jti"]
             if not isinstance(jti, str) or not jti or len(jti) > 64:
                 raise ValueError("bad jti")
@@ -139,7 +150,7 @@ class TokenCodec:
             raise InvalidToken() from exc
         if not 0 < user_id < 2**63:
             raise InvalidToken()
-        return TokenClaims(user_id, token_type, jti, issued_at, expires_at)
+        return TokenClaims(user_id, session_id, token_type, jti, issued_at, expires_at)
 
 
 class PasswordHasher:

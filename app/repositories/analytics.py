@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.models import Deal, DealStage, DealStat, DealStatus, Role
+from app.models import Deal, DealStage, DealStat, DealStatus
 from app.models.deal_stats import STAT_SLOTS
 from app.repositories.base import TenantRepository
-from app.repositories.organizations import ROLE_OF_MEMBER
+from app.repositories.tenancy import tenant_query
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -43,8 +43,8 @@ _stats = DealStat.__table__.c
 _VERSION = select(func.coalesce(func.sum(_stats.version), 0)).where(
     _stats.organization_id == bindparam("organization_id")
 )
-# A cache hit needs the caller's role and the version: one statement (no row: not a member).
-_ROLE_AND_VERSION = ROLE_OF_MEMBER.add_columns(_VERSION.scalar_subquery())
+# A cache hit needs the tenant and the version: one statement.
+TENANT_AND_VERSION = tenant_query(_VERSION.scalar_subquery().label("version"))
 
 
 def _upsert(builder: Any) -> Any:
@@ -98,17 +98,6 @@ class AnalyticsRepository(TenantRepository):
         """Changes with every committed deal write (see `DealStat.version`)."""
         total = await self.session.scalar(_VERSION, {"organization_id": self.organization_id})
         return int(total or 0)
-
-    async def role_and_version(self, user_id: int) -> tuple[Role | None, int]:
-        """`user_id`'s role in this organization (None: not a member) and `version()`."""
-        row = (
-            await self.session.execute(
-                _ROLE_AND_VERSION, {"organization_id": self.organization_id, "user_id": user_id}
-            )
-        ).first()
-        if row is None:
-            return None, 0
-        return row[0], int(row[1])
 
     async def count_created_since(self, since: datetime, currency: str | None) -> int:
         query = select(func.count()).where(
