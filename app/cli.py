@@ -442,7 +442,7 @@ async def create_user(
         )
     except ValidationError as exc:
         raise CliError(f"invalid user: {_validation_message(exc)}", exit_code=2) from exc
-    resources = build_resources(settings)
+    resources = await build_resources(settings)
     try:
         async with resources.session_factory() as session:
             service = AuthService(
@@ -499,7 +499,7 @@ async def _with_session(
     from app.db.session import run_after_commit
     from app.main import build_resources
 
-    resources = build_resources(settings)
+    resources = await build_resources(settings)
     try:
         async with resources.session_factory() as session:
             result = await work(session, resources)

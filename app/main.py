@@ -29,13 +29,21 @@ from app.db.session import (
     create_read_session_factory,
     create_session_factory,
 )
+from app.services.signing import token_signing_key
 
 # `uvicorn app.main:app`: built on first access by the module's `__getattr__` below.
 app: FastAPI
 
 
-def build_resources(settings: Settings) -> Resources:
+async def build_resources(settings: Settings) -> Resources:
+    """Everything a process shares between requests. Reads (or, the first time, stores) the
+    token signing key in the database when `SECRET_KEY` is not set."""
     engine = create_engine(settings)
+    try:
+        signing_key = await token_signing_key(settings, engine)
+    except BaseException:
+        await engine.dispose()
+        raise
     read_engine = create_read_engine(engine)
     redis: SharedRedis | None = None
     if settings.REDIS_URL:
@@ -62,7 +70,7 @@ def build_resources(settings: Settings) -> Resources:
         read_engine=read_engine,
         session_factory=create_session_factory(engine),
         read_session_factory=create_read_session_factory(read_engine),
-        tokens=TokenCodec(settings),
+        tokens=TokenCodec(settings, key=signing_key),
         passwords=PasswordHasher(settings),
         login_throttle=throttle,
         cache=cache,
@@ -93,7 +101,7 @@ def tune_garbage_collection() -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    resources = build_resources(settings)
+    resources = await build_resources(settings)
     app.state.resources = resources
     tune_garbage_collection()
     try:

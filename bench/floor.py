@@ -12,9 +12,10 @@ doing the same work per request as the real endpoint, point by point (docs/bench
 - then `X-Organization-Id` and the deal id are checked for the same range (1 .. 2**63 - 1,
   else 422), in the app's order;
 - the database is asked exactly what the app asks: the text of the app's own statement
-  (`app.repositories.deals._DEAL_WITH_ROLE`, compiled once at startup for asyncpg, as
-  SQLAlchemy sends it), one round trip on a pooled connection without a transaction (the
-  app's read engine runs in AUTOCOMMIT); no row is 403, a row without a deal is 404;
+  (`app.repositories.deals.TENANT_AND_DEAL` for a user's token, compiled once at startup for
+  asyncpg, as SQLAlchemy sends it), one round trip on a pooled connection without a transaction (the
+  app's read engine runs in AUTOCOMMIT); no row or a revoked login session is 401, no role
+  is 403, a row without a deal is 404;
 - the answer has the same status, body bytes (`DealRead` as FastAPI renders it: compact JSON,
   UTF-8, money as a JSON number, UTC times with `Z`) and the same `content-type`,
   `content-length` and `x-request-id` headers (echoed when sane, else 32 random hex digits).
@@ -44,7 +45,8 @@ from app.core.config import Settings
 from app.core.errors import AppError
 from app.core.middleware import _VALID_REQUEST_ID  # the app's rule for echoing X-Request-ID
 from app.core.security import TokenClaims, TokenCodec, TokenType
-from app.repositories.deals import _DEAL_WITH_ROLE
+from app.core.tenancy import Caller
+from app.repositories.deals import TENANT_AND_DEAL
 
 PREFIX = b"/api/v1/deals/"
 MAX_ID = 2**63 - 1
@@ -66,7 +68,7 @@ DEAL_FIELDS = (  # DealRead, in its order
 def compiled_statement() -> tuple[str, tuple[str, ...]]:
     """The app's `GET /deals/{id}` statement as SQLAlchemy's asyncpg dialect sends it, and the
     names of its parameters in order ($1, $2, ...)."""
-    compiled = _DEAL_WITH_ROLE.compile(dialect=asyncpg_dialect.dialect())
+    compiled = TENANT_AND_DEAL[Caller].compile(dialect=asyncpg_dialect.dialect())
     return compiled.string, tuple(compiled.positiontup or ())
 
 
@@ -205,7 +207,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     async with _state["pool"].acquire() as conn:
         row = await conn.fetchrow(SQL, *parameters(claims, organization_id, deal_id))
-    if row is None:
+    if row is None or not row["live"]:
+        await _problem(send, 401, "Invalid token", request_id)
+    elif row["role"] is None:
         await _problem(send, 403, "Not a member", request_id)
     elif row["id"] is None:
         await _problem(send, 404, "Deal not found", request_id)

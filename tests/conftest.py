@@ -89,8 +89,13 @@ def migrate(database_url: str) -> None:
     _migrated.add(database_url)
 
 
+# The deployment's generated signing key is not data: an app already running keeps signing with
+# it, and every app started on the same database must read the same one.
+_KEPT_TABLES = frozenset({"signing_keys"})
+
+
 async def truncate_all(engine: AsyncEngine) -> None:
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    tables = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name not in _KEPT_TABLES]
     async with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             await conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))

@@ -7,7 +7,10 @@ import secrets
 import pytest
 from pydantic import ValidationError
 
-from app.core.config import DEVELOPMENT_SECRET_KEY, Environment, Settings
+from app.core.config import Environment, Settings
+
+# The signing key of earlier versions, published in their source.
+OLD_DEVELOPMENT_KEY = "development-only-secret-key-change-me-in-production"
 
 
 def settings(**values: object) -> Settings:
@@ -25,9 +28,9 @@ WEAK_KEYS = {
     "empty": "",
     "blank": " " * 48,
     "short": "x7Kp2mQ9vR4tY8wZ1aB3cD5eF6gH0j",  # 31 characters
-    "development-key": DEVELOPMENT_SECRET_KEY,
+    "development-key": OLD_DEVELOPMENT_KEY,
     "placeholder": "replace-me-with-a-long-random-string-of-at-least-32-chars",
-    "placeholder-upper-case": DEVELOPMENT_SECRET_KEY.upper(),
+    "placeholder-upper-case": OLD_DEVELOPMENT_KEY.upper(),
     "repeated-character": "a" * 64,
     "short-padded-with-spaces": "   x7Kp2mQ9vR4tY8wZ1aB3cD5eF6gH0j   ",
 }
@@ -92,9 +95,11 @@ def test_production_accepts_a_strong_random_key(key: str) -> None:
 
 @pytest.mark.parametrize("environment", ["local", "test"])
 @pytest.mark.parametrize("key", [None, "", "   "], ids=["unset", "empty", "blank"])
-def test_outside_production_an_unset_key_falls_back_to_the_development_key(
+def test_outside_production_an_unset_key_means_the_generated_one(
     environment: str, key: str | None
 ) -> None:
+    """No constant stands in: the key is generated and stored in the database (see
+    tests/test_signing_key.py)."""
     values: dict[str, object] = {"ENVIRONMENT": environment}
     if key is not None:
         values["SECRET_KEY"] = key
@@ -102,11 +107,21 @@ def test_outside_production_an_unset_key_falls_back_to_the_development_key(
     loaded = settings(**values)
 
     assert loaded.SECRET_KEY is None
-    assert loaded.secret_key == DEVELOPMENT_SECRET_KEY
-    assert len(loaded.secret_key) >= 32
+    assert loaded.secret_key is None
 
 
-def test_local_is_the_default_environment_and_warns_about_the_development_key(
+@pytest.mark.parametrize("environment", ["local", "test"])
+@pytest.mark.parametrize(
+    "key", [OLD_DEVELOPMENT_KEY, "change-me", "Secret"], ids=["old-development-key", "a", "b"]
+)
+def test_a_published_placeholder_key_is_refused_in_every_environment(
+    environment: str, key: str
+) -> None:
+    with pytest.raises(ValidationError, match="SECRET_KEY is a published placeholder"):
+        settings(ENVIRONMENT=environment, SECRET_KEY=key)
+
+
+def test_local_is_the_default_environment_and_an_unset_key_is_no_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     loaded = settings()
@@ -115,7 +130,16 @@ def test_local_is_the_default_environment_and_warns_about_the_development_key(
         loaded.warn_if_insecure()
 
     assert loaded.ENVIRONMENT is Environment.LOCAL
-    assert "SECRET_KEY is not set" in caplog.text
+    assert caplog.text == ""
+
+
+def test_a_short_key_outside_production_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    loaded = settings(SECRET_KEY="short-but-mine")
+
+    with caplog.at_level("WARNING", logger="app.core.config"):
+        loaded.warn_if_insecure()
+
+    assert "SECRET_KEY is shorter than 32 characters" in caplog.text
 
 
 def test_defaults() -> None:

@@ -488,7 +488,7 @@ def test_compose_declares_the_stack() -> None:
 
     app = services["app"]
     assert app["build"] == "."
-    assert app["ports"] == ["8000:8000"]
+    assert app["ports"] == ["${APP_PUBLISH_ADDRESS:-127.0.0.1}:8000:8000"]
     assert app["env_file"] == [{"path": ".env", "required": False}]
     assert app["depends_on"] == {
         "db": {"condition": "service_healthy"},

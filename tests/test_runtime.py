@@ -123,7 +123,7 @@ def codec(clock: Clock) -> TokenCodec:
 def test_a_remembered_token_still_expires() -> None:
     clock = Clock(time.time())
     tokens = codec(clock)
-    issued = tokens.issue(7, TokenType.ACCESS)
+    issued = tokens.issue(7, 1, TokenType.ACCESS)
     assert tokens.decode(issued.token, TokenType.ACCESS).user_id == 7
     assert tokens.decode(issued.token, TokenType.ACCESS).user_id == 7  # remembered
 
@@ -137,8 +137,8 @@ def test_a_remembered_token_still_expires() -> None:
 
 def test_a_remembered_token_keeps_its_type() -> None:
     tokens = codec(Clock(time.time()))
-    access = tokens.issue(7, TokenType.ACCESS).token
-    refresh = tokens.issue(7, TokenType.REFRESH).token
+    access = tokens.issue(7, 1, TokenType.ACCESS).token
+    refresh = tokens.issue(7, 1, TokenType.REFRESH).token
     assert tokens.decode(access, TokenType.ACCESS).user_id == 7
     assert tokens.decode(refresh, TokenType.REFRESH).user_id == 7
     for token, wrong in ((access, TokenType.REFRESH), (refresh, TokenType.ACCESS)):
@@ -150,13 +150,13 @@ def test_a_remembered_token_keeps_its_type() -> None:
 def test_only_verified_tokens_are_remembered_and_only_so_many() -> None:
     tokens = codec(Clock(time.time()))
     tokens.VERIFIED_TOKENS = 3
-    genuine = tokens.issue(7, TokenType.ACCESS).token
+    genuine = tokens.issue(7, 1, TokenType.ACCESS).token
     head, payload, signature = genuine.split(".")
     forged = f"{head}.{payload}.{signature[:-4]}AAAA"
     for _ in range(2):
         with pytest.raises(InvalidToken):
             tokens.decode(forged, TokenType.ACCESS)
-    issued = [tokens.issue(user_id, TokenType.ACCESS).token for user_id in range(1, 6)]
+    issued = [tokens.issue(user_id, 1, TokenType.ACCESS).token for user_id in range(1, 6)]
     for user_id, token in enumerate(issued, start=1):
         assert tokens.decode(token, TokenType.ACCESS).user_id == user_id
     remembered = tokens._verified  # the bound is the point of this test

@@ -185,20 +185,25 @@ class Tenant:
         body: dict[str, Any] = response.json()
         return body
 
+    def _login(self) -> dict[str, Any]:
+        response = self.client.post(
+            f"{PREFIX}/auth/login", json={"email": OWNER_EMAIL, "password": PASSWORD}
+        )
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
     def set_up(self) -> None:
         owner = self._register(OWNER_EMAIL, "Fuzz Org")
         self.owner_id = owner["user"]["id"]
         self.organization_id = owner["organization"]["id"]
-        # Tokens from the login endpoint, as a client would obtain them: the access token of the
-        # first login authenticates the generated requests; the refresh tokens of other sessions
-        # are offered to /auth/refresh and to /auth/logout (each works once, then 401).
+        # Tokens from the login endpoint, as a client would obtain them: the access token of a
+        # login of its own authenticates the generated requests; the refresh tokens of other
+        # sessions are offered to /auth/refresh and to /auth/logout (each works once, then
+        # 401), and those sessions end revoked, with their access tokens.
+        self.owner_token = self._login()["access_token"]
         for tokens in (self.refresh_tokens, self.logout_tokens) * 2:
-            response = self.client.post(
-                f"{PREFIX}/auth/login", json={"email": OWNER_EMAIL, "password": PASSWORD}
-            )
-            assert response.status_code == 200, response.text
-            self.owner_token = self.owner_token or response.json()["access_token"]
-            tokens.append(response.json()["refresh_token"])
+            tokens.append(self._login()["refresh_token"])
         member = self._register("fuzz-member@example.com", "Member's own org")
         self.member_id = member["user"]["id"]
         self.member_email = "fuzz-member@example.com"

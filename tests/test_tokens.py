@@ -41,10 +41,12 @@ def app_key(api: Api) -> str:
     return key
 
 
-def claims_for(user_id: int, kind: str = "access", **changes: Any) -> dict[str, Any]:
+def claims_for(user: User, kind: str = "access", **changes: Any) -> dict[str, Any]:
+    """Valid claims for `user` in their login session, with `changes`."""
     now = int(time.time())
     claims: dict[str, Any] = {
-        "sub": str(user_id),
+        "sub": str(user.id),
+        "sid": unverified_claims(user.access_token)["sid"],
         "type": kind,
         "iat": now,
         "nbf": now,
@@ -115,8 +117,8 @@ def corrupt_signature(token: str) -> str:
 async def test_a_token_minted_here_with_the_app_key_is_accepted(api: Api, owner: User) -> None:
     """Control for the cases below: they fail only because of their one defect."""
     for token in (
-        sign(claims_for(owner.id), app_key(api)),
-        sign_by_hand(HS256, claims_for(owner.id), app_key(api)),
+        sign(claims_for(owner), app_key(api)),
+        sign_by_hand(HS256, claims_for(owner), app_key(api)),
     ):
         response = await me(api, token)
         assert response.status_code == 200, response.text
@@ -133,6 +135,11 @@ ACCESS_CLAIM_DEFECTS: dict[str, dict[str, Any]] = {
     "missing-iat": {"iat": DROP},
     "missing-exp": {"exp": DROP},
     "missing-jti": {"jti": DROP},
+    "missing-sid": {"sid": DROP},
+    "sid-a-string": {"sid": "1"},
+    "sid-a-boolean": {"sid": True},
+    "sid-zero": {"sid": 0},
+    "sid-unknown-session": {"sid": 999999},
     "type-refresh": {"type": "refresh"},
     "type-unknown": {"type": "admin"},
     "type-upper-case": {"type": "ACCESS"},
@@ -155,12 +162,12 @@ async def test_access_token_with_defective_claims_is_401(
 ) -> None:
     for case, changes in ACCESS_CLAIM_DEFECTS.items():
         with subtests.test(case):
-            claims = claims_for(owner.id, **resolve(changes))
+            claims = claims_for(owner, **resolve(changes))
             assert_invalid_token(await me(api, sign_by_hand(HS256, claims, app_key(api))))
 
 
 async def test_token_signed_with_another_key_is_401(api: Api, owner: User) -> None:
-    assert_invalid_token(await me(api, sign(claims_for(owner.id), OTHER_KEY)))
+    assert_invalid_token(await me(api, sign(claims_for(owner), OTHER_KEY)))
 
 
 async def test_token_with_a_corrupted_signature_is_401(api: Api, owner: User) -> None:
@@ -179,7 +186,7 @@ async def test_token_with_a_rewritten_payload_is_401(api: Api, owner: User) -> N
 
 async def test_unsigned_alg_none_token_is_401(api: Api, owner: User) -> None:
     for alg in ("none", "None", "NONE"):
-        token = sign_by_hand({"alg": alg, "typ": "JWT"}, claims_for(owner.id), None)
+        token = sign_by_hand({"alg": alg, "typ": "JWT"}, claims_for(owner), None)
         assert_invalid_token(await me(api, token))
 
 
@@ -188,10 +195,10 @@ async def test_algorithm_other_than_hs256_is_401_even_with_a_valid_hmac(
 ) -> None:
     """HS/RS confusion: the header's `alg` must not choose how the token is checked."""
     for alg in ("RS256", "ES256", "PS256"):
-        token = sign_by_hand({"alg": alg, "typ": "JWT"}, claims_for(owner.id), app_key(api))
+        token = sign_by_hand({"alg": alg, "typ": "JWT"}, claims_for(owner), app_key(api))
         assert_invalid_token(await me(api, token))
     # Also HMAC with the right key but another hash: the algorithm is pinned, not negotiated.
-    assert_invalid_token(await me(api, sign(claims_for(owner.id), app_key(api), "HS512")))
+    assert_invalid_token(await me(api, sign(claims_for(owner), app_key(api), "HS512")))
 
 
 @pytest.mark.parametrize(
@@ -295,7 +302,7 @@ async def test_unsigned_refresh_token_is_401(api: Api, owner: User) -> None:
 
 
 async def test_refresh_token_for_a_jti_never_issued_is_401(api: Api, owner: User) -> None:
-    forged = sign(claims_for(owner.id, "refresh"), app_key(api))
+    forged = sign(claims_for(owner, "refresh"), app_key(api))
 
     assert_invalid_token(await refresh(api, forged))
 

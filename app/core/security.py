@@ -22,7 +22,7 @@ from app.core.config import Settings
 from app.core.errors import InvalidToken
 
 ALGORITHM = "HS256"
-_REQUIRED_CLAIMS = ["sub", "type", "iat", "exp", "jti"]
+_REQUIRED_CLAIMS = ["sub", "sid", "type", "iat", "exp", "jti"]
 _LEEWAY_SECONDS = 5
 
 
@@ -34,6 +34,9 @@ class TokenType(StrEnum):
 @dataclass(frozen=True, slots=True)
 class TokenClaims:
     user_id: int
+    # The login session (`auth_sessions.id`) the token was issued in: every request checks that
+    # it is not revoked, in the statement that reads the caller's membership.
+    session_id: int
     type: TokenType
     jti: str
     issued_at: datetime
@@ -53,12 +56,26 @@ class TokenCodec:
     it proves (signature and claims) cannot change, only whether it has expired: verified
     access tokens are remembered (the last `VERIFIED_TOKENS`, in this process) with their
     expiry, which is checked again on every use. A token that fails verification is never
-    remembered, so forged tokens cannot crowd out genuine ones."""
+    remembered, so forged tokens cannot crowd out genuine ones. Whether the token's login
+    session has been revoked is not a property of the token: it is read from the database on
+    every request (`app.core.tenancy`), remembered token or not.
+
+    `key` is the signing key (`app.services.signing.token_signing_key`); without one, the
+    configured `SECRET_KEY` (there is no other fallback)."""
 
     VERIFIED_TOKENS = 4096
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
-        self._key = settings.secret_key
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        key: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        key = key if key is not None else settings.secret_key
+        if not key:
+            raise ValueError("TokenCodec needs a signing key")
+        self._key = key
         self._lifetimes = {
             TokenType.ACCESS: timedelta(minutes=settings.ACCESS_TOKEN_EXPIRE_MINUTES),
             TokenType.REFRESH: timedelta(days=settings.REFRESH_TOKEN_EXPIRE_DAYS),
@@ -69,10 +86,11 @@ class TokenCodec:
     def lifetime(self, token_type: TokenType) -> timedelta:
         return self._lifetimes[token_type]
 
-    def issue(self, user_id: int, token_type: TokenType) -> IssuedToken:
+    def issue(self, user_id: int, session_id: int, token_type: TokenType) -> IssuedToken:
         now = datetime.now(UTC).replace(microsecond=0)
         claims = TokenClaims(
             user_id=user_id,
+            session_id=session_id,
             type=token_type,
             jti=uuid.uuid4().hex,
             issued_at=now,
@@ -80,6 +98,7 @@ class TokenCodec:
         )
         payload: dict[str, Any] = {
             "sub": str(user_id),
+            "sid": session_id,
             "type": token_type.value,
             "iat": claims.issued_at,
             "nbf": claims.issued_at,
@@ -118,6 +137,10 @@ class TokenCodec:
             )
             token_type = TokenType(payload["type"])
             user_id = int(payload["sub"])
+            session_id = payload["sid"]
+            # exactly an integer (`True` is an int too): the id is only ever written as one
+            if type(session_id) is not int or not 0 < session_id < 2**63:
+                raise ValueError("bad sid")
             jti = payload["jti"]
             if not isinstance(jti, str) or not jti or len(jti) > 64:
                 raise ValueError("bad jti")
@@ -127,7 +150,7 @@ class TokenCodec:
             raise InvalidToken() from exc
         if not 0 < user_id < 2**63:
             raise InvalidToken()
-        return TokenClaims(user_id, token_type, jti, issued_at, expires_at)
+        return TokenClaims(user_id, session_id, token_type, jti, issued_at, expires_at)
 
 
 class PasswordHasher:

@@ -7,6 +7,7 @@ from app.models.deal import Deal
 from app.models.deal_stats import DealDailyCount, DealStat
 from app.models.enums import ActivityType, DealStage, DealStatus, Role
 from app.models.organization import Membership, Organization
+from app.models.signing_key import SigningKey
 from app.models.task import Task
 from app.models.user import AuthSession, RefreshToken, User
 
@@ -25,6 +26,7 @@ __all__ = [
     "Organization",
     "RefreshToken",
     "Role",
+    "SigningKey",
     "Task",
     "User",
 ]

@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select
 
-from app.models import Deal, DealDailyCount, DealStage, DealStat, DealStatus, Role
+from app.models import Deal, DealDailyCount, DealStage, DealStat, DealStatus
 from app.repositories.base import TenantRepository
-from app.repositories.organizations import ROLE_OF_MEMBER
 from app.repositories.read_models import DEALS_VERSION
+from app.repositories.tenancy import tenant_query
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +25,9 @@ class StatRow:
     amount: Decimal
 
 
-_VERSION = DEALS_VERSION  # the deals' data version (`app.services.read_models`)
-# A cache hit needs the caller's role and the version: one statement (no row: not a member).
-_ROLE_AND_VERSION = ROLE_OF_MEMBER.add_columns(_VERSION.scalar_subquery())
+# A cache hit needs the tenant and the deals' data version (`app.services.read_models`):
+# one statement.
+TENANT_AND_VERSION = tenant_query(DEALS_VERSION.scalar_subquery().label("version"))
 
 
 def _created_since(currency: bool) -> Select[Any]:
@@ -74,18 +74,6 @@ class AnalyticsRepository(TenantRepository):
             StatRow(status, stage, int(count or 0), amount or Decimal(0))
             for status, stage, count, amount in rows
         ]
-
-    async def role_and_version(self, user_id: int) -> tuple[Role | None, int]:
-        """`user_id`'s role in this organization (None: not a member) and the deals' data
-        version (`app.services.read_models`)."""
-        row = (
-            await self.session.execute(
-                _ROLE_AND_VERSION, {"organization_id": self.organization_id, "user_id": user_id}
-            )
-        ).first()
-        if row is None:
-            return None, 0
-        return row[0], int(row[1])
 
     async def count_created_since(self, since: datetime, currency: str | None) -> int:
         """Deals created at or after `since` (optionally in `currency`)."""

@@ -6,13 +6,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Select, and_, bindparam, or_, select
 
 from app.core.text import fold
-from app.models import Deal, DealStage, DealStatus, Role
+from app.models import Deal, DealStage, DealStatus
 from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
-from app.repositories.organizations import ROLE_OF_MEMBER, memberships
+from app.repositories.tenancy import ORGANIZATION_ID, tenant_query
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.deal import DealOrderBy
 
@@ -24,14 +23,14 @@ _ORDER_COLUMNS = {
 }
 
 _deals = Deal.__table__
-# `GET /deals/{id}`, the busiest request, in one statement: the caller's role (no row: not a
-# member) and the deal (all NULL: no such deal in this organization). Built once, on the
-# tables (Core): no statement construction, ORM identity map or entity per request.
-_DEAL_WITH_ROLE = ROLE_OF_MEMBER.add_columns(*_deals.c).outerjoin(
-    _deals,
-    and_(
-        _deals.c.organization_id == memberships.c.organization_id,
-        _deals.c.id == bindparam("deal_id"),
+# `GET /deals/{id}`, the busiest request, in one statement: the tenant (`tenant_query`) and
+# the deal (all NULL: no such deal in this organization). Built once, on the tables (Core):
+# no statement construction, ORM identity map or entity per request.
+TENANT_AND_DEAL = tenant_query(
+    *_deals.c,
+    extend=lambda query: query.outerjoin(
+        _deals,
+        and_(_deals.c.organization_id == ORGANIZATION_ID, _deals.c.id == bindparam("deal_id")),
     ),
 )
 
@@ -75,22 +74,6 @@ class PageStart:
     @classmethod
     def at(cls, deal: Deal, order_by: DealOrderBy, *, inclusive: bool) -> PageStart:
         return cls(getattr(deal, _ORDER_COLUMNS[order_by].key), deal.id, inclusive)
-
-
-async def read_deal_as(
-    connection: AsyncConnection, *, organization_id: int, user_id: int, deal_id: int
-) -> tuple[Role | None, Row[Any] | None]:
-    """`user_id`'s role in the organization (None: not a member) and its deal `deal_id` as a
-    row of the deal's columns (None: no such deal in this organization), read together."""
-    row = (
-        await connection.execute(
-            _DEAL_WITH_ROLE,
-            {"organization_id": organization_id, "user_id": user_id, "deal_id": deal_id},
-        )
-    ).first()
-    if row is None:
-        return None, None
-    return row.role, (row if row.id is not None else None)
 
 
 class DealRepository(TenantRepository):

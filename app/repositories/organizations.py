@@ -8,9 +8,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.models import Membership, Organization, Role, User
 
 memberships = Membership.__table__
-# Runs on every tenant request: built once, and on the table (Core) rather than the mapped
-# class, which spares the ORM layer, statement construction and cache-key generation.
-ROLE_OF_MEMBER = select(memberships.c.role).where(
+# Another user's role (is the new owner of a record a member?). The caller's own tenant is
+# resolved by `app.repositories.tenancy.tenant_query`, which also checks their session.
+_ROLE_OF_MEMBER = select(memberships.c.role).where(
     memberships.c.organization_id == bindparam("organization_id"),
     memberships.c.user_id == bindparam("user_id"),
 )
@@ -30,7 +30,7 @@ class OrganizationRepository:
 
     async def get_role(self, organization_id: int, user_id: int) -> Role | None:
         role: Role | None = await self.session.scalar(
-            ROLE_OF_MEMBER, {"organization_id": organization_id, "user_id": user_id}
+            _ROLE_OF_MEMBER, {"organization_id": organization_id, "user_id": user_id}
         )
         return role
 

@@ -11,12 +11,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
-from app.core.tenancy import TenantContext
+from app.core.tenancy import Caller, TenantContext
 from app.models import DealStage, DealStatus
-from app.repositories.analytics import AnalyticsRepository, StatRow
+from app.repositories.analytics import TENANT_AND_VERSION, AnalyticsRepository, StatRow
 from app.schemas.analytics import DealFunnel, DealSummary, FunnelStage, StatusTotals
-from app.services.organizations import tenant_of
 from app.services.read_models import ReadModels, funnel_key, summary_key
+from app.services.tenancy import resolve_tenant
 
 _CENT = Decimal("0.01")
 
@@ -86,14 +86,12 @@ class AnalyticsService:
 
     @classmethod
     async def open(
-        cls, session: AsyncSession, user_id: int, organization_id: int, cache: Cache
+        cls, session: AsyncSession, caller: Caller, organization_id: int, cache: Cache
     ) -> AnalyticsService:
-        """Check membership and read the data version in one statement, so a cache hit costs
-        a single round trip to the database. Membership is still checked on every request."""
-        role, version = await AnalyticsRepository(session, organization_id).role_and_version(
-            user_id
-        )
-        return cls(session, tenant_of(user_id, organization_id, role), cache, version)
+        """Resolve the tenant and read the data version in one statement, so a cache hit costs
+        a single round trip to the database. The tenant is still resolved on every request."""
+        ctx, row = await resolve_tenant(session, caller, organization_id, TENANT_AND_VERSION)
+        return cls(session, ctx, cache, int(row.version))
 
     async def summary(self, days: int, currency: str | None) -> tuple[DealSummary, bool]:
         async def compute() -> dict[str, Any]:

@@ -112,7 +112,7 @@ class AuthService:
     async def _consume(self, refresh_token: str) -> tuple[TokenClaims, int]:
         claims = self.tokens.decode(refresh_token, TokenType.REFRESH)
         stored = await self.auth_sessions.get_refresh_token(claims.jti, claims.user_id)
-        if stored is None:
+        if stored is None or stored.session_id != claims.session_id:
             raise InvalidToken()
         auth_session = await self.auth_sessions.get_session(stored.session_id)
         if auth_session is None or auth_session.revoked_at is not None:
@@ -127,8 +127,8 @@ class AuthService:
         return await self._issue_pair(user_id, auth_session.id)
 
     async def _issue_pair(self, user_id: int, session_id: int) -> TokenPair:
-        access = self.tokens.issue(user_id, TokenType.ACCESS)
-        refresh = self.tokens.issue(user_id, TokenType.REFRESH)
+        access = self.tokens.issue(user_id, session_id, TokenType.ACCESS)
+        refresh = self.tokens.issue(user_id, session_id, TokenType.REFRESH)
         await self.auth_sessions.add_refresh_token(
             jti=refresh.claims.jti,
             session_id=session_id,

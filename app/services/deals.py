@@ -12,19 +12,19 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.cache import Cache
 from app.core.errors import ContactReferenceInvalid, DealNotFound, DealWonRequiresAmount
-from app.core.tenancy import TenantContext
+from app.core.tenancy import Caller, TenantContext
 from app.core.text import fold
 from app.models import ActivityType, Deal, DealStatus
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
 from app.repositories.contacts import ContactRepository
-from app.repositories.deals import DealFilters, DealRepository, read_deal_as
+from app.repositories.deals import TENANT_AND_DEAL, DealFilters, DealRepository
 from app.schemas.common import PageParams
 from app.schemas.deal import DealCreate, DealUpdate
 from app.services.contacts import ensure_owner_assignable
-from app.services.organizations import tenant_of
 from app.services.policies import ensure_can_modify, ensure_can_move_stage
 from app.services.read_models import DealFigures, ReadModels
+from app.services.tenancy import resolve_tenant
 
 
 class DealService:
@@ -38,18 +38,18 @@ class DealService:
 
     @staticmethod
     async def read_as_member(
-        read_engine: AsyncEngine, *, user_id: int, organization_id: int, deal_id: int
+        read_engine: AsyncEngine, caller: Caller, organization_id: int, deal_id: int
     ) -> tuple[TenantContext, Row[Any] | None]:
         """The caller's context and one deal (None: not found), for `GET /deals/{id}`, the
-        busiest request: membership is checked (403) by the statement that reads the deal,
-        a round trip less than resolving the tenant first. It runs on a pooled connection of
+        busiest request: the tenant is resolved (401, 403) by the statement that reads the
+        deal, a round trip less than resolving it first. It runs on a pooled connection of
         `read_engine` without an ORM session, whose setup and teardown cost more than the
         statement for one row."""
         async with read_engine.connect() as connection:
-            role, deal = await read_deal_as(
-                connection, organization_id=organization_id, user_id=user_id, deal_id=deal_id
+            ctx, row = await resolve_tenant(
+                connection, caller, organization_id, TENANT_AND_DEAL, deal_id=deal_id
             )
-        return tenant_of(user_id, organization_id, role), deal
+        return ctx, (row if row.id is not None else None)
 
     async def list(self, filters: DealFilters, page: PageParams) -> tuple[Sequence[Deal], int]:
         """A page and the exact total, cheap at a million deals: the total is counted once

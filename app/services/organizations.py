@@ -22,25 +22,6 @@ from app.repositories.users import UserRepository
 from app.schemas.organization import AssignableRole, MemberRead, OrganizationRead
 
 
-async def resolve_tenant(
-    session: AsyncSession, user_id: int, organization_id: int
-) -> TenantContext:
-    """Membership is read on every request, so a removed member loses access at once.
-
-    A missing organization and one the caller does not belong to answer the same 403."""
-    role = await OrganizationRepository(session).get_role(organization_id, user_id)
-    return tenant_of(user_id, organization_id, role)
-
-
-def tenant_of(user_id: int, organization_id: int, role: Role | None) -> TenantContext:
-    """The caller's context from their membership role, read by `resolve_tenant` or by a
-    statement that reads more on the way (`AnalyticsService.open`,
-    `DealService.read_as_member`)."""
-    if role is None:
-        raise NotAMember()
-    return TenantContext(user_id=user_id, organization_id=organization_id, role=role)
-
-
 def _member_read(membership: Membership, user: User) -> MemberRead:
     return MemberRead(
         user_id=user.id,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.api.responses import TENANT
 from app.api.routing import StrictJSONRoute
-from app.dependencies.auth import CurrentUserId, OrganizationIdHeader, bind_tenant
+from app.dependencies.auth import OrganizationIdHeader, TokenCaller, bind_tenant
 from app.dependencies.db import ResourcesDep, SessionDep
 from app.schemas.analytics import DealFunnel, DealSummary
 from app.schemas.deal import CurrencyCode
@@ -27,14 +27,14 @@ _CACHE_HEADER = {
 
 async def get_analytics_service(
     request: Request,
-    user_id: CurrentUserId,
+    caller: TokenCaller,
     x_organization_id: OrganizationIdHeader,
     session: SessionDep,
     resources: ResourcesDep,
 ) -> AnalyticsService:
     # The tenant is resolved like `OrgContext` does, in the statement that also reads the
     # analytics data version (`AnalyticsService.open`).
-    service = await AnalyticsService.open(session, user_id, x_organization_id, resources.cache)
+    service = await AnalyticsService.open(session, caller, x_organization_id, resources.cache)
     bind_tenant(request, service.ctx)
     return service
 

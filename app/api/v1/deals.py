@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import DealNotFound
-from app.dependencies.auth import CurrentUserId, OrganizationIdHeader, OrgContext, bind_tenant
+from app.dependencies.auth import OrganizationIdHeader, OrgContext, TokenCaller, bind_tenant
 from app.dependencies.db import ResourcesDep, SessionDep, resources_of
 from app.dependencies.pagination import Pagination
 from app.models import DealStage, DealStatus
@@ -92,16 +92,13 @@ async def create_deal(body: DealCreate, service: ServiceDep) -> DealRead:
 async def read_deal(
     deal_id: DealId,
     request: Request,
-    user_id: CurrentUserId,
+    caller: TokenCaller,
     x_organization_id: OrganizationIdHeader,
 ) -> DealRead:
     # The tenant is resolved as `OrgContext` does, by the statement that also reads the deal
     # (`DealService.read_as_member`); no session dependency, no resources dependency.
     ctx, deal = await DealService.read_as_member(
-        resources_of(request).read_engine,
-        user_id=user_id,
-        organization_id=x_organization_id,
-        deal_id=deal_id,
+        resources_of(request).read_engine, caller, x_organization_id, deal_id
     )
     bind_tenant(request, ctx)
     if deal is None:
