@@ -86,12 +86,29 @@ async def test_the_floor_refuses_and_misses_as_the_app_does(
         assert theirs.headers["content-type"] == ours.headers["content-type"]
 
 
+async def test_the_floor_refuses_a_revoked_session_as_the_app_does(
+    pg_api: Api, floor_client: httpx.AsyncClient
+) -> None:
+    owner = await pg_api.register(organization_name="Floor Org")
+    deal = await create_deal(owner, await create_contact(owner))
+    path = pg_api.url(f"/deals/{deal['id']}")
+    assert (await floor_client.get(path, headers=owner.headers())).status_code == 200
+    logout = await pg_api.client.post(
+        pg_api.url("/auth/logout"), json={"refresh_token": owner.refresh_token}
+    )
+    assert logout.status_code == 204
+    ours = await pg_api.client.get(path, headers=owner.headers())
+    theirs = await floor_client.get(path, headers=owner.headers())
+    assert ours.status_code == theirs.status_code == 401
+
+
 def test_the_floor_sends_the_apps_own_statement() -> None:
     from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
-    from app.repositories.deals import _DEAL_WITH_ROLE
+    from app.core.tenancy import Caller
+    from app.repositories.deals import TENANT_AND_DEAL
 
-    compiled = _DEAL_WITH_ROLE.compile(dialect=asyncpg_dialect.dialect())
+    compiled = TENANT_AND_DEAL[Caller].compile(dialect=asyncpg_dialect.dialect())
     assert compiled.string == floor.SQL
     assert tuple(compiled.positiontup or ()) == floor.PARAMETERS
     floor.check_parameters()  # the floor can fill every one of them
