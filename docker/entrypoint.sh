@@ -39,8 +39,9 @@ elif ((status != 0)); then
   die "could not check the database (wait-db exited with status ${status})"
 fi
 
-log "applying migrations (alembic upgrade head)"
-alembic upgrade head
+log "applying migrations"
+# `minicrm migrate` says in one line what is wrong with the database (missing, refused login).
+python -m app.cli migrate
 
 if (($# > 0)); then
   log "running: $1 (arguments not shown: they may hold secrets)"
