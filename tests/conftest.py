@@ -10,8 +10,9 @@ by CI), which turns every such skip into a failure.
 Under pytest-xdist (`make test` runs `-n auto`) each worker has databases of its own: the
 default SQLite file is per process; a configured PostgreSQL database `<name>` becomes
 `<name>_gw0`, `<name>_gw1`, ... (dropped, created and migrated by the worker that uses it); a
-configured SQLite file `x.db` becomes `x_gw0.db`, ... Every test that uses Redis runs on one
-worker (the xdist group "redis"), so no two workers share keys or flush each other's data.
+configured SQLite file `x.db` becomes `x_gw0.db`, ... Redis tests take turns: the
+`redis_test_url` fixture holds a lock (a file lock per Redis URL, shared by all workers) for the
+whole test, so no two tests ever use, or flush, that Redis db at the same time.
 
 Every app the tests start hashes passwords cheaply (`TEST_SETTINGS`); a test about the real
 cost passes the Argon2 parameters it wants to `make_api`/`make_settings`.
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -48,7 +51,6 @@ ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
 # "gw0", "gw1", ... in a pytest-xdist worker; None in a plain (single-process) run.
 WORKER = os.environ.get("PYTEST_XDIST_WORKER") or None
-REDIS_GROUP = "redis"
 # The settings of every app the tests start, unless a test overrides them. Argon2 at its
 # cheapest: registrations and logins are in almost every test, and the production cost
 # (19 MiB, 2 passes) would make hashing most of the suite's time.
@@ -130,16 +132,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         with contextlib.suppress(OSError, asyncpg.PostgresError):  # any it could not drop)
             _run_async(_recreate_database(url, create=False))
     _created.clear()
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test that uses Redis goes to one xdist worker (`--dist loadgroup`, in addopts)."""
-    for item in items:
-        if "redis_test_url" in getattr(item, "fixturenames", ()) or item.get_closest_marker(
-            "redis"
-        ):
-            item.add_marker(pytest.mark.xdist_group(REDIS_GROUP))
 
 
 @pytest.fixture(scope="session")
@@ -245,12 +237,27 @@ async def pg_api(make_api: AppFactory, pg_url: str) -> Api:
 
 
 @pytest.fixture
-def redis_test_url() -> str:
+def redis_test_url() -> Iterator[str]:
+    """TEST_REDIS_URL, for this test alone: a test holding it may flush the db."""
     url = redis_url()
     if url is None:
         skip_or_fail("Redis not configured (set TEST_REDIS_URL)")
     assert url is not None
-    return url
+    with redis_turn(url):
+        yield url
+
+
+@contextlib.contextmanager
+def redis_turn(url: str) -> Iterator[None]:
+    """One test at a time per Redis URL, across the xdist workers (and concurrent runs)."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"minicrm-tests-redis-{digest}.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture
