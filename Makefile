@@ -4,12 +4,19 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Test processes (pytest-xdist): `auto` is one per core; TEST_WORKERS=0 runs in this process.
+TEST_WORKERS ?= auto
+# Which tests `make test` runs (a pytest -m expression); empty runs everything.
+TEST_MARKERS ?= not slow
 
-.PHONY: run test lint format typecheck migrate migration-check check bench clean help
+.PHONY: run test test-slow test-all lint format typecheck migrate migration-check check bench clean help
 
 help:
 	@echo "make run         start the API on http://$(HOST):$(PORT) (SQLite by default, migrations applied)"
-	@echo "make test        run the whole test suite (SQLite by default; see README for PostgreSQL)"
+	@echo "make test        the test suite in parallel, without the slow suites (SQLite by default;"
+	@echo "                 see README for PostgreSQL). One file: make test PYTEST_ARGS=tests/test_deals.py"
+	@echo "make test-slow   only the slow suites (API fuzzing, browser)"
+	@echo "make test-all    every test, slow ones included (what CI runs, in two steps)"
 	@echo "make check       lint, format check, mypy --strict, alembic check"
 	@echo "make bench       benchmarks against the local PostgreSQL (see docs/benchmarks.md)"
 
@@ -28,7 +35,13 @@ run: $(VENV)/.installed
 	$(BIN)/minicrm serve --host $(HOST) --port $(PORT)
 
 test: $(VENV)/.installed
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(TEST_WORKERS) -m "$(TEST_MARKERS)" $(PYTEST_ARGS)
+
+test-slow:
+	$(MAKE) test TEST_MARKERS=slow
+
+test-all:
+	$(MAKE) test TEST_MARKERS=
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -54,4 +67,4 @@ bench: $(VENV)/.installed
 	$(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache mini_crm.db mini_crm.db-wal mini_crm.db-shm
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov mini_crm.db mini_crm.db-wal mini_crm.db-shm

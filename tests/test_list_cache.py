@@ -19,7 +19,6 @@ import dataclasses
 from contextlib import AbstractContextManager
 from typing import Any
 
-import pytest
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,13 +33,6 @@ from tests.support import (
     patch_deal,
     statements_sent,
 )
-
-FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
-
-
-@pytest.fixture
-async def api(make_api: AppFactory, database_url: str) -> Api:
-    return await make_api(database_url, **FAST_HASH)
 
 
 def counting_queries(api: Api, table: str = "deals") -> AbstractContextManager[list[SentStatement]]:
@@ -98,8 +90,8 @@ async def test_every_kind_of_deal_write_makes_the_next_total_exact(
     """Reads through one app instance, writes through another, each with its own in-process
     cache (two workers): the reader's entries are never invalidated, so only the data version
     keeps them from being served."""
-    reader = await make_api(database_url, **FAST_HASH)
-    writer_api = await make_api(database_url, **FAST_HASH)
+    reader = await make_api(database_url)
+    writer_api = await make_api(database_url)
     owner = await reader.register()
     manager = await reader.member_of(owner, "manager")
     writer = dataclasses.replace(owner, api=writer_api)
@@ -164,8 +156,8 @@ async def test_with_redis_a_write_through_one_instance_is_seen_through_another(
         await redis.flushdb()
     finally:
         await redis.aclose()
-    first = await make_api(database_url, REDIS_URL=redis_test_url, **FAST_HASH)
-    second = await make_api(database_url, REDIS_URL=redis_test_url, **FAST_HASH)
+    first = await make_api(database_url, REDIS_URL=redis_test_url)
+    second = await make_api(database_url, REDIS_URL=redis_test_url)
     owner = await first.register()
     same_owner = dataclasses.replace(owner, api=second)
     contact = await create_contact(owner)
@@ -195,8 +187,8 @@ async def ids_of(user: User, **params: Any) -> list[int]:
 async def test_pages_from_a_remembered_start_equal_offset_pages(
     make_api: AppFactory, database_url: str
 ) -> None:
-    cached_api = await make_api(database_url, **FAST_HASH)
-    plain_api = await make_api(database_url, ANALYTICS_CACHE_TTL=0, **FAST_HASH)
+    cached_api = await make_api(database_url)
+    plain_api = await make_api(database_url, ANALYTICS_CACHE_TTL=0)
     owner = await cached_api.register()
     plain = dataclasses.replace(owner, api=plain_api)
     contact = await create_contact(owner)
@@ -247,9 +239,9 @@ async def test_pages_from_a_remembered_start_equal_offset_pages(
 async def test_remembered_starts_never_outlive_a_write(
     make_api: AppFactory, database_url: str
 ) -> None:
-    reader_api = await make_api(database_url, **FAST_HASH)
-    writer_api = await make_api(database_url, **FAST_HASH)
-    plain_api = await make_api(database_url, ANALYTICS_CACHE_TTL=0, **FAST_HASH)
+    reader_api = await make_api(database_url)
+    writer_api = await make_api(database_url)
+    plain_api = await make_api(database_url, ANALYTICS_CACHE_TTL=0)
     owner = await reader_api.register()
     writer = dataclasses.replace(owner, api=writer_api)
     plain = dataclasses.replace(owner, api=plain_api)
@@ -282,8 +274,8 @@ async def contact_total(user: User, **params: Any) -> int:
 async def test_contact_totals_are_counted_once_and_never_stale(
     make_api: AppFactory, database_url: str
 ) -> None:
-    reader = await make_api(database_url, **FAST_HASH)
-    writer_api = await make_api(database_url, **FAST_HASH)
+    reader = await make_api(database_url)
+    writer_api = await make_api(database_url)
     owner = await reader.register()
     manager = await reader.member_of(owner, "manager")
     writer = dataclasses.replace(owner, api=writer_api)

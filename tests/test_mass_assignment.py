@@ -18,7 +18,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from app.models import Base
 from tests.support import PASSWORD, Api, User, assert_problem, snapshot
 
-FAST_HASHING = {"ARGON2_MEMORY_COST_KIB": 8, "ARGON2_TIME_COST": 1}
 TIMESTAMP = "2000-01-01T00:00:00Z"
 
 
@@ -36,7 +35,7 @@ class Setup:
 
 @pytest.fixture
 async def setup(make_api: Callable[..., Awaitable[Api]], database_url: str) -> Setup:
-    api = await make_api(database_url, **FAST_HASHING)
+    api = await make_api(database_url)
     owner = await api.register(organization_name="Acme")
     member = await api.member_of(owner, "member")
     stranger = await api.register(organization_name="Elsewhere")

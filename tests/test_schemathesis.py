@@ -79,6 +79,9 @@ from app.main import create_app
 from tests.conftest import make_settings, migrate, truncate_all
 from tests.support import PASSWORD
 
+# Minutes of fuzzing: `make test` leaves it out, `make test-slow` (and CI) run it.
+pytestmark = pytest.mark.slow
+
 SEED = 20_240_601
 MAX_EXAMPLES = 50
 MAX_ID = 2**63 - 1
@@ -438,12 +441,7 @@ def flatmap_body(context: schemathesis.HookContext, body: Any) -> st.SearchStrat
 @pytest.fixture(scope="module")
 def live(database_url: str) -> Iterator[Tenant]:
     """The app on `database_url` (tables emptied first), with the tenant set up through the API."""
-    settings = make_settings(
-        database_url,
-        # Cheap password hashing: the fuzzer registers and logs in hundreds of times.
-        ARGON2_MEMORY_COST_KIB=1024,
-        ARGON2_TIME_COST=1,
-    )
+    settings = make_settings(database_url)  # cheap password hashing, like every test app
     _in_thread(lambda: migrate(database_url))
     _in_thread(lambda: _empty_database(settings))
     LIVE.served.target = create_app(settings)

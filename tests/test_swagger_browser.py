@@ -22,6 +22,9 @@ import pytest
 from tests.conftest import ROOT, migrate, skip_or_fail
 from tests.support import PASSWORD
 
+# A browser and a server process: `make test` leaves it out, `make test-slow` (and CI) run it.
+pytestmark = pytest.mark.slow
+
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox",
