@@ -29,7 +29,6 @@ from app.services.read_models import ReadModels
 from tests.conftest import AppFactory
 from tests.support import Api, User, create_contact, create_deal
 
-FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = "/analytics/deals/summary"
 MIDNIGHT = datetime(2025, 3, 10, tzinfo=UTC)  # a UTC day boundary, in the past
@@ -40,7 +39,7 @@ CURRENCIES = (None, "USD", "EUR")
 @pytest.fixture
 async def api(make_api: AppFactory, database_url: str) -> Api:
     # No cache: every summary is computed, so each read checks the counts.
-    return await make_api(database_url, ANALYTICS_CACHE_TTL=0, **FAST_HASH)
+    return await make_api(database_url, ANALYTICS_CACHE_TTL=0)
 
 
 def engine_of(api: Api) -> AsyncEngine:
@@ -283,7 +282,7 @@ async def test_concurrent_creates_currency_moves_and_deletes_stay_exact(
 ) -> None:
     """On PostgreSQL, writers of one organization run at once: the counts of today's rows
     (split over slots) and of the rows a currency change moves between stay exact."""
-    api = await make_api(pg_url, ANALYTICS_CACHE_TTL=0, **FAST_HASH)
+    api = await make_api(pg_url, ANALYTICS_CACHE_TTL=0)
     owner = await api.register()
     contact = await create_contact(owner)
 

@@ -26,7 +26,6 @@ from app.main import create_app
 from tests.conftest import AppFactory, make_settings
 from tests.support import Api, User, assert_problem, count_rows, create_contact, create_deal
 
-FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
 CLIENTS = 30
 REQUESTS_PER_CLIENT = 20
 
@@ -82,7 +81,7 @@ class BackendTerminator:
 async def test_ended_backends_answer_200_or_503_never_500_and_write_nothing_half(
     make_api: AppFactory, pg_url: str
 ) -> None:
-    api = await make_api(pg_url, DB_POOL_SIZE=10, **FAST_HASH)
+    api = await make_api(pg_url, DB_POOL_SIZE=10)
     owner = await api.register()
     contact = await create_contact(owner)
     deal_ids = [(await create_deal(owner, contact, f"Deal {i}"))["id"] for i in range(5)]
@@ -160,7 +159,7 @@ def end_backend(dsn: str, pid: int) -> None:
 async def test_a_request_whose_connection_died_before_its_first_statement_runs_again(
     make_api: AppFactory, pg_url: str
 ) -> None:
-    api = await make_api(pg_url, **FAST_HASH)
+    api = await make_api(pg_url)
     owner = await api.register()
     engine = api.app.state.resources.engine
     dsn = BackendTerminator(pg_url).dsn

@@ -18,13 +18,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.conftest import AppFactory
 from tests.support import Api, User, create_contact, create_deal, snapshot
 
-FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
 SUMMARY = "/analytics/deals/summary"
 
 
 @pytest.fixture
 async def api(make_api: AppFactory, database_url: str) -> Api:
-    return await make_api(database_url, **FAST_HASH)
+    return await make_api(database_url)
 
 
 def engine_of(api: Api) -> AsyncEngine:

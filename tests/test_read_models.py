@@ -18,13 +18,12 @@ from app.services.read_models import DealFigures, ReadModelNotMoved, ReadModels
 from tests.conftest import AppFactory
 from tests.support import Api, User, create_contact, create_deal
 
-FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
 SUMMARY = "/analytics/deals/summary"
 
 
 @pytest.fixture
 async def api(make_api: AppFactory, database_url: str) -> Api:
-    return await make_api(database_url, **FAST_HASH)
+    return await make_api(database_url)
 
 
 def sessions(api: Api) -> async_sessionmaker[AsyncSession]:

@@ -32,7 +32,6 @@ from tests.conftest import AppFactory, skip_or_fail
 from tests.support import Api, User, assert_problem, create_contact, create_deal
 
 SUMMARY = "/analytics/deals/summary"
-FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
 WRONG = "WrongPassword1"
 
 
@@ -144,7 +143,6 @@ async def test_login_throttle_counts_per_process_when_nothing_listens_on_the_red
         database_url,
         REDIS_URL=f"redis://127.0.0.1:{free_port()}/0",
         LOGIN_THROTTLE_MAX_ATTEMPTS=4,
-        **FAST_HASH,
     )
     owner = await api.register()
 
@@ -168,9 +166,7 @@ async def test_login_throttle_counts_per_process_when_redis_answers_with_errors(
     """Out of memory, Redis still answers reads but refuses to record a failure; without the
     password it refuses everything. Either way the limit holds."""
     redis = start_redis(*config)
-    api = await make_api(
-        database_url, REDIS_URL=redis.url, LOGIN_THROTTLE_MAX_ATTEMPTS=4, **FAST_HASH
-    )
+    api = await make_api(database_url, REDIS_URL=redis.url, LOGIN_THROTTLE_MAX_ATTEMPTS=4)
     owner = await api.register()
 
     await assert_throttled_after(api, owner.email, limit=4)
@@ -197,7 +193,6 @@ async def test_a_hung_redis_opens_the_breaker_and_no_request_waits_for_it(
         REDIS_BREAKER_FAILURES=3,
         REDIS_BREAKER_RESET_SECONDS=4,
         LOGIN_THROTTLE_MAX_ATTEMPTS=3,
-        **FAST_HASH,
     )
     owner = await api.register()
     other = await api.register()
@@ -259,9 +254,7 @@ async def test_with_the_default_timeout_a_hung_redis_changes_no_answer(
 ) -> None:
     redis = start_redis()
     default_timeout = Settings.model_fields["REDIS_TIMEOUT_SECONDS"].default
-    api = await make_api(
-        database_url, REDIS_URL=redis.url, REDIS_TIMEOUT_SECONDS=default_timeout, **FAST_HASH
-    )
+    api = await make_api(database_url, REDIS_URL=redis.url, REDIS_TIMEOUT_SECONDS=default_timeout)
     owner = await api.register()
     await create_deal(owner, await create_contact(owner), amount="7")
     expected, _ = await summary(owner)
