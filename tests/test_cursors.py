@@ -24,6 +24,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.text import fold
@@ -362,3 +363,60 @@ async def test_the_openapi_schema_describes_both_envelopes(any_api: Api) -> None
         if name == "CursorPage_DealRead_"
     )
     assert set(cursor_page["required"]) == {"items", "next_cursor", "limit"}
+
+
+@pytest.mark.postgres
+async def test_every_cursor_page_is_one_index_range_in_the_lists_order(pg_api: Api) -> None:
+    """The plan of each list's page after a cursor, for every sort: an index scan whose
+    condition starts at the position, and no Sort (the index gives the order): its cost does
+    not grow with the depth. Sequential scans are disabled, as a tiny test table would
+    otherwise be read whole."""
+    user = await pg_api.register()
+    deal_id = await seed(pg_api, user)
+    cases: list[tuple[str, dict[str, Any], str]] = [
+        *(
+            ("/deals", sort, f"ix_deals_org_{sort['order_by'].split('_')[0]}")
+            for sort in DEAL_SORTS
+        ),
+        *(
+            ("/contacts", sort, f"ix_contacts_org_{sort['order_by'].split('_')[0]}")
+            for sort in CONTACT_SORTS
+        ),
+        ("/tasks", {}, "ix_tasks_org_due"),
+        (f"/deals/{deal_id}/activities", {}, "ix_activities_org_deal_created"),
+    ]
+    captured: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "LIMIT" in statement and "count(" not in statement:
+            captured.append((statement, parameters))
+
+    engine = engine_of(pg_api)
+    for path, params, index in cases:
+        first = (await user.get(path, params={**params, "limit": 3})).json()
+        captured.clear()
+        event.listen(engine.sync_engine, "before_cursor_execute", record)
+        try:
+            response = await user.get(
+                path, params={**params, "limit": 3, "cursor": first["next_cursor"]}
+            )
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", record)
+        assert response.status_code == 200, response.text
+        assert captured, path
+        statement, parameters = captured[0]
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+            result = await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            plan = "\n".join(row[0] for row in result)
+            await conn.rollback()
+        assert (
+            f"Index Scan Backward using {index} " in plan or f"Index Scan using {index} " in plan
+        ), (
+            path,
+            params,
+            plan,
+        )
+        assert "Sort" not in plan, (path, params, plan)
+        conditions = [line for line in plan.splitlines() if "Index Cond" in line]
+        assert any("<=" in line or ">=" in line for line in conditions), (path, params, plan)
