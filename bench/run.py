@@ -654,6 +654,86 @@ def cold_deep_name(plan: Plan) -> str:
     return f"{COLD_LIST} page={deep - 99}..{deep}"
 
 
+# --- cursor mode: a deep page costs what the first costs ---
+
+CURSOR_FIRST = "GET /deals?limit=20 (cursor mode, first page)"
+
+
+def cursor_depth(plan: Plan) -> int:
+    """Row 500,000 of the big organization's deals at 1M; half of them in a smaller dataset."""
+    return min(500_000, plan.big_deals // 2)
+
+
+def cursor_deep_name(plan: Plan) -> str:
+    return f"GET /deals?limit=20&cursor= (cursor mode, after row {cursor_depth(plan):,})"
+
+
+async def deep_deal_cursor(url: str, plan: Plan) -> str:
+    """The cursor a client walking `GET /deals?limit=20` (newest first) holds after
+    `cursor_depth(plan)` rows: the row at that position is read once (one OFFSET, before
+    anything is measured) and sealed by the app's own codec with the served key, exactly
+    as the app seals the last row of a page."""
+    from app.core.config import Environment, Settings
+    from app.core.security import TokenCodec
+    from app.repositories.cursor import Keyset
+    from app.repositories.deals import DealFilters
+    from app.services.cursors import CursorCodec, CursorScope
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        ENVIRONMENT=Environment.TEST,
+        SECRET_KEY=PROD_SECRET_KEY,
+        DATABASE_URL=url,
+    )
+    conn = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        row = await conn.fetchrow(
+            "SELECT id, created_at FROM deals WHERE organization_id = $1 "
+            "ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT 1",
+            BIG_ORG_ID,
+            cursor_depth(plan) - 1,
+        )
+    finally:
+        await conn.close()
+    assert row is not None, "the big organization has fewer deals than the cursor's depth"
+    codec = CursorCodec(TokenCodec(settings).derived_key("cursors"))
+    scope = CursorScope(BIG_ORG_ID, "deals", DealFilters())  # the list's default filters
+    return codec.seal(Keyset(row["created_at"], row["id"]), scope)
+
+
+def cursor_scenarios(plan: Plan) -> list[Scenario]:
+    cursor = asyncio.run(deep_deal_cursor(database_url(), plan))
+    return [
+        Scenario(
+            CURSOR_FIRST,
+            LUA_FIXED % {"path": f"{PREFIX}/deals?limit=20"},
+            latency_connections=LATENCY_CONNECTIONS,
+        ),
+        Scenario(
+            cursor_deep_name(plan),
+            LUA_FIXED % {"path": f"{PREFIX}/deals?limit=20&cursor={quote(cursor)}"},
+            latency_connections=LATENCY_CONNECTIONS,
+        ),
+    ]
+
+
+def cursor_target(by_name: dict[str, dict[str, Any]], plan: Plan) -> list[dict[str, Any]]:
+    n = LATENCY_CONNECTIONS
+    first = by_name.get(f"{CURSOR_FIRST} [{n} connections]")
+    deep = by_name.get(f"{cursor_deep_name(plan)} [{n} connections]")
+    if first is None or deep is None:
+        return []
+    ratio = p50_ms(deep) / p50_ms(first)
+    return [
+        {
+            "target": f"deal list by cursor at depth {cursor_depth(plan):,} p50 at {n} "
+            "connections within 1.2x of the first page's",
+            "value": f"{p50_ms(deep):.1f} ms vs {p50_ms(first):.1f} ms ({ratio:.2f}x)",
+            "pass": ratio <= 1.2,
+        }
+    ]
+
+
 def scenarios(plan: Plan, ids_file: Path, patch_ids: int) -> list[Scenario]:
     big_deals, big_contacts = plan.big_deals, plan.big_contacts
     deals_query = "status=won&min_amount=1000&max_amount=50000&order_by=amount"
@@ -708,6 +788,7 @@ def scenarios(plan: Plan, ids_file: Path, patch_ids: int) -> list[Scenario]:
             % {"paths": ", ".join(f'"{PREFIX}/contacts?search={term}"' for term in searches)},
             latency_connections=LATENCY_CONNECTIONS,
         ),
+        *cursor_scenarios(plan),
         Scenario(
             "GET /deals/{id}/activities",
             LUA_RANDOM_ID % {"max_id": big_deals, "template": f"{PREFIX}/deals/%d/activities"},
@@ -1059,6 +1140,7 @@ def targets(
             continue
         value = p50_ms(result)
         out.append({"target": label, "value": f"{value:.1f} ms", "pass": value < limit})
+    out += cursor_target(by_name, plan)
     if floor_equivalent is not None:
         out.append(
             {

@@ -200,6 +200,16 @@ class DueDateInPast(BusinessRuleViolation):
     detail = "due_date cannot be before today (UTC)."
 
 
+class InvalidCursor(AppError):
+    status = 422
+    code = "INVALID_CURSOR"
+    title = "Invalid Cursor"
+    detail = (
+        "The cursor was not issued for this list, its filters and sort order, and this "
+        "organization, or it was altered. Start again without `cursor`."
+    )
+
+
 class DatabaseBusy(AppError):
     """Every pooled connection stayed in use for `DB_POOL_TIMEOUT_SECONDS`."""
 

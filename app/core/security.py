@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 import time
@@ -82,6 +84,11 @@ class TokenCodec:
         }
         self._clock = clock
         self._verified: dict[str, tuple[TokenClaims, float]] = {}  # token: (claims, expiry)
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A key for another signature than tokens' (e.g. list cursors), derived from the
+        signing key so it needs no configuration of its own, and useless for signing tokens."""
+        return hmac.new(self._key.encode(), f"minicrm/{purpose}".encode(), hashlib.sha256).digest()
 
     def lifetime(self, token_type: TokenType) -> timedelta:
         return self._lifetimes[token_type]

@@ -9,6 +9,7 @@ from sqlalchemy import Select, exists, select
 from app.core.text import fold
 from app.models import Contact, Deal
 from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
+from app.repositories.cursor import KeyOrder, Keyset, scroll
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.contact import ContactOrderBy
 
@@ -36,6 +37,17 @@ class ContactRepository(TenantRepository):
     async def list(self, filters: ContactFilters, page: PageParams) -> Sequence[Contact]:
         """One page of the matching contacts; their total is `count_matching(filters)`."""
         return await self.page(self._matching(filters), page)
+
+    async def scroll(
+        self, filters: ContactFilters, after: Keyset | None, limit: int
+    ) -> tuple[Sequence[Contact], Keyset | None]:
+        """Up to `limit` matching contacts after `after`, and where the next page starts."""
+        order = KeyOrder(
+            _ORDER_COLUMNS[filters.order_by],
+            Contact.id,
+            descending=filters.order is SortOrder.DESC,
+        )
+        return await scroll(self.session, self._matching(filters), order, after, limit)
 
     def _matching(self, filters: ContactFilters) -> Select[Any]:
         query = select(Contact).where(Contact.organization_id == self.organization_id)

@@ -6,11 +6,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, or_, select
+from sqlalchemy import Select, and_, bindparam, select
 
 from app.core.text import fold
 from app.models import Deal, DealStage, DealStatus
 from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
+from app.repositories.cursor import KeyOrder, Keyset, scroll
 from app.repositories.tenancy import ORGANIZATION_ID, tenant_query
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.deal import DealOrderBy
@@ -33,6 +34,12 @@ TENANT_AND_DEAL = tenant_query(
         and_(_deals.c.organization_id == ORGANIZATION_ID, _deals.c.id == bindparam("deal_id")),
     ),
 )
+
+
+def _key_order(filters: DealFilters) -> KeyOrder:
+    return KeyOrder(
+        _ORDER_COLUMNS[filters.order_by], Deal.id, descending=filters.order is SortOrder.DESC
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,25 +101,19 @@ class DealRepository(TenantRepository):
         query = self._matching(filters)
         if start is None:
             return await self.page(query, page, id_column=Deal.id)
-        column = _ORDER_COLUMNS[filters.order_by]
-        if filters.order is SortOrder.DESC:
-            bound = and_(
-                column <= start.value,
-                or_(
-                    column < start.value,
-                    Deal.id <= start.deal_id if start.inclusive else Deal.id < start.deal_id,
-                ),
-            )
-        else:
-            bound = and_(
-                column >= start.value,
-                or_(
-                    column > start.value,
-                    Deal.id >= start.deal_id if start.inclusive else Deal.id > start.deal_id,
-                ),
-            )
+        bound = _key_order(filters).from_(
+            Keyset(start.value, start.deal_id), inclusive=start.inclusive
+        )
         rows = await self.session.scalars(query.where(bound).limit(page.page_size))
         return rows.all()
+
+    async def scroll(
+        self, filters: DealFilters, after: Keyset | None, limit: int
+    ) -> tuple[Sequence[Deal], Keyset | None]:
+        """Up to `limit` matching deals after `after`, and where the next page starts."""
+        return await scroll(
+            self.session, self._matching(filters), _key_order(filters), after, limit
+        )
 
     def _matching(self, filters: DealFilters) -> Select[Any]:
         query = select(Deal).where(Deal.organization_id == self.organization_id)

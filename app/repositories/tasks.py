@@ -3,12 +3,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from app.models import Deal, Task
 from app.repositories.base import TenantRepository
+from app.repositories.cursor import KeyOrder, Keyset, scroll
 from app.schemas.common import PageParams
+
+# Due date ascending, tasks without one last, then id.
+_ORDER = KeyOrder(Task.due_date, Task.id, nulls_last=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,15 @@ class TaskRepository(TenantRepository):
         return None if result is None else (result[0], result[1])
 
     async def list(self, filters: TaskFilters, page: PageParams) -> tuple[Sequence[Task], int]:
+        return await self.paginate(_ORDER.apply(self._matching(filters)), page)
+
+    async def scroll(
+        self, filters: TaskFilters, after: Keyset | None, limit: int
+    ) -> tuple[Sequence[Task], Keyset | None]:
+        """Up to `limit` matching tasks after `after`, and where the next page starts."""
+        return await scroll(self.session, self._matching(filters), _ORDER, after, limit)
+
+    def _matching(self, filters: TaskFilters) -> Select[Any]:
         query = select(Task).where(Task.organization_id == self.organization_id)
         if filters.deal_id is not None:
             query = query.where(Task.deal_id == filters.deal_id)
@@ -40,8 +54,7 @@ class TaskRepository(TenantRepository):
             query = query.where(Task.due_date <= filters.due_before)
         if filters.due_after is not None:
             query = query.where(Task.due_date >= filters.due_after)
-        query = query.order_by(Task.due_date.asc().nulls_last(), Task.id.asc())
-        return await self.paginate(query, page)
+        return query
 
     async def add(self, task: Task) -> Task:
         task.organization_id = self.organization_id

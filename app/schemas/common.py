@@ -144,6 +144,15 @@ class Page(OutputSchema, Generic[T]):
         )
 
 
+class CursorPage(OutputSchema, Generic[T]):
+    """A list in cursor mode (`limit`, `cursor`): no total (counting costs a pass over every
+    matching row); `next_cursor` continues the list, null on its last page."""
+
+    items: list[T]
+    next_cursor: str | None
+    limit: int
+
+
 class SortOrder(StrEnum):
     ASC = "asc"
     DESC = "desc"
@@ -166,6 +175,15 @@ class NotNullOnPatch(InputSchema):
     def changes(self) -> dict[str, Any]:
         """Only the fields the client actually sent."""
         return {name: getattr(self, name) for name in self.model_fields_set}
+
+
+@dataclass(frozen=True, slots=True)
+class CursorParams:
+    """Cursor mode: up to `limit` rows after the position `cursor` holds (from the start
+    without one)."""
+
+    limit: int = 20
+    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
 from app.models import Activity, ActivityType
 from app.repositories.activities import ActivityRepository
+from app.repositories.cursor import Keyset
 from app.repositories.deals import DealRepository
 from app.schemas.activity import ActivityCreate
 from app.schemas.common import PageParams
@@ -23,6 +24,12 @@ class ActivityService:
     async def list_for_deal(self, deal_id: int, page: PageParams) -> tuple[Sequence[Activity], int]:
         await self._ensure_deal(deal_id)
         return await self.activities.list_for_deal(deal_id, page)
+
+    async def scroll_for_deal(
+        self, deal_id: int, after: Keyset | None, limit: int
+    ) -> tuple[Sequence[Activity], Keyset | None]:
+        await self._ensure_deal(deal_id)
+        return await self.activities.scroll_for_deal(deal_id, after, limit)
 
     async def comment(self, deal_id: int, data: ActivityCreate) -> Activity:
         self.ctx.require(Permission.COMMENT)

@@ -13,6 +13,7 @@ from app.core.text import fold_fields
 from app.models import Contact
 from app.repositories.base import RowLock
 from app.repositories.contacts import ContactFilters, ContactRepository
+from app.repositories.cursor import Keyset
 from app.repositories.organizations import OrganizationRepository
 from app.schemas.common import PageParams
 from app.schemas.contact import ContactCreate, ContactUpdate
@@ -50,6 +51,12 @@ class ContactService:
 
         total = await self.read_models.contact_total(filters, version, count)
         return await self.contacts.list(filters, page), total
+
+    async def scroll(
+        self, filters: ContactFilters, after: Keyset | None, limit: int
+    ) -> tuple[Sequence[Contact], Keyset | None]:
+        """Cursor mode: an index range after `after`, with no total."""
+        return await self.contacts.scroll(filters, after, limit)
 
     async def get(self, contact_id: int) -> Contact:
         contact = await self.contacts.get(contact_id)

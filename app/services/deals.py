@@ -18,6 +18,7 @@ from app.models import ActivityType, Deal, DealStatus
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
 from app.repositories.contacts import ContactRepository
+from app.repositories.cursor import Keyset
 from app.repositories.deals import TENANT_AND_DEAL, DealFilters, DealRepository
 from app.schemas.common import PageParams
 from app.schemas.deal import DealCreate, DealUpdate
@@ -65,6 +66,13 @@ class DealService:
         deals = await self.deals.list(filters, page, start)
         await self.read_models.remember_deal_page(filters, page, version, deals, start)
         return deals, total
+
+    async def scroll(
+        self, filters: DealFilters, after: Keyset | None, limit: int
+    ) -> tuple[Sequence[Deal], Keyset | None]:
+        """Cursor mode: an index range after `after`, with no total and no cached page
+        starts (the position is the page start)."""
+        return await self.deals.scroll(filters, after, limit)
 
     async def get(self, deal_id: int, *, lock: RowLock | None = None) -> Deal:
         deal = await self.deals.get(deal_id, lock=lock)

@@ -10,6 +10,7 @@ from app.core.tenancy import TenantContext
 from app.models import ActivityType, Task
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
+from app.repositories.cursor import Keyset
 from app.repositories.deals import DealRepository
 from app.repositories.tasks import TaskFilters, TaskRepository
 from app.schemas.common import PageParams
@@ -27,6 +28,12 @@ class TaskService:
 
     async def list(self, filters: TaskFilters, page: PageParams) -> tuple[Sequence[Task], int]:
         return await self.tasks.list(filters, page)
+
+    async def scroll(
+        self, filters: TaskFilters, after: Keyset | None, limit: int
+    ) -> tuple[Sequence[Task], Keyset | None]:
+        """Cursor mode: an index range after `after`, with no total."""
+        return await self.tasks.scroll(filters, after, limit)
 
     async def get(self, task_id: int) -> Task:
         found = await self.tasks.get_with_deal_owner(task_id)

@@ -1,18 +1,21 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
+from app.api.cursors import cursor_page
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import ResourcesDep, SessionDep
-from app.dependencies.pagination import Pagination
+from app.dependencies.pagination import ListWindow
 from app.repositories.contacts import ContactFilters
-from app.schemas.common import MAX_ID, Id, Page, SearchText, SortOrder
+from app.schemas.common import MAX_ID, CursorPage, CursorParams, Id, Page, SearchText, SortOrder
 from app.schemas.contact import ContactCreate, ContactOrderBy, ContactRead, ContactUpdate
 from app.services.contacts import ContactService
+from app.services.cursors import CursorScope
 
 router = APIRouter(prefix="/contacts", tags=["contacts"], route_class=StrictJSONRoute)
 
@@ -30,8 +33,9 @@ ServiceDep = Annotated[ContactService, Depends(get_contact_service)]
 
 @router.get("", summary="List contacts", responses=TENANT)
 async def list_contacts(
+    request: Request,
     service: ServiceDep,
-    page: Pagination,
+    page: ListWindow,
     search: Annotated[
         SearchText | None,
         Query(description="Case-insensitive substring of name, email or phone (any language)."),
@@ -39,8 +43,13 @@ async def list_contacts(
     owner_id: Annotated[Id | None, Query()] = None,
     order_by: ContactOrderBy = ContactOrderBy.CREATED_AT,
     order: SortOrder = SortOrder.DESC,
-) -> Page[ContactRead]:
+) -> Page[ContactRead] | CursorPage[ContactRead]:
+    """Page mode, or cursor mode with `limit` (and `cursor`): see the README."""
     filters = ContactFilters(search=search, owner_id=owner_id, order_by=order_by, order=order)
+    if isinstance(page, CursorParams):
+        scope = CursorScope(service.ctx.organization_id, "contacts", filters)
+        scroll = partial(service.scroll, filters)
+        return await cursor_page(request, page, scope, scroll, ContactRead.model_validate)
     items, total = await service.list(filters, page)
     return Page.build(
         [ContactRead.model_validate(c) for c in items], total, page.page, page.page_size

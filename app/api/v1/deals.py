@@ -1,22 +1,25 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
+from app.api.cursors import cursor_page
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import DealNotFound
 from app.dependencies.auth import OrganizationIdHeader, OrgContext, TokenCaller, bind_tenant
 from app.dependencies.db import ResourcesDep, SessionDep, resources_of
-from app.dependencies.pagination import Pagination
+from app.dependencies.pagination import ListWindow
 from app.models import DealStage, DealStatus
 from app.repositories.deals import DealFilters
 from app.schemas.activity import ActivityCreate, ActivityRead
-from app.schemas.common import MAX_ID, Id, Page, SearchText, SortOrder
+from app.schemas.common import MAX_ID, CursorPage, CursorParams, Id, Page, SearchText, SortOrder
 from app.schemas.deal import DealCreate, DealOrderBy, DealRead, DealUpdate
 from app.services.activities import ActivityService
+from app.services.cursors import CursorScope
 from app.services.deals import DealService
 
 router = APIRouter(prefix="/deals", tags=["deals"], route_class=StrictJSONRoute)
@@ -43,8 +46,9 @@ ActivityServiceDep = Annotated[ActivityService, Depends(get_activity_service)]
 
 @router.get("", summary="List deals", responses=TENANT)
 async def list_deals(
+    request: Request,
     service: ServiceDep,
-    page: Pagination,
+    page: ListWindow,
     status_: Annotated[
         list[DealStatus] | None, Query(alias="status", description="Repeatable.")
     ] = None,
@@ -58,9 +62,10 @@ async def list_deals(
     ] = None,
     order_by: DealOrderBy = DealOrderBy.CREATED_AT,
     order: SortOrder = SortOrder.DESC,
-) -> Page[DealRead]:
+) -> Page[DealRead] | CursorPage[DealRead]:
     """Filters combine with AND; `min_amount`/`max_amount` are inclusive. The last sort key is
-    always `id`, so paging is stable."""
+    always `id`, so paging is stable. With `limit` (and `cursor`), cursor mode: see the
+    README."""
     filters = DealFilters(
         statuses=tuple(status_ or ()),
         stages=tuple(stage or ()),
@@ -72,8 +77,15 @@ async def list_deals(
         order_by=order_by,
         order=order,
     )
+    if isinstance(page, CursorParams):
+        scope = CursorScope(service.ctx.organization_id, "deals", filters)
+        return await cursor_page(request, page, scope, partial(service.scroll, filters), _deal)
     items, total = await service.list(filters, page)
-    return Page.build([DealRead.model_validate(d) for d in items], total, page.page, page.page_size)
+    return Page.build([_deal(d) for d in items], total, page.page, page.page_size)
+
+
+def _deal(deal: object) -> DealRead:
+    return DealRead.model_validate(deal)
 
 
 @router.post(
@@ -133,8 +145,13 @@ async def delete_deal(deal_id: DealId, service: ServiceDep) -> Response:
     responses=problems(401, 403, 404, 422),
 )
 async def list_deal_activities(
-    deal_id: DealId, service: ActivityServiceDep, page: Pagination
-) -> Page[ActivityRead]:
+    request: Request, deal_id: DealId, service: ActivityServiceDep, page: ListWindow
+) -> Page[ActivityRead] | CursorPage[ActivityRead]:
+    """Page mode, or cursor mode with `limit` (and `cursor`)."""
+    if isinstance(page, CursorParams):
+        scope = CursorScope(service.ctx.organization_id, f"activities:{deal_id}")
+        scroll = partial(service.scroll_for_deal, deal_id)
+        return await cursor_page(request, page, scope, scroll, ActivityRead.model_validate)
     items, total = await service.list_for_deal(deal_id, page)
     return Page.build(
         [ActivityRead.model_validate(a) for a in items], total, page.page, page.page_size

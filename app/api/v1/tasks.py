@@ -1,17 +1,20 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
+from app.api.cursors import cursor_page
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import SessionDep
-from app.dependencies.pagination import Pagination
+from app.dependencies.pagination import ListWindow
 from app.repositories.tasks import TaskFilters
-from app.schemas.common import MAX_ID, DueDate, Id, Page
+from app.schemas.common import MAX_ID, CursorPage, CursorParams, DueDate, Id, Page
 from app.schemas.task import TaskCreate, TaskRead, TaskUpdate
+from app.services.cursors import CursorScope
 from app.services.tasks import TaskService
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=StrictJSONRoute)
@@ -28,17 +31,23 @@ ServiceDep = Annotated[TaskService, Depends(get_task_service)]
 
 @router.get("", summary="List tasks", responses=TENANT)
 async def list_tasks(
+    request: Request,
     service: ServiceDep,
-    page: Pagination,
+    page: ListWindow,
     deal_id: Annotated[Id | None, Query()] = None,
     only_open: Annotated[bool, Query(description="Only tasks not done.")] = False,
     due_before: Annotated[DueDate | None, Query(description="Inclusive.")] = None,
     due_after: Annotated[DueDate | None, Query(description="Inclusive.")] = None,
-) -> Page[TaskRead]:
-    """Ordered by `due_date` (tasks without one last), then `id`."""
+) -> Page[TaskRead] | CursorPage[TaskRead]:
+    """Ordered by `due_date` (tasks without one last), then `id`. Page mode, or cursor mode
+    with `limit` (and `cursor`): see the README."""
     filters = TaskFilters(
         deal_id=deal_id, only_open=only_open, due_before=due_before, due_after=due_after
     )
+    if isinstance(page, CursorParams):
+        scope = CursorScope(service.ctx.organization_id, "tasks", filters)
+        scroll = partial(service.scroll, filters)
+        return await cursor_page(request, page, scope, scroll, TaskRead.model_validate)
     items, total = await service.list(filters, page)
     return Page.build([TaskRead.model_validate(t) for t in items], total, page.page, page.page_size)
 
