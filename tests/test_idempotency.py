@@ -155,7 +155,7 @@ async def test_the_body_is_compared_as_json_not_as_bytes(any_api: Api) -> None:
     assert await count_rows(engine_of(any_api), "contacts") == 1
 
 
-@pytest.mark.parametrize("key", ["", "   ", "k" * 256])
+@pytest.mark.parametrize("key", ["", "k" * 256])
 async def test_an_empty_or_too_long_key_is_422_and_runs_nothing(any_api: Api, key: str) -> None:
     user = await any_api.register()
     response = await user.post("/contacts", json={"name": "Ann"}, **keyed(key))

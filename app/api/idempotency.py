@@ -173,7 +173,7 @@ async def _take_key(request: Request, session: AsyncSession) -> None:
     raw = request.headers.get(HEADER)
     if raw is None:
         return
-    key = _valid_key(raw.strip())
+    key = _valid_key(raw)
     user_id = getattr(request.state, "user_id", None)
     if user_id is None:
         return  # nobody to scope the key to (routes here always authenticate first)
@@ -210,7 +210,7 @@ async def keep_answer(request: Request, response: Response) -> None:
     if claim is None or response.status_code >= 500:
         return
     content_type = response.headers.get("content-type", "application/json")
-    claim.repository.add(
+    await claim.repository.add(
         claim.scope,
         claim.answer(response.status_code, content_type, bytes(response.body)),
         claim.now,
