@@ -419,3 +419,16 @@ async def test_openapi_documents_the_header_on_post_operations_only(any_api: Api
     )
     assert parameter["schema"]["maxLength"] == 255
     assert parameter["required"] is False
+
+
+async def test_browsers_may_read_the_replayed_header(
+    make_api: Callable[..., Awaitable[Api]], sqlite_url: str
+) -> None:
+    api = await make_api(sqlite_url, CORS_ORIGINS=["https://app.example.com"])
+    user = await api.register()
+    headers = {KEY: "cors", "Origin": "https://app.example.com"}
+    await user.post("/contacts", json={"name": "Ann"}, headers=headers)
+    replay = await user.post("/contacts", json={"name": "Ann"}, headers=headers)
+    assert replay.headers[REPLAYED] == "true"
+    exposed = replay.headers["access-control-expose-headers"].lower()
+    assert REPLAYED in exposed

@@ -207,12 +207,13 @@ async def _take_key(request: Request, session: AsyncSession) -> None:
 async def keep_answer(request: Request, response: Response) -> None:
     """Add the endpoint's answer to its own transaction (committed with its writes)."""
     claim = cast(_Claim | None, request.scope.get(_CLAIM))
-    if claim is None or response.status_code >= 500:
+    body = getattr(response, "body", None)  # a streamed answer has none to keep
+    if claim is None or response.status_code >= 500 or body is None:
         return
     content_type = response.headers.get("content-type", "application/json")
     await claim.repository.add(
         claim.scope,
-        claim.answer(response.status_code, content_type, bytes(response.body)),
+        claim.answer(response.status_code, content_type, bytes(body)),
         claim.now,
         claim.expires_at,
     )
