@@ -11,21 +11,22 @@ import os
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
 import pytest
-from fastapi import APIRouter, status
-from sqlalchemy import text, update
+from fastapi import APIRouter, Request, status
+from sqlalchemy import insert, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.api import idempotency
 from app.api.routing import StrictJSONRoute
 from app.core.errors import DatabaseUnavailable
 from app.dependencies.auth import OrgContext
+from app.dependencies.db import SessionDep
 from app.models import IdempotencyKey
 from tests.support import Api, assert_problem, count_rows, create_contact
 
@@ -432,3 +433,48 @@ async def test_browsers_may_read_the_replayed_header(
     assert replay.headers[REPLAYED] == "true"
     exposed = replay.headers["access-control-expose-headers"].lower()
     assert REPLAYED in exposed
+
+
+@pytest.mark.postgres
+async def test_a_run_that_slipped_past_a_just_committed_key_is_undone_and_replays(
+    pg_api: Api,
+) -> None:
+    """The key is taken and looked up in one statement, whose snapshot predates the lock: a
+    request with the key that commits in between is not seen. The late run's answer then
+    collides with the kept one, and its writes are rolled back."""
+    engine = engine_of(pg_api)
+    router = APIRouter(route_class=StrictJSONRoute)
+
+    @router.post("/racing", status_code=status.HTTP_201_CREATED)
+    async def racing(ctx: OrgContext, session: SessionDep, request: Request) -> dict[str, bool]:
+        await session.execute(
+            text("UPDATE organizations SET name = 'ran twice' WHERE id = :id"),
+            {"id": ctx.organization_id},
+        )
+        now = datetime.now(UTC)
+        async with engine.begin() as conn:  # the other request commits its answer now
+            await conn.execute(
+                insert(IdempotencyKey).values(
+                    credential=f"user:{ctx.user_id}",
+                    organization_id=ctx.organization_id,
+                    method="POST",
+                    path=request.url.path,
+                    key=request.headers[KEY],
+                    request_hash=await idempotency.request_hash_of(request),
+                    status_code=201,
+                    content_type="application/json",
+                    body=b'{"first":true}',
+                    created_at=now,
+                    expires_at=now + timedelta(hours=1),
+                )
+            )
+        return {"first": False}
+
+    pg_api.app.include_router(router, prefix=pg_api.prefix)
+    user = await pg_api.register(organization_name="Acme")
+    answer = await user.post("/racing", json=None, **keyed("race"))
+    assert answer.status_code == 201, answer.text
+    assert answer.json() == {"first": True}
+    assert answer.headers[REPLAYED] == "true"
+    assert await count_rows(engine, "organizations", "name = 'ran twice'") == 0
+    assert await count_rows(engine, "idempotency_keys") == 1

@@ -38,6 +38,7 @@ from typing import Any, cast
 
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import AppError, IdempotencyKeyInUse, IdempotencyKeyReused
@@ -102,18 +103,30 @@ def idempotent(endpoint: Endpoint) -> Endpoint:
     if getattr(endpoint, _WRAPPED, False):
         return endpoint
     signature = inspect.signature(endpoint, eval_str=True)
+    # FastAPI hands the request to one parameter only: the endpoint's own, if it has one.
+    own_request = next(
+        (
+            p.name
+            for p in signature.parameters.values()
+            if isinstance(p.annotation, type) and issubclass(p.annotation, Request)
+        ),
+        None,
+    )
 
     @functools.wraps(endpoint)
     async def run_once(*args: Any, **kwargs: Any) -> Any:
-        request: Request = kwargs.pop(_REQUEST_PARAM)
+        request: Request = kwargs[own_request] if own_request else kwargs.pop(_REQUEST_PARAM)
         session: AsyncSession = kwargs.pop(_SESSION_PARAM)
         await _take_key(request, session)
         return await endpoint(*args, **kwargs)
 
     extra = [
-        inspect.Parameter(_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request),
-        inspect.Parameter(_SESSION_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=SessionDep),
+        inspect.Parameter(_SESSION_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=SessionDep)
     ]
+    if own_request is None:
+        extra.append(
+            inspect.Parameter(_REQUEST_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=Request)
+        )
     run_once.__signature__ = signature.replace(  # type: ignore[attr-defined]
         parameters=[*signature.parameters.values(), *extra]
     )
@@ -154,7 +167,7 @@ def _valid_key(raw: str) -> str:
     )
 
 
-async def _request_hash(request: Request) -> str:
+async def request_hash_of(request: Request) -> str:
     """What a retry must repeat: the query string and the body, as canonical JSON (so key
     order and spacing do not matter), or its bytes if it is not JSON."""
     body = await request.body()
@@ -184,41 +197,56 @@ async def _take_key(request: Request, session: AsyncSession) -> None:
         path=request.scope["path"],
         key=key,
     )
-    request_hash = await _request_hash(request)
+    request_hash = await request_hash_of(request)
     repository = IdempotencyRepository(session)
-    if not await repository.try_lock(scope):
-        raise IdempotencyKeyInUse()
     now = utcnow()
-    kept = await repository.find(scope, now)
+    locked, kept = await repository.lock_and_find(scope, now)
+    if not locked:
+        raise IdempotencyKeyInUse()
     if kept is not None:
-        if kept.request_hash != request_hash:
-            raise IdempotencyKeyReused()
-        raise Replay(
-            Response(
-                content=kept.body,
-                status_code=kept.status_code,
-                headers={"Content-Type": kept.content_type, REPLAYED_HEADER: "true"},
-            )
-        )
+        raise Replay(_replay(kept, request_hash))
     ttl = timedelta(hours=resources_of(request).settings.IDEMPOTENCY_TTL_HOURS)
     request.scope[_CLAIM] = _Claim(scope, request_hash, repository, now, now + ttl)
 
 
-async def keep_answer(request: Request, response: Response) -> None:
-    """Add the endpoint's answer to its own transaction (committed with its writes)."""
+def _replay(kept: KeptAnswer, request_hash: str) -> Response:
+    if kept.request_hash != request_hash:
+        raise IdempotencyKeyReused()
+    return Response(
+        content=kept.body,
+        status_code=kept.status_code,
+        headers={"Content-Type": kept.content_type, REPLAYED_HEADER: "true"},
+    )
+
+
+async def keep_answer(request: Request, response: Response) -> Response:
+    """Add the endpoint's answer to its own transaction (committed with its writes); the
+    response to send."""
     claim = cast(_Claim | None, request.scope.get(_CLAIM))
     body = getattr(response, "body", None)  # a streamed answer has none to keep
     if claim is None or response.status_code >= 500 or body is None:
-        return
+        return response
     content_type = response.headers.get("content-type", "application/json")
-    await claim.repository.add(
-        claim.scope,
-        claim.answer(response.status_code, content_type, bytes(body)),
-        claim.now,
-        claim.expires_at,
-    )
+    repository = claim.repository
+    try:
+        await repository.add(
+            claim.scope,
+            claim.answer(response.status_code, content_type, bytes(body)),
+            claim.now,
+            claim.expires_at,
+        )
+    except IntegrityError:
+        # Another request with this key committed just before this one took it (see
+        # `lock_and_find`): undo this run and answer with the other's answer.
+        await repository.session.rollback()
+        discard_after_commit(repository.session)
+        kept = await repository.find(claim.scope, claim.now)
+        if kept is None:
+            raise
+        return _replay(kept, claim.request_hash)
     if next(_kept_count) % PRUNE_EVERY == 0:
-        await claim.repository.delete_expired(claim.now, limit=PRUNE_BATCH)
+        await repository.delete_expired(claim.now, limit=PRUNE_BATCH)
+    return response
 
 
 async def keep_refusal(request: Request, exc: AppError) -> Response | None:

@@ -160,8 +160,7 @@ class StrictJSONRoute(APIRoute):
                 # Out through the request's dependencies (its session rolls back) and past the
                 # exception handlers, which know nothing of this class, to `handle`.
                 raise _RunAgain() from exc
-            await idempotency.keep_answer(strict, response)
-            return response
+            return await idempotency.keep_answer(strict, response)
 
         return strict_handler
 

@@ -61,6 +61,31 @@ class IdempotencyRepository:
         )
         return bool(locked)
 
+    async def lock_and_find(
+        self, scope: IdempotencyScope, now: datetime
+    ) -> tuple[bool, KeptAnswer | None]:
+        """`try_lock` and `find` in one round trip on PostgreSQL.
+
+        The statement's snapshot is taken before the lock: a request holding the key that
+        commits in between is not seen, and this one runs too. Its answer then collides with
+        the other's on the unique key when it is added (`add` raises `IntegrityError`), and
+        the caller rolls back: nothing is done twice."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return True, await self.find(scope, now)
+        row = (
+            await self.session.execute(
+                _LOCK_AND_FIND, {"lock_id": scope.lock_id(), **_scope(scope)}
+            )
+        ).one()
+        if not row.locked:
+            return False, None
+        if row.request_hash is None:
+            return True, None
+        if row.expires_at <= now:
+            await self.session.execute(delete(_keys).where(*self._where(scope)))
+            return True, None
+        return True, KeptAnswer(row.request_hash, row.status_code, row.content_type, row.body)
+
     def _where(self, scope: IdempotencyScope) -> list[Any]:
         return [
             _keys.c.credential == scope.credential,
@@ -121,15 +146,30 @@ class IdempotencyRepository:
         return int(await self.session.scalar(select(func.count()).select_from(_keys)) or 0)
 
 
-def _values(
-    scope: IdempotencyScope, answer: KeptAnswer, now: datetime, expires_at: datetime
-) -> dict[str, Any]:
+_LOCK_AND_FIND = text(
+    "SELECT pg_try_advisory_xact_lock(:lock_id) AS locked, k.request_hash, k.status_code, "
+    "k.content_type, k.body, k.expires_at "
+    "FROM (SELECT 1) AS one LEFT JOIN idempotency_keys AS k "
+    "ON k.credential = :credential AND k.organization_id = :organization_id "
+    "AND k.method = :method AND k.path = :path AND k.key = :key"
+)
+
+
+def _scope(scope: IdempotencyScope) -> dict[str, Any]:
     return {
         "credential": scope.credential,
         "organization_id": scope.organization_id,
         "method": scope.method,
         "path": scope.path,
         "key": scope.key,
+    }
+
+
+def _values(
+    scope: IdempotencyScope, answer: KeptAnswer, now: datetime, expires_at: datetime
+) -> dict[str, Any]:
+    return {
+        **_scope(scope),
         "request_hash": answer.request_hash,
         "status_code": answer.status_code,
         "content_type": answer.content_type,
