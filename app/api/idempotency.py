@@ -17,8 +17,10 @@ serialised, before anything is sent (`app.dependencies.db.get_session`). The kep
 added to that same transaction, so the write and its answer commit together or not at all:
 a client whose connection dropped after the commit finds the answer on retry, and a crash
 before the commit leaves neither. On PostgreSQL a transaction-level advisory lock on the key
-(taken without waiting) makes a concurrent duplicate a 409 in every worker and instance; the
-unique key of `idempotency_keys` backs it. SQLite runs one writing transaction at a time, so a
+(taken without waiting, in the statement that looks the key up) makes a concurrent duplicate
+a 409 in every worker and instance; the unique key of `idempotency_keys` backs it: a run that
+slipped past an answer committed just before it took the lock collides with that answer, is
+rolled back and answers with it (`keep_answer`). SQLite runs one writing transaction at a time, so a
 duplicate waits for the first and is then answered with its replay.
 
 A 4xx raised by the endpoint is kept too (Stripe does): its changes are rolled back first and
