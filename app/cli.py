@@ -564,5 +564,22 @@ def rebuild_stats_command(args: argparse.Namespace) -> int:
     return 0
 
 
+@command(
+    "prune",
+    "Delete expired data: Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS.",
+)
+def prune_command(args: argparse.Namespace) -> int:
+    from app.db.types import utcnow
+    from app.repositories.idempotency import IdempotencyRepository
+
+    async def prune(session: AsyncSession, resources: Resources) -> int:
+        return await IdempotencyRepository(session).delete_expired(utcnow())
+
+    count = asyncio.run(_with_session(load_settings(), prune))
+    logger.info("deleted %d expired Idempotency-Key answer(s)", count)
+    print(f"idempotency_keys_deleted={count}")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -153,7 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.CORS_ORIGINS,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "X-Cache", "Retry-After"],
+            expose_headers=["X-Request-ID", "X-Cache", "Retry-After", "Idempotent-Replayed"],
         )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
 

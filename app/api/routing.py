@@ -11,7 +11,8 @@ gives for it: the client sent the wrong kind of body, not a wrong JSON object. T
 place of the body's 422, so authentication and membership are still checked first (401, 403),
 and like any refused body it is answered before the endpoint runs: nothing is written.
 
-The same route class runs a request again whose database connection was dead on arrival."""
+The same route class runs a request again whose database connection was dead on arrival, and
+gives every POST route `Idempotency-Key` (`app.api.idempotency`)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api import idempotency
 from app.api.responses import problems
-from app.core.errors import UnsupportedMediaType
+from app.core.errors import AppError, UnsupportedMediaType
 from app.db.session import lost_before_first_statement
 
 logger = logging.getLogger(__name__)
@@ -78,10 +80,21 @@ class StrictJSONRoute(APIRoute):
     connection it was given turned out to be gone before its first statement (the server
     ended it after checkout): nothing of the request reached the database, so the second run,
     on a fresh connection, is its only effect. A second such failure is answered 503 like any
-    lost connection."""
+    lost connection.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    POST routes honour `Idempotency-Key` (`app.api.idempotency`): the endpoint is wrapped so
+    the key is taken just before it runs, and `get_route_handler` adds its answer to the
+    request's transaction, or answers a retry with the kept one."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if idempotency.applies_to(kwargs.get("methods"), endpoint):
+            endpoint = idempotency.idempotent(endpoint)
+            extra = kwargs.get("openapi_extra") or {}
+            kwargs["openapi_extra"] = {
+                **extra,
+                "parameters": [*extra.get("parameters", []), idempotency.OPENAPI_PARAMETER],
+            }
+        super().__init__(path, endpoint, **kwargs)
         if self.takes_json:
             self.responses.setdefault(415, problems(415)[415])
 
@@ -122,7 +135,16 @@ class StrictJSONRoute(APIRoute):
         async def strict_handler(request: Request) -> Response:
             strict = StrictJSONRequest(request.scope, request.receive)
             try:
-                return await handler(strict)
+                response = await handler(strict)
+            except idempotency.Replay as replay:
+                return replay.response
+            except AppError as exc:
+                # Still inside the request's transaction: a 4xx under an Idempotency-Key is
+                # kept (its changes rolled back), and then answered here.
+                kept = await idempotency.keep_refusal(strict, exc)
+                if kept is None:
+                    raise
+                return kept
             except RequestValidationError:
                 # FastAPI validated the raw bytes of a non-JSON body against the model.
                 if (
@@ -138,6 +160,7 @@ class StrictJSONRoute(APIRoute):
                 # Out through the request's dependencies (its session rolls back) and past the
                 # exception handlers, which know nothing of this class, to `handle`.
                 raise _RunAgain() from exc
+            return await idempotency.keep_answer(strict, response)
 
         return strict_handler
 

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     REDIS_BREAKER_FAILURES: int = Field(default=3, ge=1)
     REDIS_BREAKER_RESET_SECONDS: float = Field(default=5, gt=0)
     ANALYTICS_CACHE_TTL: int = Field(default=60, ge=0)
+    # How long the answer to a POST with an Idempotency-Key is kept for its retries.
+    IDEMPOTENCY_TTL_HOURS: int = Field(default=24, ge=1)
     # A pooled PostgreSQL connection idle at least this long is pinged before use.
     DB_PING_AFTER_IDLE_SECONDS: float = Field(default=30, ge=0)
 

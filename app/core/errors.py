@@ -210,6 +210,21 @@ class InvalidCursor(AppError):
     )
 
 
+# --- safe retries -------------------------------------------------------------------------
+
+
+class IdempotencyKeyInUse(Conflict):
+    code = "IDEMPOTENCY_KEY_IN_USE"
+    detail = "A request with this Idempotency-Key is still running; retry once it has finished."
+
+
+class IdempotencyKeyReused(AppError):
+    status = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
+    title = "Unprocessable Content"
+    detail = "This Idempotency-Key was already used with a different request body."
+
+
 class DatabaseBusy(AppError):
     """Every pooled connection stayed in use for `DB_POOL_TIMEOUT_SECONDS`."""
 

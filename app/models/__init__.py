@@ -6,6 +6,7 @@ from app.models.contact import Contact
 from app.models.deal import Deal
 from app.models.deal_stats import DealDailyCount, DealStat
 from app.models.enums import ActivityType, DealStage, DealStatus, Role
+from app.models.idempotency import IdempotencyKey
 from app.models.organization import Membership, Organization
 from app.models.signing_key import SigningKey
 from app.models.task import Task
@@ -22,6 +23,7 @@ __all__ = [
     "DealStage",
     "DealStat",
     "DealStatus",
+    "IdempotencyKey",
     "Membership",
     "Organization",
     "RefreshToken",

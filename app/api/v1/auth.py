@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response, status
 
+from app.api.idempotency import not_idempotent
 from app.api.responses import AUTHENTICATED, problems
 from app.api.routing import StrictJSONRoute
 from app.dependencies.auth import CurrentUserId
@@ -36,6 +37,7 @@ AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
     summary="Create an account and its first organization",
     responses=problems(409, 422),
 )
+@not_idempotent
 async def register(body: RegisterRequest, service: AuthServiceDep) -> RegisterResponse:
     """Creates the user, a new organization and the caller's `owner` membership in one
     transaction, and returns a token pair so the client is logged in at once.
@@ -54,6 +56,7 @@ async def register(body: RegisterRequest, service: AuthServiceDep) -> RegisterRe
 
 
 @router.post("/login", summary="Log in with email and password", responses=problems(401, 422, 429))
+@not_idempotent
 async def login(body: LoginRequest, service: AuthServiceDep) -> TokenPair:
     """Returns an access token (send it as `Authorization: Bearer ...`) and a refresh token.
     Unknown email and wrong password give the same 401. Repeated failures for one email are
@@ -64,6 +67,7 @@ async def login(body: LoginRequest, service: AuthServiceDep) -> TokenPair:
 @router.post(
     "/refresh", summary="Exchange a refresh token for a new pair", responses=problems(401, 422)
 )
+@not_idempotent
 async def refresh(body: RefreshRequest, service: AuthServiceDep) -> TokenPair:
     """Each refresh token works once. Presenting a used one revokes the whole login session."""
     return await service.refresh(body.refresh_token)
@@ -75,6 +79,7 @@ async def refresh(body: RefreshRequest, service: AuthServiceDep) -> TokenPair:
     summary="Revoke the login session of a refresh token",
     responses=problems(401, 422),
 )
+@not_idempotent
 async def logout(body: RefreshRequest, service: AuthServiceDep) -> Response:
     await service.logout(body.refresh_token)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
