@@ -72,6 +72,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         # default (milliseconds), which would turn a cache hit into a miss at random. The
         # tests of Redis failures set their own timeouts.
         "REDIS_TIMEOUT_SECONDS": 1.0,
+        "RATE_LIMIT_PER_MINUTE": 100_000,  # tests make many requests; test_rate_limits sets its own
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -11,7 +11,8 @@ gives for it: the client sent the wrong kind of body, not a wrong JSON object. T
 place of the body's 422, so authentication and membership are still checked first (401, 403),
 and like any refused body it is answered before the endpoint runs: nothing is written.
 
-The same route class runs a request again whose database connection was dead on arrival."""
+The same route class runs a request again whose database connection was dead on arrival, and
+adds the rate-limit fields to every response (`app.api.rate_limits`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive, Scope, Send
 
+from app.api.rate_limits import forget_counted, sending_rate_limit_headers
 from app.api.responses import problems
 from app.core.errors import UnsupportedMediaType
 from app.db.session import lost_before_first_statement
@@ -98,6 +100,7 @@ class StrictJSONRoute(APIRoute):
             received.append(message)
             return message
 
+        send = sending_rate_limit_headers(scope, send)
         try:
             await super().handle(scope, recording_receive, send)
             return
@@ -113,6 +116,7 @@ class StrictJSONRoute(APIRoute):
             return next(replay, None) or await receive()
 
         scope[_RAN_AGAIN] = True
+        forget_counted(scope)
         await super().handle(scope, replaying_receive, send)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
