@@ -262,3 +262,16 @@ def test_retry_after_is_when_the_sliding_estimate_admits_one_more() -> None:
     # Room in this window, but the previous one still weighs: 20 * (1 - x) <= 10 - 1 - 4.
     assert seconds_until_admitted(20, 4, 10, elapsed=15) == 60 * (1 - 5 / 20) - 15
     assert seconds_until_admitted(0, 3, 10, elapsed=59.5) == 1
+
+
+async def test_the_openapi_document_names_429_on_every_authenticated_operation(api: Api) -> None:
+    document = (await api.client.get(api.url("/openapi.json"))).json()
+    secured = 0
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            if operation.get("security"):
+                secured += 1
+                response = operation["responses"].get("429")
+                assert response is not None, f"{method} {path}"
+                assert "Retry-After" in response["headers"]
+    assert secured > 20

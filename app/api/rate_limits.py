@@ -22,6 +22,8 @@ have their own throttle); a limit set to 0 is off and not announced.
 from __future__ import annotations
 
 from fastapi import Request
+from fastapi.dependencies.models import Dependant
+from fastapi.security import HTTPBearer
 from starlette.types import Message, Scope, Send
 
 from app.core.errors import RateLimited
@@ -30,6 +32,13 @@ from app.core.tenancy import Caller
 from app.dependencies.db import resources_of
 
 _QUOTAS = "minicrm.rate_limits"
+
+
+def is_counted(dependant: Dependant) -> bool:
+    """Whether a route authenticates with an access token (and so counts, and may be 429)."""
+    return isinstance(dependant.call, HTTPBearer) or any(
+        is_counted(sub) for sub in dependant.dependencies
+    )
 
 
 def credential_key(caller: Caller) -> str:

@@ -26,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.types import Message, Receive, Scope, Send
 
-from app.api.rate_limits import forget_counted, sending_rate_limit_headers
+from app.api.rate_limits import forget_counted, is_counted, sending_rate_limit_headers
 from app.api.responses import problems
 from app.core.errors import UnsupportedMediaType
 from app.db.session import lost_before_first_statement
@@ -86,6 +86,8 @@ class StrictJSONRoute(APIRoute):
         super().__init__(*args, **kwargs)
         if self.takes_json:
             self.responses.setdefault(415, problems(415)[415])
+        if is_counted(self.dependant):
+            self.responses.setdefault(429, problems(429)[429])
 
     @property
     def takes_json(self) -> bool:
