@@ -19,6 +19,7 @@ from app.core.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
 from app.core.logging import configure_logging
 from app.core.middleware import RequestContextMiddleware
+from app.core.rate_limit import RateLimiter
 from app.core.redis import SharedRedis
 from app.core.resources import Resources
 from app.core.security import PasswordHasher, TokenCodec
@@ -75,6 +76,7 @@ async def build_resources(settings: Settings) -> Resources:
         login_throttle=throttle,
         cache=cache,
         redis=redis,
+        rate_limiter=RateLimiter(redis, settings.RATE_LIMIT_SYNC_SECONDS),
     )
 
 
@@ -107,6 +109,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await resources.rate_limiter.aclose()
         await resources.engine.dispose()
         if resources.redis is not None:
             await resources.redis.aclose()
@@ -153,7 +156,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.CORS_ORIGINS,
             allow_methods=["*"],
             allow_headers=["*"],
-            expose_headers=["X-Request-ID", "X-Cache", "Retry-After", "Idempotent-Replayed"],
+            expose_headers=[
+                "X-Request-ID",
+                "X-Cache",
+                "Retry-After",
+                "Idempotent-Replayed",
+                "RateLimit-Policy",
+                "RateLimit",
+            ],
         )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
 

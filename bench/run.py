@@ -24,6 +24,9 @@
    (`--pairs`, default 3), with one token and with the tokens of every user of the dataset
    (about 1,000 of 101 organizations, a deal of the caller's organization per request); the
    ratio is taken pair by pair, so that the machine's drift weighs on both alike.
+   Rate limits are off on these servers; GET /deals/{id} is then measured in turn (`--pairs`)
+   on a server counting every request (limits on, shared through Redis, never reached) and
+   on one with them off: target, rate limiting costs at most 5 % of its throughput.
 5. The database is put back as loaded (rows the run added are deleted, patched deals restored,
    deal_stats rebuilt for the big organization), the Redis database is flushed, every process
    started here is stopped.
@@ -970,9 +973,72 @@ def app_env(url: str, metrics_dir: Path) -> dict[str, str]:
             "REDIS_URL": REDIS_URL,
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "PYTHONPATH": str(ROOT),
+            # Off here: wrk sends thousands of requests a second with one token, far over any
+            # limit for a person, and the floor answers without the rate-limit fields. Their
+            # cost is measured on its own (`rate_limit_pairs`).
+            **RATE_LIMITS_OFF,
         }
     )
     return env
+
+
+RATE_LIMITS_OFF = {"RATE_LIMIT_PER_MINUTE": "0", "RATE_LIMIT_ORGANIZATION_PER_MINUTE": "0"}
+# Counted (through Redis, in batches) but never reached: what counting costs a request.
+RATE_LIMITS_ON = {
+    "RATE_LIMIT_PER_MINUTE": "1000000000",
+    "RATE_LIMIT_ORGANIZATION_PER_MINUTE": "1000000000",
+}
+RATE_LIMITS_LABEL = "GET /deals/{id} [rate limits %s] [pair %d]"
+RATE_LIMIT_BUDGET = 0.05
+
+
+def rate_limit_pairs(
+    env: dict[str, str],
+    workdir: Path,
+    pairs: int,
+    measure: Any,
+    scenario: Scenario,
+) -> None:
+    """GET /deals/{id} on a server counting every request against its credential and
+    organization (shared through Redis) and on one with rate limits off, measured in turn."""
+    servers = []
+    for state, limits in (("on (Redis)", RATE_LIMITS_ON), ("off", RATE_LIMITS_OFF)):
+        folder = workdir / f"metrics-rate-limits-{limits['RATE_LIMIT_PER_MINUTE']}"
+        folder.mkdir()
+        server_env = {**env, **limits, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+        log = workdir / f"rate-limits-{limits['RATE_LIMIT_PER_MINUTE']}.log"
+        servers.append((state, Server("app.main:create_app", server_env, log, factory=True)))
+    (on_state, on_server), (off_state, off_server) = servers
+    with on_server as on_srv, off_server as off_srv:
+        token = login(on_srv.base_url)
+        probe = httpx.get(
+            f"{on_srv.base_url}{PREFIX}/deals/1",
+            headers={"Authorization": f"Bearer {token}", "X-Organization-Id": str(BIG_ORG_ID)},
+            timeout=10,
+        )
+        if "ratelimit" not in probe.headers:
+            raise SystemExit("rate limits on: GET /deals/{id} answered without RateLimit")
+        for i in range(1, pairs + 1):
+            turns = [(on_srv, on_state), (off_srv, off_state)]
+            for srv, state in turns if i % 2 else reversed(turns):
+                measure(srv, scenario, RATE_LIMITS_LABEL % (state, i), token)
+
+
+def rate_limit_verdict(by_name: dict[str, dict[str, Any]], pairs: int) -> dict[str, Any] | None:
+    measured = [
+        (by_name[RATE_LIMITS_LABEL % ("on (Redis)", i)], by_name[RATE_LIMITS_LABEL % ("off", i)])
+        for i in range(1, pairs + 1)
+        if RATE_LIMITS_LABEL % ("off", i) in by_name
+    ]
+    if not measured:
+        return None
+    each = [1 - rate(on) / rate(off) for on, off in measured]
+    cost = 1 - sum(rate(on) for on, _ in measured) / sum(rate(off) for _, off in measured)
+    return {
+        "target": "rate limits on (Redis) cost GET /deals/{id} <= 5 % of its throughput",
+        "value": f"{cost:.1%} (pairs " + ", ".join(f"{c:.1%}" for c in each) + ")",
+        "pass": cost <= RATE_LIMIT_BUDGET,
+    }
 
 
 def selected(all_scenarios: list[Scenario], only: list[str] | None) -> list[Scenario]:
@@ -1242,6 +1308,11 @@ def main() -> None:
         "(with one token, and with the tokens of every user)",
     )
     parser.add_argument(
+        "--no-rate-limits",
+        action="store_true",
+        help="skip GET /deals/{id} with rate limits on vs off (measured in turn --pairs times)",
+    )
+    parser.add_argument(
         "--no-diagnose",
         action="store_true",
         help="skip GET /deals/{id} on a server without access log and metrics files",
@@ -1390,6 +1461,8 @@ def main() -> None:
                                 ]
                                 for srv, label in turns if i % 2 else reversed(turns):
                                     measure(srv, scenario, label, kind_token)
+            if get_deal in chosen and not args.no_rate_limits:
+                rate_limit_pairs(env, workdir, args.pairs, measure, get_deal)
         finally:
             print("restoring the dataset ...", flush=True)
             asyncio.run(restore(url, snapshot))
@@ -1419,6 +1492,9 @@ def main() -> None:
             + f"; all pairs together {overall:.2f}x, p50 latency {latency:.2f}x"
         )
     verdicts = targets(by_name, plan, ratios, floor_equivalent)
+    rate_limit_target = rate_limit_verdict(by_name, args.pairs)
+    if rate_limit_target is not None:
+        verdicts.append(rate_limit_target)
     total_seconds = time.monotonic() - started
     print()
     print(f"machine: {machine_info(server_version)}")

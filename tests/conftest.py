@@ -63,6 +63,7 @@ TEST_SETTINGS: dict[str, Any] = {
     # default (milliseconds), which would turn a cache hit into a miss at random. The
     # tests of Redis failures set their own timeouts.
     "REDIS_TIMEOUT_SECONDS": 1.0,
+    "RATE_LIMIT_PER_MINUTE": 100_000,  # tests make many requests; test_rate_limits sets its own
     "ARGON2_MEMORY_COST_KIB": 8,
     "ARGON2_TIME_COST": 1,
 }

@@ -15,8 +15,16 @@ import pytest
 from asgi_lifespan import LifespanManager
 
 from bench import floor
-from tests.conftest import make_settings
+from bench.run import RATE_LIMITS_OFF
+from tests.conftest import AppFactory, make_settings
 from tests.support import Api, create_contact, create_deal
+
+
+@pytest.fixture
+async def pg_api(make_api: AppFactory, pg_url: str) -> Api:
+    """The app as `make bench` serves it beside the floor: rate limits off (their cost is
+    measured on its own), so neither sends the rate-limit fields."""
+    return await make_api(pg_url, **RATE_LIMITS_OFF)
 
 
 @pytest.fixture

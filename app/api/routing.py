@@ -12,7 +12,8 @@ place of the body's 422, so authentication and membership are still checked firs
 and like any refused body it is answered before the endpoint runs: nothing is written.
 
 The same route class runs a request again whose database connection was dead on arrival, and
-gives every POST route `Idempotency-Key` (`app.api.idempotency`)."""
+gives every POST route `Idempotency-Key` (`app.api.idempotency`) and adds the rate-limit
+fields to every response (`app.api.rate_limits`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from fastapi.routing import APIRoute
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api import idempotency
+from app.api.rate_limits import forget_counted, is_counted, sending_rate_limit_headers
 from app.api.responses import problems
 from app.core.errors import AppError, UnsupportedMediaType
 from app.db.session import lost_before_first_statement
@@ -97,6 +99,8 @@ class StrictJSONRoute(APIRoute):
         super().__init__(path, endpoint, **kwargs)
         if self.takes_json:
             self.responses.setdefault(415, problems(415)[415])
+        if is_counted(self.dependant):
+            self.responses.setdefault(429, problems(429)[429])
 
     @property
     def takes_json(self) -> bool:
@@ -111,6 +115,7 @@ class StrictJSONRoute(APIRoute):
             received.append(message)
             return message
 
+        send = sending_rate_limit_headers(scope, send)
         try:
             await super().handle(scope, recording_receive, send)
             return
@@ -126,6 +131,7 @@ class StrictJSONRoute(APIRoute):
             return next(replay, None) or await receive()
 
         scope[_RAN_AGAIN] = True
+        forget_counted(scope)
         await super().handle(scope, replaying_receive, send)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:

@@ -62,6 +62,13 @@ class Settings(BaseSettings):
     LOGIN_THROTTLE_MAX_ATTEMPTS: int = Field(default=10, ge=1)
     LOGIN_THROTTLE_WINDOW_SECONDS: int = Field(default=900, ge=1)
 
+    # Requests per minute of each credential and of each organization (app/core/rate_limit.py);
+    # 0 turns that limit off. Processes share their counts through Redis every
+    # RATE_LIMIT_SYNC_SECONDS.
+    RATE_LIMIT_PER_MINUTE: int = Field(default=600, ge=0)
+    RATE_LIMIT_ORGANIZATION_PER_MINUTE: int = Field(default=6000, ge=0)
+    RATE_LIMIT_SYNC_SECONDS: float = Field(default=0.05, gt=0, le=10)
+
     # Argon2id cost; the defaults are OWASP's minimum recommendation (19 MiB, t=2, p=1).
     ARGON2_MEMORY_COST_KIB: int = Field(default=19_456, ge=8)
     ARGON2_TIME_COST: int = Field(default=2, ge=1)

@@ -103,6 +103,11 @@ class RefreshTokenReused(InvalidToken):
     keep_changes = True
 
 
+class RateLimited(TooManyRequests):
+    code = "RATE_LIMITED"
+    detail = "Too many requests. Try again after the number of seconds in Retry-After."
+
+
 class LoginThrottled(TooManyRequests):
     code = "LOGIN_THROTTLED"
     detail = "Too many failed login attempts. Try again later."

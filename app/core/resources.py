@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.cache import Cache
 from app.core.config import Settings
+from app.core.rate_limit import RateLimiter
 from app.core.redis import SharedRedis
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.throttle import LoginThrottle
@@ -25,3 +26,4 @@ class Resources:
     login_throttle: LoginThrottle
     cache: Cache
     redis: SharedRedis | None  # the one way to Redis, behind its circuit breaker
+    rate_limiter: RateLimiter

@@ -6,6 +6,7 @@ from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 
+from app.api.rate_limits import count_credential, count_organization
 from app.core.errors import Unauthenticated
 from app.core.request_context import organization_id_var, user_id_var
 from app.core.security import TokenType
@@ -30,7 +31,9 @@ class AccessTokenBearer(HTTPBearer):
         claims = resources_of(request).tokens.decode(token, TokenType.ACCESS)
         request.state.user_id = claims.user_id
         user_id_var.set(claims.user_id)
-        return Caller(user_id=claims.user_id, session_id=claims.session_id)
+        caller = Caller(user_id=claims.user_id, session_id=claims.session_id)
+        count_credential(request, caller)
+        return caller
 
 
 # The token is verified, but not yet whether its login session was revoked: only for the
@@ -70,9 +73,11 @@ async def get_tenant(
 
 
 def bind_tenant(request: Request, ctx: TenantContext) -> TenantContext:
-    """Record the resolved organization for the access log and log records."""
+    """Record the resolved organization for the access log and log records, and count the
+    request against it (429 when it is over its rate limit)."""
     request.state.organization_id = ctx.organization_id
     organization_id_var.set(ctx.organization_id)
+    count_organization(request, ctx.organization_id)
     return ctx
 
 

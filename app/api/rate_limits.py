@@ -1,0 +1,95 @@
+"""Rate limits over HTTP: what a request counts against, its headers, and the 429.
+
+Every authenticated request counts against its credential (`AccessTokenBearer`, which runs on
+every one of them) and, once its organization is proven (`bind_tenant`, where the tenant is
+resolved), against that organization — never against an organization named in a header but
+not yet checked, so nobody can spend another organization's allowance. The counting itself is
+`app.core.rate_limit`.
+
+Every response to a counted request carries the IETF `RateLimit-Policy` and `RateLimit` fields
+(draft-ietf-httpapi-ratelimit-headers, structured-field syntax), one item per policy that
+applied:
+
+    RateLimit-Policy: "credential";q=600;w=60, "organization";q=6000;w=60
+    RateLimit: "credential";r=599;t=42, "organization";r=5999;t=42
+
+`t` is the seconds until the current one-minute window ends (for a refused request: until a
+retry may succeed, as `Retry-After`). Over a limit: 429 `RATE_LIMITED` with `Retry-After`.
+Requests without a valid access token are not counted and carry no such fields (failed logins
+have their own throttle); a limit set to 0 is off and not announced.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.dependencies.models import Dependant
+from fastapi.security import HTTPBearer
+from starlette.types import Message, Scope, Send
+
+from app.core.errors import RateLimited
+from app.core.rate_limit import WINDOW_SECONDS, Quota
+from app.core.tenancy import Caller
+from app.dependencies.db import resources_of
+
+_QUOTAS = "minicrm.rate_limits"
+
+
+def is_counted(dependant: Dependant) -> bool:
+    """Whether a route authenticates with an access token (and so counts, and may be 429)."""
+    return isinstance(dependant.call, HTTPBearer) or any(
+        is_counted(sub) for sub in dependant.dependencies
+    )
+
+
+def credential_key(caller: Caller) -> str:
+    """The key a credential counts under; an API key would count under `key:<id>`."""
+    return f"user:{caller.user_id}"
+
+
+def count_credential(request: Request, caller: Caller) -> None:
+    resources = resources_of(request)
+    limit = resources.settings.RATE_LIMIT_PER_MINUTE
+    if limit:
+        quota = resources.rate_limiter.hit(credential_key(caller), "credential", limit)
+        _record(request, quota)
+
+
+def count_organization(request: Request, organization_id: int) -> None:
+    resources = resources_of(request)
+    limit = resources.settings.RATE_LIMIT_ORGANIZATION_PER_MINUTE
+    if limit:
+        quota = resources.rate_limiter.hit(f"organization:{organization_id}", "organization", limit)
+        _record(request, quota)
+
+
+def _record(request: Request, quota: Quota) -> None:
+    quotas: list[Quota] = request.scope.setdefault(_QUOTAS, [])
+    quotas.append(quota)
+    if quota.retry_after is not None:
+        raise RateLimited(headers={"Retry-After": str(quota.retry_after)})
+
+
+def rate_limit_headers(quotas: list[Quota]) -> list[tuple[bytes, bytes]]:
+    policy = ", ".join(f'"{q.policy}";q={q.limit};w={WINDOW_SECONDS}' for q in quotas)
+    state = ", ".join(f'"{q.policy}";r={q.remaining};t={q.reset_seconds}' for q in quotas)
+    return [(b"ratelimit-policy", policy.encode()), (b"ratelimit", state.encode())]
+
+
+def forget_counted(scope: Scope) -> None:
+    """Before a request runs again (`StrictJSONRoute`): its second run records its own."""
+    scope.pop(_QUOTAS, None)
+
+
+def sending_rate_limit_headers(scope: Scope, send: Send) -> Send:
+    """`send`, adding the fields of whatever the request counted against to its response
+    (the 429 and every other error included)."""
+
+    async def send_with_headers(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            quotas = scope.get(_QUOTAS)
+            if quotas:
+                headers = [*message.get("headers", ()), *rate_limit_headers(quotas)]
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return send_with_headers
