@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from app.core.versioning import version_of
 from tests.support import (
@@ -218,15 +219,45 @@ async def test_if_match_is_documented_with_412(api: Api) -> None:
 # --- two writers with the same ETag ---------------------------------------------------------
 
 
+TABLES = {"contacts": "contacts", "deals": "deals", "tasks": "tasks"}
+
+
 async def race(
     api: Api, user: User, kind: str, send: Callable[[User, str, dict[str, str]], Awaitable[Any]]
 ) -> tuple[Resource, list[int]]:
+    """Two writers with the same ETag, made to overlap for certain: the test holds the row
+    locked while both requests start, and lets go once both wait on the database (at their
+    locking read, or at their write when they do not lock first)."""
     resource = await make(user, kind)
     etag = await etag_of(user, resource.path)
-    responses = await asyncio.gather(
-        *(send(user, resource.path, {"If-Match": etag}) for _ in range(2))
-    )
+    record_id = int(resource.path.rsplit("/", 1)[1])
+    engine = engine_of(api)
+    async with engine.connect() as holder:
+        await holder.execute(
+            text(f"SELECT id FROM {TABLES[kind]} WHERE id = :id FOR UPDATE"),  # noqa: S608
+            {"id": record_id},
+        )
+        writers = [
+            asyncio.create_task(send(user, resource.path, {"If-Match": etag})) for _ in range(2)
+        ]
+        await both_waiting(engine, writers)
+        await holder.rollback()
+    responses = await asyncio.gather(*writers)
     return resource, sorted(r.status_code for r in responses)
+
+
+async def both_waiting(engine: Any, writers: list[asyncio.Task[Any]]) -> None:
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    for _ in range(500):
+        async with engine.connect() as conn:
+            if (await conn.execute(query)).scalar_one() >= 2:
+                return
+        assert not any(w.done() for w in writers), [w.result() for w in writers if w.done()]
+        await asyncio.sleep(0.01)
+    raise AssertionError("the two writers never both waited for the row")
 
 
 @pytest.mark.postgres
@@ -270,13 +301,16 @@ async def test_two_deletes_with_the_same_etag_one_deletes_on_postgresql(
 
 
 async def test_two_patches_with_the_same_etag_one_wins_on_sqlite(api: Api, owner: User) -> None:
-    bodies = iter([{"status": "won"}, {"status": "lost"}])
-
-    async def send(user: User, path: str, headers: dict[str, str]) -> Any:
-        return await user.patch(path, json=next(bodies), headers=headers)
-
-    resource, statuses = await race(api, owner, "deals", send)
-    assert statuses == [200, 412]
+    """SQLite serialises writers (BEGIN IMMEDIATE): the second sees the first's result."""
+    resource = await make(owner, "deals")
+    etag = await etag_of(owner, resource.path)
+    responses = await asyncio.gather(
+        *(
+            owner.patch(resource.path, json={"status": status}, headers={"If-Match": etag})
+            for status in ("won", "lost")
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [200, 412]
     timeline = await count_rows(
         engine_of(api), "activities", "deal_id = :deal_id", deal_id=resource.current["id"]
     )
