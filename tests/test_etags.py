@@ -315,3 +315,21 @@ async def test_two_patches_with_the_same_etag_one_wins_on_sqlite(api: Api, owner
         engine_of(api), "activities", "deal_id = :deal_id", deal_id=resource.current["id"]
     )
     assert timeline == 1
+
+
+async def test_role_is_checked_before_the_precondition_and_the_precondition_before_rules(
+    team: Any,
+) -> None:
+    resource = await make(team.owner, "deals")
+    stale = await etag_of(team.owner, resource.path)
+    await team.owner.patch(resource.path, json=resource.change)
+    # A member may not change the owner's deal at all: 403, whatever If-Match says.
+    refused = await team.member.patch(
+        resource.path, json={"title": "Mine"}, headers={"If-Match": stale}
+    )
+    assert_problem(refused, 403)
+    # A stale If-Match is 412 even for a change a rule would refuse (won needs amount > 0).
+    refused = await team.owner.patch(
+        resource.path, json={"amount": "0", "status": "won"}, headers={"If-Match": stale}
+    )
+    assert_problem(refused, 412, "PRECONDITION_FAILED")
