@@ -43,13 +43,14 @@ async def test_unknown_route_is_404_problem(
 async def test_wrong_method_is_405_problem_with_allow(api: Api, subtests: pytest.Subtests) -> None:
     # every method the path answers to, not only those of the first route that matched it
     for method, path, allowed in [
+        # HEAD is answered wherever GET is
         ("GET", "/api/v1/auth/login", "POST"),
-        ("DELETE", "/api/v1/auth/me", "GET"),
-        ("PUT", "/api/v1/deals/1", "GET, PATCH, DELETE"),
-        ("DELETE", "/api/v1/deals", "GET, POST"),
-        ("PUT", "/api/v1/deals/1/activities", "GET, POST"),
-        ("POST", "/health", "GET"),
-        ("BREW", "/api/v1/contacts/7", "GET, PATCH, DELETE"),
+        ("DELETE", "/api/v1/auth/me", "GET, HEAD"),
+        ("PUT", "/api/v1/deals/1", "GET, HEAD, PATCH, DELETE"),
+        ("DELETE", "/api/v1/deals", "GET, HEAD, POST"),
+        ("PUT", "/api/v1/deals/1/activities", "GET, HEAD, POST"),
+        ("POST", "/health", "GET, HEAD"),
+        ("BREW", "/api/v1/contacts/7", "GET, HEAD, PATCH, DELETE"),
     ]:
         with subtests.test(f"{method} {path}"):
             response = await api.client.request(method, path)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
@@ -14,6 +14,8 @@ from fastapi.openapi.docs import (
 )
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+
+from app.api.routing import StrictJSONRoute
 
 STATIC_URL = "/static/docs"
 
@@ -25,7 +27,10 @@ def mount_docs(app: FastAPI, openapi_url: str, title: str) -> None:
         name="docs-static",
     )
 
-    @app.get("/docs", include_in_schema=False)
+    # The route class of every other route, for its HEAD.
+    router = APIRouter(route_class=StrictJSONRoute, include_in_schema=False)
+
+    @router.get("/docs")
     async def swagger_ui() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=openapi_url,
@@ -37,11 +42,11 @@ def mount_docs(app: FastAPI, openapi_url: str, title: str) -> None:
             swagger_ui_parameters={"persistAuthorization": True, "displayRequestDuration": True},
         )
 
-    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    @router.get("/docs/oauth2-redirect")
     async def swagger_ui_redirect() -> HTMLResponse:
         return get_swagger_ui_oauth2_redirect_html()
 
-    @app.get("/redoc", include_in_schema=False)
+    @router.get("/redoc")
     async def redoc() -> HTMLResponse:
         return get_redoc_html(
             openapi_url=openapi_url,
@@ -49,6 +54,8 @@ def mount_docs(app: FastAPI, openapi_url: str, title: str) -> None:
             redoc_js_url=f"{STATIC_URL}/redoc.standalone.js",
             redoc_favicon_url=f"{STATIC_URL}/favicon.png",
         )
+
+    app.include_router(router)
 
 
 def join_security_requirements(app: FastAPI) -> None:

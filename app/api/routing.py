@@ -11,9 +11,11 @@ gives for it: the client sent the wrong kind of body, not a wrong JSON object. T
 place of the body's 422, so authentication and membership are still checked first (401, 403),
 and like any refused body it is answered before the endpoint runs: nothing is written.
 
-The same route class runs a request again whose database connection was dead on arrival, and
-gives every POST route `Idempotency-Key` (`app.api.idempotency`) and adds the rate-limit
-fields to every response (`app.api.rate_limits`)."""
+The same route class runs a request again whose database connection was dead on arrival,
+gives every POST route `Idempotency-Key` (`app.api.idempotency`), adds the rate-limit fields to
+every response (`app.api.rate_limits`), answers `HEAD` wherever `GET` is answered (the GET's
+status and headers, no body; FastAPI's routes answer only the methods they name), and answers
+`If-None-Match` for any GET that sends an `ETag` (`app.api.conditional`)."""
 
 from __future__ import annotations
 
@@ -25,9 +27,11 @@ from typing import Any
 from fastapi import Request, Response, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.routing import Match
 from starlette.types import Message, Receive, Scope, Send
 
 from app.api import idempotency
+from app.api.conditional import not_modified
 from app.api.rate_limits import forget_counted, is_counted, sending_rate_limit_headers
 from app.api.responses import problems
 from app.core.errors import AppError, UnsupportedMediaType
@@ -97,10 +101,16 @@ class StrictJSONRoute(APIRoute):
                 "parameters": [*extra.get("parameters", []), idempotency.OPENAPI_PARAMETER],
             }
         super().__init__(path, endpoint, **kwargs)
+        self.answers_head = "GET" in (self.methods or ())
         if self.takes_json:
             self.responses.setdefault(415, problems(415)[415])
         if is_counted(self.dependant):
             self.responses.setdefault(429, problems(429)[429])
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["method"] == "HEAD" and self.answers_head:
+            return super().matches({**scope, "method": "GET"})
+        return super().matches(scope)
 
     @property
     def takes_json(self) -> bool:
@@ -116,8 +126,10 @@ class StrictJSONRoute(APIRoute):
             return message
 
         send = sending_rate_limit_headers(scope, send)
+        if scope["method"] == "HEAD" and self.answers_head:
+            send = _without_body(send)
         try:
-            await super().handle(scope, recording_receive, send)
+            await self._run(scope, recording_receive, send)
             return
         except _RunAgain:
             logger.info(
@@ -132,7 +144,15 @@ class StrictJSONRoute(APIRoute):
 
         scope[_RAN_AGAIN] = True
         forget_counted(scope)
-        await super().handle(scope, replaying_receive, send)
+        await self._run(scope, replaying_receive, send)
+
+    async def _run(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "HEAD" and self.answers_head:
+            # As GET (`matches`); the request keeps its method, so nothing downstream (the
+            # read-only session, metrics, logs) takes it for a GET.
+            await self.app(scope, receive, send)
+        else:
+            await super().handle(scope, receive, send)
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -166,9 +186,28 @@ class StrictJSONRoute(APIRoute):
                 # Out through the request's dependencies (its session rolls back) and past the
                 # exception handlers, which know nothing of this class, to `handle`.
                 raise _RunAgain() from exc
+            if strict.method in _READ_METHODS:
+                return not_modified(strict, response)
             return await idempotency.keep_answer(strict, response)
 
         return strict_handler
+
+
+_READ_METHODS = frozenset({"GET", "HEAD"})
+
+
+def _without_body(send: Send) -> Send:
+    """`send` for a HEAD answered as GET: the same status and headers (Content-Length
+    included, as the GET would have it), no body."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b"", "more_body": False}
+        await send(message)
+
+    return send_head
 
 
 class _RunAgain(Exception):

@@ -64,6 +64,18 @@ class Conflict(AppError):
     title = "Conflict"
 
 
+class PreconditionFailed(AppError):
+    """A conditional write (`If-Match`) whose resource has changed since the client read it."""
+
+    status = 412
+    code = "PRECONDITION_FAILED"
+    title = "Precondition Failed"
+    detail = (
+        "The resource has changed since you read it (If-Match does not match its ETag); "
+        "read it again and retry."
+    )
+
+
 class PayloadTooLarge(AppError):
     status = 413
     code = "PAYLOAD_TOO_LARGE"

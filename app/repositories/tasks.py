@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Select, select
 
 from app.models import Deal, Task
-from app.repositories.base import TenantRepository
+from app.repositories.base import RowLock, TenantRepository
 from app.repositories.cursor import KeyOrder, Keyset, scroll
 from app.schemas.common import PageParams
 
@@ -25,13 +25,19 @@ class TaskFilters:
 
 
 class TaskRepository(TenantRepository):
-    async def get_with_deal_owner(self, task_id: int) -> tuple[Task, int] | None:
-        """The task and the owner of its deal (members may only touch tasks of their deals)."""
-        row = await self.session.execute(
+    async def get_with_deal_owner(
+        self, task_id: int, *, lock: RowLock | None = None
+    ) -> tuple[Task, int] | None:
+        """The task and the owner of its deal (members may only touch tasks of their deals).
+        `lock` locks the task's row only, not its deal's."""
+        query = (
             select(Task, Deal.owner_id)
             .join(Deal, (Deal.organization_id == Task.organization_id) & (Deal.id == Task.deal_id))
             .where(Task.organization_id == self.organization_id, Task.id == task_id)
         )
+        if lock is not None:
+            query = query.with_for_update(of=Task, read=lock is RowLock.SHARE)
+        row = await self.session.execute(query)
         result = row.one_or_none()
         return None if result is None else (result[0], result[1])
 

@@ -10,6 +10,7 @@ from app.core.errors import ContactHasDeals, ContactNotFound, OwnerNotAMember
 from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
 from app.core.text import fold_fields
+from app.core.versioning import ExpectedVersion, ensure_version
 from app.models import Contact
 from app.repositories.base import RowLock
 from app.repositories.contacts import ContactFilters, ContactRepository
@@ -76,9 +77,16 @@ class ContactService:
         await self.read_models.contacts_written()
         return contact
 
-    async def update(self, contact_id: int, data: ContactUpdate) -> Contact:
-        contact = await self.get(contact_id)
+    async def update(
+        self, contact_id: int, data: ContactUpdate, *, expected: ExpectedVersion | None = None
+    ) -> Contact:
+        # Locked first: two concurrent PATCHes run one after the other, and `expected` is
+        # checked against the version this write starts from.
+        contact = await self.contacts.get(contact_id, lock=RowLock.UPDATE)
+        if contact is None:
+            raise ContactNotFound()
         ensure_can_modify(self.ctx, contact.owner_id, "contacts")
+        ensure_version(expected, contact.id, contact.updated_at)
         # Fields sent with the value they have are no change: nothing is written for them.
         changes = {
             field: value
@@ -98,13 +106,14 @@ class ContactService:
         await self.read_models.contacts_written()
         return contact
 
-    async def delete(self, contact_id: int) -> None:
+    async def delete(self, contact_id: int, *, expected: ExpectedVersion | None = None) -> None:
         # Exclusive lock first: a deal being created for this contact (which holds a share lock)
         # commits before we look for deals, so the check below sees it.
         contact = await self.contacts.get(contact_id, lock=RowLock.UPDATE)
         if contact is None:
             raise ContactNotFound()
         ensure_can_modify(self.ctx, contact.owner_id, "contacts")
+        ensure_version(expected, contact.id, contact.updated_at)
         if await self.contacts.has_deals(contact_id):
             raise ContactHasDeals()
         try:

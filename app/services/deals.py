@@ -14,6 +14,7 @@ from app.core.cache import Cache
 from app.core.errors import ContactReferenceInvalid, DealNotFound, DealWonRequiresAmount
 from app.core.tenancy import Caller, TenantContext
 from app.core.text import fold
+from app.core.versioning import ExpectedVersion, ensure_version
 from app.models import ActivityType, Deal, DealStatus
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
@@ -98,15 +99,19 @@ class DealService:
         await self.read_models.deal_written(before=None, after=deal)
         return deal
 
-    async def update(self, deal_id: int, data: DealUpdate) -> Deal:
+    async def update(
+        self, deal_id: int, data: DealUpdate, *, expected: ExpectedVersion | None = None
+    ) -> Deal:
         """Every rule is checked against the values the deal will have after the update.
         Fields sent with the value they have are no change: a PATCH that changes nothing
         writes nothing (no `updated_at`, no timeline entry, no cache invalidation).
 
         The deal row is locked first, so two concurrent PATCHes of one deal run one after the
-        other and each sees the other's result: no update and no activity is lost."""
+        other and each sees the other's result: no update and no activity is lost. With
+        `expected`, the second of two writers that read the same version is refused (412)."""
         deal = await self.get(deal_id, lock=RowLock.UPDATE)
         ensure_can_modify(self.ctx, deal.owner_id, "deals")
+        ensure_version(expected, deal.id, deal.updated_at)
         changes = {
             field: value for field, value in data.changes().items() if value != getattr(deal, field)
         }
@@ -150,10 +155,11 @@ class DealService:
             await self.read_models.deal_written(before=before, after=deal)
         return deal
 
-    async def delete(self, deal_id: int) -> None:
+    async def delete(self, deal_id: int, *, expected: ExpectedVersion | None = None) -> None:
         """Its tasks and activities go with it (ON DELETE CASCADE)."""
         deal = await self.get(deal_id, lock=RowLock.UPDATE)
         ensure_can_modify(self.ctx, deal.owner_id, "deals")
+        ensure_version(expected, deal.id, deal.updated_at)
         before = DealFigures.of(deal)
         await self.deals.delete(deal)
         await self.read_models.deal_written(before=before, after=None)

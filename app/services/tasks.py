@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import DealNotFound, TaskNotFound
 from app.core.tenancy import TenantContext
+from app.core.versioning import ExpectedVersion, ensure_version
 from app.models import ActivityType, Task
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
@@ -63,8 +64,10 @@ class TaskService:
         )
         return task
 
-    async def update(self, task_id: int, data: TaskUpdate) -> Task:
-        task = await self._modifiable(task_id)
+    async def update(
+        self, task_id: int, data: TaskUpdate, *, expected: ExpectedVersion | None = None
+    ) -> Task:
+        task = await self._modifiable(task_id, expected)
         changes = data.changes()
         if "due_date" in changes and changes["due_date"] != task.due_date:
             ensure_due_date_not_past(changes["due_date"])
@@ -73,14 +76,17 @@ class TaskService:
         await self.session.flush()
         return task
 
-    async def delete(self, task_id: int) -> None:
-        task = await self._modifiable(task_id)
+    async def delete(self, task_id: int, *, expected: ExpectedVersion | None = None) -> None:
+        task = await self._modifiable(task_id, expected)
         await self.tasks.delete(task)
 
-    async def _modifiable(self, task_id: int) -> Task:
-        found = await self.tasks.get_with_deal_owner(task_id)
+    async def _modifiable(self, task_id: int, expected: ExpectedVersion | None) -> Task:
+        """The task, locked for this write (so `expected` is checked against the version the
+        write starts from, and concurrent writers of it queue up)."""
+        found = await self.tasks.get_with_deal_owner(task_id, lock=RowLock.UPDATE)
         if found is None:
             raise TaskNotFound()
         task, deal_owner_id = found
         ensure_can_modify(self.ctx, deal_owner_id, "deals' tasks")
+        ensure_version(expected, task.id, task.updated_at)
         return task

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
+from app.api.conditional import IfMatch, send_etag
 from app.api.cursors import cursor_page
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
@@ -63,28 +64,38 @@ async def create_contact(body: ContactCreate, service: ServiceDep) -> ContactRea
 
 
 @router.get("/{contact_id}", summary="Read a contact", responses=problems(401, 403, 404, 422))
-async def read_contact(contact_id: ContactId, service: ServiceDep) -> ContactRead:
-    return ContactRead.model_validate(await service.get(contact_id))
+async def read_contact(
+    contact_id: ContactId, service: ServiceDep, response: Response
+) -> ContactRead:
+    contact = await service.get(contact_id)
+    send_etag(response, contact)
+    return ContactRead.model_validate(contact)
 
 
 @router.patch(
-    "/{contact_id}", summary="Update a contact", responses=problems(400, 401, 403, 404, 422)
+    "/{contact_id}", summary="Update a contact", responses=problems(400, 401, 403, 404, 412, 422)
 )
 async def update_contact(
-    contact_id: ContactId, body: ContactUpdate, service: ServiceDep
+    contact_id: ContactId,
+    body: ContactUpdate,
+    service: ServiceDep,
+    if_match: IfMatch,
+    response: Response,
 ) -> ContactRead:
     """Members may change only their own contacts. `owner_id` may be reassigned by managers
     and above, to a member of this organization (else 400 `OWNER_NOT_A_MEMBER`)."""
-    return ContactRead.model_validate(await service.update(contact_id, body))
+    contact = await service.update(contact_id, body, expected=if_match)
+    send_etag(response, contact)
+    return ContactRead.model_validate(contact)
 
 
 @router.delete(
     "/{contact_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a contact",
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(401, 403, 404, 409, 412, 422),
 )
-async def delete_contact(contact_id: ContactId, service: ServiceDep) -> Response:
+async def delete_contact(contact_id: ContactId, service: ServiceDep, if_match: IfMatch) -> Response:
     """409 `CONTACT_HAS_DEALS` while any deal refers to the contact."""
-    await service.delete(contact_id)
+    await service.delete(contact_id, expected=if_match)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
+from app.api.conditional import IfMatch, send_etag
 from app.api.cursors import cursor_page
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
@@ -104,6 +105,7 @@ async def create_deal(body: DealCreate, service: ServiceDep) -> DealRead:
 async def read_deal(
     deal_id: DealId,
     request: Request,
+    response: Response,
     caller: TokenCaller,
     x_organization_id: OrganizationIdHeader,
 ) -> DealRead:
@@ -115,27 +117,34 @@ async def read_deal(
     bind_tenant(request, ctx)
     if deal is None:
         raise DealNotFound()
+    send_etag(response, deal)
     return DealRead.model_validate(deal)
 
 
-@router.patch("/{deal_id}", summary="Update a deal", responses=problems(400, 401, 403, 404, 422))
-async def update_deal(deal_id: DealId, body: DealUpdate, service: ServiceDep) -> DealRead:
+@router.patch(
+    "/{deal_id}", summary="Update a deal", responses=problems(400, 401, 403, 404, 412, 422)
+)
+async def update_deal(
+    deal_id: DealId, body: DealUpdate, service: ServiceDep, if_match: IfMatch, response: Response
+) -> DealRead:
     """Partial update, checked against the values the deal will have afterwards:
     `won` needs `amount > 0` (400 `DEAL_WON_REQUIRES_AMOUNT`); moving `stage` backwards needs
     owner or admin (403 `STAGE_ROLLBACK_FORBIDDEN`); members change only their own deals;
     `owner_id` only by managers and above, to a member (400 `OWNER_NOT_A_MEMBER`).
     Each real change of `status` or `stage` appends to the deal's timeline."""
-    return DealRead.model_validate(await service.update(deal_id, body))
+    deal = await service.update(deal_id, body, expected=if_match)
+    send_etag(response, deal)
+    return DealRead.model_validate(deal)
 
 
 @router.delete(
     "/{deal_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a deal with its tasks and timeline",
-    responses=problems(401, 403, 404, 422),
+    responses=problems(401, 403, 404, 412, 422),
 )
-async def delete_deal(deal_id: DealId, service: ServiceDep) -> Response:
-    await service.delete(deal_id)
+async def delete_deal(deal_id: DealId, service: ServiceDep, if_match: IfMatch) -> Response:
+    await service.delete(deal_id, expected=if_match)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

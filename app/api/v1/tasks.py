@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
+from app.api.conditional import IfMatch, send_etag
 from app.api.cursors import cursor_page
 from app.api.responses import TENANT, problems
 from app.api.routing import StrictJSONRoute
@@ -65,21 +66,29 @@ async def create_task(body: TaskCreate, service: ServiceDep) -> TaskRead:
 
 
 @router.get("/{task_id}", summary="Read a task", responses=problems(401, 403, 404, 422))
-async def read_task(task_id: TaskId, service: ServiceDep) -> TaskRead:
-    return TaskRead.model_validate(await service.get(task_id))
+async def read_task(task_id: TaskId, service: ServiceDep, response: Response) -> TaskRead:
+    task = await service.get(task_id)
+    send_etag(response, task)
+    return TaskRead.model_validate(task)
 
 
-@router.patch("/{task_id}", summary="Update a task", responses=problems(400, 401, 403, 404, 422))
-async def update_task(task_id: TaskId, body: TaskUpdate, service: ServiceDep) -> TaskRead:
-    return TaskRead.model_validate(await service.update(task_id, body))
+@router.patch(
+    "/{task_id}", summary="Update a task", responses=problems(400, 401, 403, 404, 412, 422)
+)
+async def update_task(
+    task_id: TaskId, body: TaskUpdate, service: ServiceDep, if_match: IfMatch, response: Response
+) -> TaskRead:
+    task = await service.update(task_id, body, expected=if_match)
+    send_etag(response, task)
+    return TaskRead.model_validate(task)
 
 
 @router.delete(
     "/{task_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a task",
-    responses=problems(401, 403, 404, 422),
+    responses=problems(401, 403, 404, 412, 422),
 )
-async def delete_task(task_id: TaskId, service: ServiceDep) -> Response:
-    await service.delete(task_id)
+async def delete_task(task_id: TaskId, service: ServiceDep, if_match: IfMatch) -> Response:
+    await service.delete(task_id, expected=if_match)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
