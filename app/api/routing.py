@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Coroutine
+from functools import cached_property
 from typing import Any
 
 from fastapi import Request, Response, params
@@ -112,7 +113,7 @@ class StrictJSONRoute(APIRoute):
             return super().matches({**scope, "method": "GET"})
         return super().matches(scope)
 
-    @property
+    @cached_property
     def takes_json(self) -> bool:
         body = self.body_field
         return body is not None and not isinstance(body.field_info, params.Form)
@@ -128,8 +129,10 @@ class StrictJSONRoute(APIRoute):
         send = sending_rate_limit_headers(scope, send)
         if scope["method"] == "HEAD" and self.answers_head:
             send = _without_body(send)
+        # A route without a body reads nothing before the endpoint runs: nothing to replay.
+        first_receive = receive if self.body_field is None else recording_receive
         try:
-            await self._run(scope, recording_receive, send)
+            await self._run(scope, first_receive, send)
             return
         except _RunAgain:
             logger.info(
@@ -159,7 +162,8 @@ class StrictJSONRoute(APIRoute):
         takes_json = self.takes_json
 
         async def strict_handler(request: Request) -> Response:
-            strict = StrictJSONRequest(request.scope, request.receive)
+            # Without a JSON body nothing calls `json()`: no need for a second request object.
+            strict = StrictJSONRequest(request.scope, request.receive) if takes_json else request
             try:
                 response = await handler(strict)
             except idempotency.Replay as replay:
