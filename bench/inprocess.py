@@ -14,7 +14,8 @@ turn, a few times each.
 
 Variants: `app` (as served); `no-access-log` (the `app.access` logger disabled during its
 batches); `no-middleware` (without `RequestContextMiddleware`: no request id, body limit,
-access log or metrics).
+access log or metrics); `floor` (`bench/floor.py`, the like-for-like floor of `bench.run`,
+served the same way: the ratio of `app` to it is the in-process price of the framework stack).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from starlette.types import Message, Scope
 from app.core.config import Environment
 from app.core.middleware import RequestContextMiddleware
 from app.main import create_app
+from bench import floor
 from bench.analytics import login, make_settings, running
 from bench.common import code_fingerprint, database_url, measured_code, table
 from bench.load import ensure_dataset
@@ -53,7 +55,8 @@ PREPARE: dict[str, Callable[[FastAPI], None]] = {
     "no-access-log": lambda app: None,
     "no-middleware": _without_middleware,
 }
-VARIANTS = tuple(PREPARE)
+FLOOR = "floor"
+VARIANTS = (*PREPARE, FLOOR)
 
 
 async def run(variants: list[str], rounds: int, requests: int, log_stream: TextIO) -> None:
@@ -104,6 +107,15 @@ async def run(variants: list[str], rounds: int, requests: int, log_stream: TextI
     async with AsyncExitStack() as stack:
         apps: dict[str, Any] = {}
         for name in variants:
+            if name == FLOOR:
+                # the floor reads the app's settings from the environment
+                os.environ["ENVIRONMENT"] = settings.ENVIRONMENT.value
+                os.environ["SECRET_KEY"] = settings.secret_key
+                os.environ["DATABASE_URL"] = url
+                os.environ.pop("REDIS_URL", None)
+                floor_app: Any = floor.app
+                apps[name] = (await stack.enter_async_context(LifespanManager(floor_app))).app
+                continue
             app = create_app(settings)
             PREPARE[name](app)
             apps[name] = (await stack.enter_async_context(LifespanManager(app))).app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import select
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
@@ -160,20 +160,21 @@ def _raised_by_the_driver(exc: BaseException) -> bool:
 def _hung_up(connection: Any) -> bool:
     """Whether the server closed this idle connection, or sent on it, without asyncpg having
     read it yet. An idle connection is owed nothing: anything readable (the end of the
-    connection, or the server's last message before it) means it is gone. One non-blocking
-    peek at the socket, no round trip."""
+    connection, or the server's last message before it) means it is gone. One `poll` of the
+    socket with a zero timeout (a single system call, no round trip)."""
     transport = getattr(connection, "_transport", None)
     raw = transport.get_extra_info("socket") if transport is not None else None
     if raw is None:
         return False
+    fileno = raw.fileno()
+    if fileno < 0:
+        return True  # the socket is closed
+    poller = select.poll()
+    poller.register(fileno, select.POLLIN | select.POLLPRI)  # hang-ups always reported
     try:
-        with raw.dup() as sock:
-            sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return False  # nothing to read: alive
+        return bool(poller.poll(0))
     except OSError:
         return True
-    return True
 
 
 def _create_sqlite_engine(url: str, busy_timeout_ms: int) -> AsyncEngine:
