@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from app.core.rate_limit import WINDOW_SECONDS, redis_key, seconds_until_admitted
 from tests.conftest import AppFactory
 from tests.support import Api, User, assert_problem
-from tests.test_redis_faults import FAST_HASH, free_port
+from tests.test_redis_faults import free_port
 from tests.test_redis_faults import start_redis as start_redis  # the fixture
 
 _ITEM = re.compile(r'^"(?P<policy>[a-z]+)";r=(?P<r>\d+);t=(?P<t>\d+)$')
@@ -46,7 +46,7 @@ def assert_rate_limited(response: httpx.Response, policy: str) -> int:
 
 
 async def limited_api(make_api: AppFactory, database_url: str, **overrides: Any) -> Api:
-    return await make_api(database_url, **{**FAST_HASH, **overrides})
+    return await make_api(database_url, **overrides)
 
 
 async def forget_shared_counts(redis_url: str) -> None:
