@@ -18,7 +18,7 @@ doing the same work per request as the real endpoint, point by point (docs/bench
   is 403, a row without a deal is 404;
 - the answer has the same status, body bytes (`DealRead` as FastAPI renders it: compact JSON,
   UTF-8, money as a JSON number, UTC times with `Z`) and the same `content-type`,
-  `content-length` and `x-request-id` headers (echoed when sane, else 32 random hex digits).
+  `content-length`, `etag` and `x-request-id` headers (echoed when sane, else 32 random hex digits).
 
 It leaves out what the framework stack adds on top: routing, dependency solving and
 validation by FastAPI, the response model, the access log, metrics, the pool's checkout
@@ -46,6 +46,7 @@ from app.core.errors import AppError
 from app.core.middleware import _VALID_REQUEST_ID  # the app's rule for echoing X-Request-ID
 from app.core.security import TokenClaims, TokenCodec, TokenType
 from app.core.tenancy import Caller
+from app.core.versioning import version_of
 from app.repositories.deals import TENANT_AND_DEAL
 
 PREFIX = b"/api/v1/deals/"
@@ -129,19 +130,21 @@ def _request_id(headers: list[tuple[bytes, bytes]]) -> bytes:
 
 
 async def _answer(
-    send: Any, status: int, payload: bytes, request_id: bytes, media: bytes = b"application/json"
+    send: Any,
+    status: int,
+    payload: bytes,
+    request_id: bytes,
+    media: bytes = b"application/json",
+    etag: bytes | None = None,
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-length", str(len(payload)).encode()),
-                (b"content-type", media),
-                (b"x-request-id", request_id),
-            ],
-        }
-    )
+    headers = [
+        (b"content-length", str(len(payload)).encode()),
+        (b"content-type", media),
+        (b"x-request-id", request_id),
+    ]
+    if etag is not None:
+        headers.append((b"etag", etag))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -214,4 +217,5 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     elif row["id"] is None:
         await _problem(send, 404, "Deal not found", request_id)
     else:
-        await _answer(send, 200, render(row), request_id)
+        etag = f'"{version_of(row["id"], row["updated_at"])}"'.encode()  # as app.api.conditional
+        await _answer(send, 200, render(row), request_id, etag=etag)

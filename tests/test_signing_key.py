@@ -33,7 +33,15 @@ from app.core.config import Settings
 from app.db.session import create_engine
 from app.main import create_app
 from app.services.signing import token_signing_key
-from tests.conftest import ROOT, AppFactory, make_settings, migrate, postgres_url, skip_or_fail
+from tests.conftest import (
+    ROOT,
+    AppFactory,
+    make_settings,
+    migrate,
+    postgres_url,
+    skip_or_fail,
+    truncate_all,
+)
 from tests.support import PASSWORD, Api
 
 # Everything written in the repository that could be (or has been) used as a key.
@@ -211,9 +219,7 @@ async def test_another_deployment_has_another_key(tmp_path: Path, sqlite_url: st
     other_url = f"sqlite+aiosqlite:///{tmp_path}/other.db"
     async with running_app(sqlite_url) as one, running_app(other_url) as other:
         for api in (one, other):
-            async with api.app.state.resources.engine.begin() as conn:
-                for table in ("refresh_tokens", "auth_sessions", "memberships", "users"):
-                    await conn.execute(text(f"DELETE FROM {table}"))  # noqa: S608
+            await truncate_all(api.app.state.resources.engine)  # keeps each one's signing key
         here = await one.register(email="same@example.com")
         there = await other.register(email="same@example.com")
         assert (here.id, session_of(here.access_token)) == (
