@@ -53,6 +53,9 @@ EXPECTED_PERMISSIONS: dict[Role, set[Permission]] = {
         P.REASSIGN_OWNER,
         P.ROLLBACK_STAGE,
         P.MANAGE_ORGANIZATION,
+        P.MANAGE_MEMBERS,
+        P.LEAVE_ORGANIZATION,
+        P.MANAGE_API_KEYS,
         P.GRANT_ADMIN,
     },
     Role.ADMIN: {
@@ -63,9 +66,19 @@ EXPECTED_PERMISSIONS: dict[Role, set[Permission]] = {
         P.REASSIGN_OWNER,
         P.ROLLBACK_STAGE,
         P.MANAGE_ORGANIZATION,
+        P.MANAGE_MEMBERS,
+        P.LEAVE_ORGANIZATION,
+        P.MANAGE_API_KEYS,
     },
-    Role.MANAGER: {P.READ, P.CREATE, P.COMMENT, P.MODIFY_ANY_RECORD, P.REASSIGN_OWNER},
-    Role.MEMBER: {P.READ, P.CREATE, P.COMMENT},
+    Role.MANAGER: {
+        P.READ,
+        P.CREATE,
+        P.COMMENT,
+        P.LEAVE_ORGANIZATION,
+        P.MODIFY_ANY_RECORD,
+        P.REASSIGN_OWNER,
+    },
+    Role.MEMBER: {P.READ, P.CREATE, P.COMMENT, P.LEAVE_ORGANIZATION},
 }
 
 
@@ -77,6 +90,20 @@ def test_role_permissions_match_the_contract_table(role: Role) -> None:
         assert has_permission(role, permission) is expected, (role, permission)
         ctx = TenantContext(user_id=1, organization_id=1, role=role)
         assert ctx.can(permission) is expected, (role, permission)
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_an_api_key_has_its_roles_permissions_except_what_only_people_may_do(role: Role) -> None:
+    key = TenantContext(user_id=1, organization_id=1, role=role, api_key_id=9)
+    people_only = {P.MANAGE_MEMBERS, P.LEAVE_ORGANIZATION, P.MANAGE_API_KEYS, P.GRANT_ADMIN}
+    for permission in Permission:
+        expected = permission in EXPECTED_PERMISSIONS[role] and permission not in people_only
+        assert key.can(permission) is expected, (role, permission)
+    assert key.actor == {"type": "api_key", "id": 9}
+    assert key.credential == "api_key:9"
+    person = TenantContext(user_id=1, organization_id=1, role=role)
+    assert person.actor == {"type": "user", "id": 1}
+    assert person.credential == "user:1"
 
 
 def test_every_role_has_an_entry_and_roles_are_nested() -> None:
