@@ -54,9 +54,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_api_keys")),
         sa.UniqueConstraint("key_hash", name=op.f("uq_api_keys_key_hash")),
     )
-    op.create_index(
-        "ix_api_keys_org_created", "api_keys", ["organization_id", "created_at", "id"]
-    )
+    op.create_index("ix_api_keys_org_created", "api_keys", ["organization_id", "created_at", "id"])
     op.create_index(op.f("ix_api_keys_creator_id"), "api_keys", ["creator_id"])
     with op.batch_alter_table("activities") as batch:
         batch.add_column(sa.Column("api_key_id", ID, nullable=True))
