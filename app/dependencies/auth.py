@@ -66,7 +66,9 @@ TokenCaller = Annotated[
     Depends(
         AccessTokenBearer(
             scheme_name="HTTPBearer",
-            description="An access token from `POST /auth/login` (or register / refresh).",
+            description="An access token from `POST /auth/login` (or register / refresh), or "
+            "an organization's API key (`mcrm_…`, also accepted as `X-API-Key`), which implies "
+            "its organization.",
         )
     ),
 ]
