@@ -41,6 +41,19 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 }
 
 
+# Roles from least to most power: each has every permission of those before it.
+_POWER = (Role.MEMBER, Role.MANAGER, Role.ADMIN, Role.OWNER)
+
+
+def is_above(role: Role, other: Role) -> bool:
+    return _POWER.index(role) > _POWER.index(other)
+
+
+def capped(role: Role, ceiling: Role) -> Role:
+    """`role`, or `ceiling` if that is lower (an API key acts at most as its creator may)."""
+    return ceiling if is_above(role, ceiling) else role
+
+
 # What no API key may do, whatever its role: who belongs to the organization and which
 # credentials it has stay with people, so a leaked key cannot mint more power.
 PEOPLE_ONLY: frozenset[Permission] = frozenset(

@@ -17,16 +17,15 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    func,
     or_,
     select,
-    type_coerce,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from app.core.tenancy import AnyCaller, ApiKeyCaller, Caller
-from app.db.types import UTCDateTime, utcnow
-from app.models import ApiKey, AuthSession, Membership, Role
+from app.models import ApiKey, AuthSession, Membership
 
 # The organization the request acts in. A statement extending `tenant_query` joins its tables
 # on this parameter (not on a column of the credential's tables), so one extension serves every
@@ -64,41 +63,28 @@ def _session_params(caller: Any) -> dict[str, Any]:
 
 _keys = ApiKey.__table__
 _creators = _memberships.alias("creator_memberships")
-_RANK = {Role.MEMBER: 1, Role.MANAGER: 2, Role.ADMIN: 3, Role.OWNER: 4}
-
-
-def _rank(role: ColumnElement[Any]) -> ColumnElement[int]:
-    return case({r.value: n for r, n in _RANK.items()}, value=role)
-
-
-# A key acts with its own role, but never above what its creator may do today: demoting the
-# creator demotes their keys.
-_KEY_ROLE = type_coerce(
-    case(
-        (_rank(_creators.c.role) < _rank(_keys.c.role), _creators.c.role),
-        else_=_keys.c.role,
-    ),
-    _keys.c.role.type,
-)
 
 
 def _api_key_tenant(*columns: ColumnElement[Any]) -> Select[Any]:
     """An API key: live while not revoked, not expired and its creator still a member of the
     key's organization; a role only in that organization (any other: NULL, not a member).
-    Also the key's id, its creator (who the request acts as) and when its use was recorded."""
+    Also the key's id, its creator (who the request acts as) and their role (the key acts at
+    most with it: `app.services.tenancy`), and when the key's use was last recorded."""
+    # The database's clock: a parameter would cost every request a timestamp to build and
+    # encode. (On SQLite, `CURRENT_TIMESTAMP` and the stored UTC times compare as text, to
+    # the second.)
     live = and_(
         _keys.c.revoked_at.is_(None),
-        or_(
-            _keys.c.expires_at.is_(None), _keys.c.expires_at > bindparam("now", type_=UTCDateTime())
-        ),
+        or_(_keys.c.expires_at.is_(None), _keys.c.expires_at > func.now()),
         _creators.c.role.is_not(None),
     )
     return (
         select(
             live.label("live"),
-            case((_keys.c.organization_id == ORGANIZATION_ID, _KEY_ROLE)).label("role"),
+            case((_keys.c.organization_id == ORGANIZATION_ID, _keys.c.role)).label("role"),
             _keys.c.id.label("api_key_id"),
             _keys.c.creator_id.label("api_key_creator_id"),
+            _creators.c.role.label("api_key_creator_role"),
             _keys.c.last_used_at.label("api_key_used_at"),
             *columns,
         )
@@ -116,7 +102,7 @@ def _api_key_tenant(*columns: ColumnElement[Any]) -> Select[Any]:
 
 
 def _api_key_params(caller: Any) -> dict[str, Any]:
-    return {"key_hash": caller.key_hash, "now": utcnow()}
+    return {"key_hash": caller.key_hash}
 
 
 # One entry per kind of caller: how its statement starts, and its parameters. `tenant_query`

@@ -15,7 +15,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.errors import ApiKeyNotFound, PermissionDenied
-from app.core.permissions import Permission
+from app.core.permissions import Permission, is_above
 from app.core.security import new_api_key
 from app.core.tenancy import TenantContext
 from app.db.types import utcnow
@@ -26,9 +26,6 @@ from app.schemas.api_key import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.schemas.common import PageParams
 
 logger = logging.getLogger(__name__)
-
-# Roles in order of power: a key's role is never above its creator's.
-_POWER = [Role.MEMBER, Role.MANAGER, Role.ADMIN, Role.OWNER]
 
 
 class ApiKeyService:
@@ -41,7 +38,7 @@ class ApiKeyService:
         """Owner and admin (people, not keys) issue keys, with a role no higher than theirs."""
         self.ctx.require(Permission.MANAGE_API_KEYS)
         role = Role(data.role)
-        if _POWER.index(role) > _POWER.index(self.ctx.role):
+        if is_above(role, self.ctx.role):
             raise PermissionDenied(f"A key's role cannot be above your own ({self.ctx.role}).")
         issued = new_api_key(self.ctx.organization_id)
         api_key = await self.api_keys.add(

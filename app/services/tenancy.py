@@ -8,6 +8,7 @@ from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.core.errors import ApiKeyNotAllowed, InvalidToken, NotAMember
+from app.core.permissions import capped
 from app.core.tenancy import AnyCaller, ApiKeyCaller, TenantContext
 from app.repositories.tenancy import TENANT, TenantQuery, read_tenant, session_is_live
 
@@ -34,7 +35,8 @@ async def resolve_tenant(
         ctx = TenantContext(
             row.api_key_creator_id,
             organization_id,
-            row.role,
+            # Never above what its creator may do today: demoting them demotes their keys.
+            capped(row.role, row.api_key_creator_role),
             api_key_id=row.api_key_id,
             api_key_used_at=row.api_key_used_at,
         )
