@@ -63,6 +63,10 @@ def _session_params(caller: Any) -> dict[str, Any]:
 
 _keys = ApiKey.__table__
 _creators = _memberships.alias("creator_memberships")
+# The organization the key names (`ApiKeyCaller.organization_id`), which its row must belong
+# to: as a parameter, the creator's membership is one primary-key lookup, whatever the
+# planner thinks of the tables' sizes.
+_KEY_ORGANIZATION_ID: BindParameter[int] = bindparam("key_organization_id")
 
 
 def _api_key_tenant(*columns: ColumnElement[Any]) -> Select[Any]:
@@ -92,17 +96,20 @@ def _api_key_tenant(*columns: ColumnElement[Any]) -> Select[Any]:
             _keys.outerjoin(
                 _creators,
                 and_(
-                    _creators.c.organization_id == _keys.c.organization_id,
+                    _creators.c.organization_id == _KEY_ORGANIZATION_ID,
                     _creators.c.user_id == _keys.c.creator_id,
                 ),
             )
         )
-        .where(_keys.c.key_hash == bindparam("key_hash"))
+        .where(
+            _keys.c.key_hash == bindparam("key_hash"),
+            _keys.c.organization_id == _KEY_ORGANIZATION_ID,
+        )
     )
 
 
 def _api_key_params(caller: Any) -> dict[str, Any]:
-    return {"key_hash": caller.key_hash}
+    return {"key_hash": caller.key_hash, "key_organization_id": caller.organization_id}
 
 
 # One entry per kind of caller: how its statement starts, and its parameters. `tenant_query`
