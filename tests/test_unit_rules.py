@@ -16,7 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core.cache import MemoryCache, cached
 from app.core.errors import DueDateInPast, PermissionDenied, StageRollbackForbidden
-from app.core.permissions import ROLE_PERMISSIONS, Permission, has_permission
+from app.core.permissions import ROLE_PERMISSIONS, Permission, capped, has_permission, is_above
+from app.core.security import api_key_organization, hash_api_key, new_api_key
 from app.core.tenancy import TenantContext
 from app.core.text import fold
 from app.db.types import Money
@@ -104,6 +105,26 @@ def test_an_api_key_has_its_roles_permissions_except_what_only_people_may_do(rol
     person = TenantContext(user_id=1, organization_id=1, role=role)
     assert person.actor == {"type": "user", "id": 1}
     assert person.credential == "user:1"
+
+
+def test_a_key_role_is_capped_by_its_creators() -> None:
+    assert capped(Role.ADMIN, Role.OWNER) is Role.ADMIN
+    assert capped(Role.ADMIN, Role.MEMBER) is Role.MEMBER
+    assert capped(Role.MANAGER, Role.ADMIN) is Role.MANAGER
+    assert is_above(Role.ADMIN, Role.MANAGER)
+    assert not is_above(Role.ADMIN, Role.ADMIN)
+
+
+def test_api_keys_carry_their_organization_and_are_stored_as_a_hash() -> None:
+    issued = new_api_key(42)
+    assert issued.key.startswith("mcrm_42_")
+    assert issued.key.startswith(issued.prefix)
+    assert api_key_organization(issued.key) == 42
+    assert issued.key_hash == hash_api_key(issued.key) != issued.key
+    assert new_api_key(42).key != issued.key
+    for malformed in ("mcrm_", "mcrm__x", "mcrm_42", "mcrm_-1_x", "mcrm_0_x", "xmcrm_1_x"):
+        assert api_key_organization(malformed) is None, malformed
+    assert api_key_organization("mcrm_" + "9" * 20 + "_x") is None
 
 
 def test_every_role_has_an_entry_and_roles_are_nested() -> None:
