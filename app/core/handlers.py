@@ -20,7 +20,8 @@ from app.db.session import is_lost_connection
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-_HTTP_CODES = {
+# The `code` of an error raised by the routing layer itself (404 no route, 405, ...), by status.
+HTTP_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHENTICATED",
     403: "FORBIDDEN",
@@ -116,7 +117,7 @@ def _allowed_methods(request: Request) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    code = HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
     if exc.status_code == 404:
         detail = "No such endpoint."
     elif isinstance(exc.detail, str) and exc.detail:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from decimal import Decimal
 from functools import partial
 from typing import Annotated
 
@@ -18,7 +17,16 @@ from app.dependencies.pagination import ListWindow
 from app.models import DealStage, DealStatus
 from app.repositories.deals import DealFilters
 from app.schemas.activity import ActivityCreate, ActivityRead
-from app.schemas.common import MAX_ID, CursorPage, CursorParams, Id, Page, SearchText, SortOrder
+from app.schemas.common import (
+    MAX_ID,
+    CursorPage,
+    CursorParams,
+    Id,
+    Money,
+    Page,
+    SearchText,
+    SortOrder,
+)
 from app.schemas.deal import DealCreate, DealOrderBy, DealRead, DealUpdate
 from app.services.activities import ActivityService
 from app.services.cursors import CursorScope
@@ -27,9 +35,7 @@ from app.services.deals import DealService
 router = APIRouter(prefix="/deals", tags=["deals"], route_class=StrictJSONRoute)
 
 DealId = Annotated[int, Path(ge=1, le=MAX_ID)]
-AmountQuery = Annotated[
-    Decimal | None, Query(ge=0, max_digits=14, decimal_places=2, allow_inf_nan=False)
-]
+AmountQuery = Annotated[Money | None, Query(description="Inclusive.")]
 
 
 async def get_deal_service(
