@@ -297,3 +297,31 @@ def test_main_schemas_have_examples() -> None:
         "DealUpdate",
     ):
         assert SCHEMAS[name].get("examples"), name
+
+
+def test_operations_name_the_codes_they_answer_with_examples() -> None:
+    problem = component("Problem")
+    enum = set(SCHEMAS["Problem"]["properties"]["code"]["enum"])
+    named = 0
+    for method, path, operation in operations():
+        for status, response in operation["responses"].items():
+            media = response.get("content", {}).get("application/problem+json", {})
+            for code, example in media.get("examples", {}).items():
+                value = example["value"]
+                assert value["code"] == code in enum, (method, path, code)
+                assert str(value["status"]) == status, (method, path, code)
+                assert f"`{code}`" in response["description"], (method, path, code)
+                assert problem.is_valid(value), (method, path, code)
+                named += 1
+    assert named > 50
+    update = DOCUMENT["paths"]["/api/v1/deals/{deal_id}"]["patch"]["responses"]
+    assert set(update["403"]["content"]["application/problem+json"]["examples"]) == {
+        "NOT_A_MEMBER",
+        "PERMISSION_DENIED",
+        "STAGE_ROLLBACK_FORBIDDEN",
+    }
+    assert set(update["400"]["content"]["application/problem+json"]["examples"]) == {
+        "DEAL_WON_REQUIRES_AMOUNT",
+        "OWNER_NOT_A_MEMBER",
+        "CONTACT_NOT_FOUND",
+    }

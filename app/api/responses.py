@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.errors import AppError
-from app.core.handlers import HTTP_CODES, PROBLEM_JSON
+from app.core.errors import AppError, InvalidToken, NotAMember, Unauthenticated
+from app.core.handlers import HTTP_CODES, PROBLEM_JSON, problem_type
 
 # Codes the handlers send besides those of `AppError` subclasses and `HTTP_CODES`.
 _HANDLER_CODES = frozenset({"VALIDATION_ERROR", "INTERNAL_ERROR", "HTTP_ERROR"})
@@ -114,7 +115,7 @@ _DESCRIPTIONS: dict[int | str, str] = {
     412: "`If-Match` does not match the resource's current `ETag`; nothing was changed.",
     413: "The request body is too large (`MAX_REQUEST_BODY_BYTES`).",
     415: "The request body is not JSON (its Content-Type is not application/json).",
-    422: "The request does not match the schema.",
+    422: "The request does not match the schema: `VALIDATION_ERROR`, with `errors`.",
     429: "Too many requests; see Retry-After.",
     503: "The database is unavailable or too busy (`DATABASE_UNAVAILABLE`, `DATABASE_BUSY`); "
     "retry after Retry-After seconds.",
@@ -122,19 +123,54 @@ _DESCRIPTIONS: dict[int | str, str] = {
 }
 
 
-def problem_response(status: int | str) -> dict[str, Any]:
+def problem_response(status: int | str, errors: Sequence[type[AppError]] = ()) -> dict[str, Any]:
     """One documented problem+json response (only that media type: the server sends no other
-    for an error). The `Problem` schema is added to the components with the document."""
+    for an error). The `Problem` schema is added to the components with the document.
+
+    `errors` are the error classes the operation raises itself with this status: each becomes
+    a named example, and the description names their codes."""
+    media_type: dict[str, Any] = {"schema": {"$ref": "#/components/schemas/Problem"}}
+    description = _DESCRIPTIONS[status]
+    if errors:
+        codes = list(dict.fromkeys(error.code for error in errors))
+        description += " Codes: " + ", ".join(f"`{code}`" for code in codes) + "."
+        examples: dict[str, Any] = {}
+        for error in errors:
+            examples.setdefault(error.code, {"summary": error.detail, "value": _example(error)})
+        media_type["examples"] = examples
     return {
-        "description": _DESCRIPTIONS[status],
-        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        "description": description,
+        "content": {PROBLEM_JSON: media_type},
         "headers": {**_REQUEST_ID_HEADER, **_STATUS_HEADERS.get(status, {})},
     }
 
 
-def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: problem_response(status) for status in statuses}
+def _example(error: type[AppError]) -> dict[str, Any]:
+    return {
+        "type": problem_type(error.code),
+        "title": error.title,
+        "status": error.status,
+        "detail": error.detail,
+        "code": error.code,
+        "request_id": "4f0c9d5e8a7b4c1d9e2f3a4b5c6d7e8f",
+    }
 
 
-AUTHENTICATED = problems(401, 422)
-TENANT = problems(401, 403, 422)
+def problems(*answers: int | type[AppError]) -> dict[int | str, dict[str, Any]]:
+    """The problem responses of an operation: statuses, or the error classes it raises (their
+    statuses, with their codes as examples)."""
+    errors: dict[int, list[type[AppError]]] = {}
+    for answer in answers:
+        if isinstance(answer, int):
+            errors.setdefault(answer, [])
+        else:
+            errors.setdefault(answer.status, []).append(answer)
+    return {status: problem_response(status, errors[status]) for status in sorted(errors)}
+
+
+# What every authenticated (and every tenant) operation may answer, to compose with the
+# operation's own errors: `problems(*TENANT_ERRORS, DealNotFound)`.
+AUTHENTICATED_ERRORS: tuple[int | type[AppError], ...] = (Unauthenticated, InvalidToken, 422)
+TENANT_ERRORS: tuple[int | type[AppError], ...] = (*AUTHENTICATED_ERRORS, NotAMember)
+AUTHENTICATED = problems(*AUTHENTICATED_ERRORS)
+TENANT = problems(*TENANT_ERRORS)

@@ -35,6 +35,10 @@ HTTP_CODES = {
 }
 
 
+def problem_type(code: str) -> str:
+    return f"urn:mini-crm:problem:{code.lower().replace('_', '-')}"
+
+
 def problem_response(
     status: int,
     code: str,
@@ -46,7 +50,7 @@ def problem_response(
 ) -> JSONResponse:
     request_id = request_id_var.get()
     body: dict[str, Any] = {
-        "type": f"urn:mini-crm:problem:{code.lower().replace('_', '-')}",
+        "type": problem_type(code),
         "title": title or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
