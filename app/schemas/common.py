@@ -63,7 +63,8 @@ def _money_out(value: Decimal) -> float:
 
 
 MAX_MONEY = Decimal("999999999999.99")
-_MONEY_TEXT = r"^\d{1,12}(\.\d{1,2})?$"
+# Negative zero ("-0", "-0.00") is taken as 0, as the number -0 is.
+_MONEY_TEXT = r"^(?:\d{1,12}(?:\.\d{1,2})?|-0(?:\.0{1,2})?)$"
 
 
 def _money_text(value: Any) -> Any:
