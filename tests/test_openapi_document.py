@@ -119,6 +119,16 @@ def test_security_is_required_unless_an_operation_is_public() -> None:
             )
 
 
+def test_parameters_are_never_null() -> None:
+    for method, path, operation in operations():
+        for parameter in operation.get("parameters", []):
+            assert "null" not in json.dumps(parameter["schema"]), (method, path, parameter)
+    deals = {p["name"]: p for p in DOCUMENT["paths"]["/api/v1/deals"]["get"]["parameters"]}
+    assert deals["owner_id"]["schema"]["type"] == "integer"
+    assert deals["status"]["schema"]["type"] == "array"
+    assert "oneOf" in deals["min_amount"]["schema"]
+
+
 def test_errors_are_only_problem_details() -> None:
     for method, path, operation in operations():
         responses = operation["responses"]
