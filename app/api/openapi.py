@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.api.responses import Problem, problem_codes
+from app.schemas.common import drop_null_branch
 
 # The scheme every authenticated operation needs (the document's root requirement).
 BEARER = "HTTPBearer"
@@ -34,8 +35,10 @@ def finish(document: dict[str, Any]) -> dict[str, Any]:
         for method, operation in operations.items():
             if method in _HTTP_METHODS:
                 _finish_security(operation)
+                # A parameter is sent or left out, never `null`: FastAPI's `anyOf[X, null]`
+                # for an optional one would make generated clients accept `None`.
                 for parameter in operation.get("parameters", ()):
-                    _not_nullable(parameter["schema"])
+                    drop_null_branch(parameter["schema"])
     # Operations that name no requirement inherit this one; public ones say `security: []`.
     document["security"] = [{BEARER: []}]
     _add_problem_schemas(document.setdefault("components", {}).setdefault("schemas", {}))
@@ -54,20 +57,6 @@ def _finish_security(operation: dict[str, Any]) -> None:
     for requirement in requirements:
         joint.update(requirement)
     operation["security"] = [joint] if joint else []
-
-
-def _not_nullable(schema: dict[str, Any]) -> None:
-    """A query, path or header parameter is sent or left out, never `null`: FastAPI's
-    `anyOf[X, null]` for an optional one would make generated clients accept `None`."""
-    branches = schema.get("anyOf")
-    if branches is None or {"type": "null"} not in branches:
-        return
-    rest = [branch for branch in branches if branch != {"type": "null"}]
-    del schema["anyOf"]
-    if len(rest) == 1:
-        schema.update({**rest[0], **schema})
-    else:
-        schema["anyOf"] = rest
 
 
 def _add_problem_schemas(schemas: dict[str, Any]) -> None:

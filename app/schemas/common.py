@@ -81,17 +81,14 @@ def _money_text(value: Any) -> Any:
 # on the digits and no pattern, so a generated client could not check an amount before sending.
 MONEY_INPUT_SCHEMA: dict[str, Any] = {
     "oneOf": [
-        {
-            "type": "number",
-            "minimum": 0,
-            "maximum": float(MAX_MONEY),
-            "multipleOf": 0.01,
-        },
+        # At most 2 decimals, but no `multipleOf: 0.01`: validators test it in binary floating
+        # point, and several (Python's jsonschema, Ajv) then refuse 0.07 or 1.15.
+        {"type": "number", "minimum": 0, "maximum": float(MAX_MONEY)},
         {"type": "string", "pattern": _MONEY_TEXT},
     ],
     "description": "A non-negative amount: at most 12 digits before the decimal point and 2 "
-    'after. Send it as a string (`"12500.50"`) to keep it exact whatever the client\'s '
-    "number type; a JSON number is accepted too.",
+    'after (as a number too: 12.345 is refused). Send it as a string (`"12500.50"`) to keep '
+    "it exact whatever the client's number type; a JSON number is accepted too.",
     "examples": ["12500.00"],
 }
 MONEY_OUTPUT_SCHEMA: dict[str, Any] = {
@@ -221,6 +218,20 @@ class SortOrder(StrEnum):
     DESC = "desc"
 
 
+def drop_null_branch(schema: dict[str, Any]) -> None:
+    """`anyOf[X, null]` becomes X (keeping the outer title and description): for a JSON schema
+    of something that is never null."""
+    branches = schema.get("anyOf")
+    if branches is None or {"type": "null"} not in branches:
+        return
+    rest = [branch for branch in branches if branch != {"type": "null"}]
+    del schema["anyOf"]
+    if len(rest) == 1:
+        schema.update({**rest[0], **schema})
+    else:
+        schema["anyOf"] = rest
+
+
 class NotNullOnPatch(InputSchema):
     """A PATCH body: fields left out stay as they are; fields named in `_not_null` may be
     left out but not sent as `null` (that would mean "clear a required value")."""
@@ -249,12 +260,7 @@ class NotNullOnPatch(InputSchema):
             if prop is None:
                 continue
             prop.pop("default", None)
-            branches = [b for b in prop.get("anyOf", ()) if b != {"type": "null"}]
-            if "anyOf" in prop and len(branches) == 1:
-                del prop["anyOf"]
-                prop.update({**branches[0], **prop})
-            elif "anyOf" in prop:
-                prop["anyOf"] = branches
+            drop_null_branch(prop)
         return json_schema
 
     def changes(self) -> dict[str, Any]:
