@@ -96,8 +96,8 @@ MONEY_OUTPUT_SCHEMA: dict[str, Any] = {
     "minimum": 0,
     "maximum": float(MAX_MONEY),
     "description": "An amount, as a JSON number with at most 2 decimals and 14 significant "
-    "digits: a 64-bit float holds every such value exactly, so parse it as a decimal (or a "
-    "double) and round to cents.",
+    "digits, which a 64-bit float reads back to the same digits: parse it as a decimal, or as "
+    "a double and round to cents.",
     "examples": [12500.0],
 }
 
