@@ -43,6 +43,7 @@ TokenCaller = Annotated[
     Depends(
         AccessTokenBearer(
             scheme_name="HTTPBearer",
+            bearerFormat="JWT",
             description="An access token from `POST /auth/login` (or register / refresh).",
         )
     ),
