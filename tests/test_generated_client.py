@@ -155,7 +155,7 @@ def test_the_whole_flow_with_the_generated_client(
     )
     assert stale.status_code == 412
     assert isinstance(stale.parsed, models.Problem)
-    assert stale.parsed.code == models.ProblemCode.PRECONDITION_FAILED
+    assert stale.parsed.code == "PRECONDITION_FAILED"
 
     page = deals["list_deals"].sync(
         client=tenant,
@@ -179,7 +179,7 @@ def test_the_whole_flow_with_the_generated_client(
     missing = deals["read_deal"].sync_detailed(client=tenant, deal_id=deal.id + 1000)
     assert missing.status_code == 404
     assert isinstance(missing.parsed, models.Problem)
-    assert missing.parsed.code == models.ProblemCode.DEAL_NOT_FOUND
+    assert missing.parsed.code == "DEAL_NOT_FOUND"
     assert missing.parsed.request_id == missing.headers["x-request-id"]
     invalid = create_contact.sync_detailed(client=tenant, body=models.ContactCreate(name=""))
     assert invalid.status_code == 422

@@ -64,5 +64,15 @@ def _add_problem_schemas(schemas: dict[str, Any]) -> None:
         mode="serialization", ref_template="#/components/schemas/{model}"
     )
     schemas.update(problem.pop("$defs", {}))
-    problem["properties"]["code"]["enum"] = problem_codes()
+    # Every code the server sends today, listed, but not an `enum`: a client generated now
+    # must still read the problem a later version sends with a code added since (generators
+    # turn `enum` into a closed type that fails on an unknown value).
+    codes = problem_codes()
+    code = problem["properties"]["code"]
+    code["examples"] = codes
+    code["description"] += (
+        " One of: "
+        + ", ".join(f"`{c}`" for c in codes)
+        + ". New versions may add codes: treat an unknown one by the HTTP status."
+    )
     schemas["Problem"] = problem
