@@ -9,10 +9,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 
 from app.api import health
-from app.api.docs import join_security_requirements, mount_docs
+from app.api.docs import mount_docs
+from app.api.openapi import install_openapi
 from app.api.v1 import analytics, api_keys, auth, contacts, deals, organizations, tasks
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
 from app.core.config import Settings, get_settings
@@ -118,6 +120,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await resources.redis.aclose()
 
 
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
 _NO_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
@@ -148,6 +154,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "health", "description": "Liveness, readiness and metrics."},
         ],
         openapi_url=f"{settings.API_V1_PREFIX}/openapi.json",
+        # Operations are named after their functions (`list_deals`, `update_deal`), which
+        # generated clients use for their methods and modules.
+        generate_unique_id_function=_operation_id,
+        servers=[{"url": "/", "description": "This server (the paths include `/api/v1`)."}],
+        license_info={"name": "MIT", "identifier": "MIT"},
         docs_url=None,
         redoc_url=None,
     )
@@ -177,7 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix=settings.API_V1_PREFIX)
     app.include_router(health.router)
     mount_docs(app, f"{settings.API_V1_PREFIX}/openapi.json", settings.APP_NAME)
-    join_security_requirements(app)
+    install_openapi(app)
     return app
 
 

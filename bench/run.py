@@ -659,10 +659,12 @@ def read_log(path: Path) -> dict[str, Any]:
 
 # --- scenarios ---
 
+AGAIN = " [again]"
+POST_ORDER = ("POST /deals", IDEMPOTENT_POST, IDEMPOTENT_POST + AGAIN, "POST /deals" + AGAIN)
+
 # write scenarios: what to count before and after (rows of the big organization)
 CHECKS = {
-    "POST /deals": ("deals", "SELECT count(*) FROM deals WHERE organization_id = $1"),
-    IDEMPOTENT_POST: ("deals", "SELECT count(*) FROM deals WHERE organization_id = $1"),
+    **dict.fromkeys(POST_ORDER, ("deals", "SELECT count(*) FROM deals WHERE organization_id = $1")),
     "PATCH /deals/{id} stage": (
         "activities",
         "SELECT count(*) FROM activities WHERE organization_id = $1",
@@ -670,7 +672,7 @@ CHECKS = {
 }
 
 # Scenarios whose successful writes the access log counts under another scenario's name.
-LOGGED_AS = {IDEMPOTENT_POST: "POST /deals"}
+LOGGED_AS = {name: "POST /deals" for name in POST_ORDER if name != "POST /deals"}
 
 
 def deep_page(plan: Plan) -> int:
@@ -834,10 +836,15 @@ def scenarios(plan: Plan, ids_file: Path, patch_ids: int) -> list[Scenario]:
             "GET /analytics/deals/funnel (Redis cache)",
             LUA_FIXED % {"path": f"{PREFIX}/analytics/deals/funnel"},
         ),
-        Scenario("POST /deals", LUA_POST_DEAL % {"max_contact": big_contacts, "prefix": PREFIX}),
-        Scenario(
-            IDEMPOTENT_POST,
-            LUA_POST_DEAL_IDEMPOTENT % {"max_contact": big_contacts, "prefix": PREFIX},
+        # In the order plain, keyed, keyed, plain (ABBA): the table's growth and the
+        # machine's drift weigh on both alike.
+        *(
+            Scenario(
+                name,
+                (LUA_POST_DEAL_IDEMPOTENT if name.startswith(IDEMPOTENT_POST) else LUA_POST_DEAL)
+                % {"max_contact": big_contacts, "prefix": PREFIX},
+            )
+            for name in POST_ORDER
         ),
         Scenario(
             "PATCH /deals/{id} stage",
@@ -1310,13 +1317,18 @@ def targets(
         value = p50_ms(result)
         out.append({"target": label, "value": f"{value:.1f} ms", "pass": value < limit})
     out += cursor_target(by_name, plan)
-    plain, keyed = by_name.get("POST /deals"), by_name.get(IDEMPOTENT_POST)
-    if plain is not None and keyed is not None:
-        ratio = rate(keyed) / rate(plain)
+    measured = [name for name in POST_ORDER if name in by_name]
+    plain = [by_name[name] for name in measured if not name.startswith(IDEMPOTENT_POST)]
+    keyed = [by_name[name] for name in measured if name.startswith(IDEMPOTENT_POST)]
+    if plain and keyed:
+        plain_rate = sum(rate(r) for r in plain) / len(plain)
+        keyed_rate = sum(rate(r) for r in keyed) / len(keyed)
+        ratio = keyed_rate / plain_rate
         out.append(
             {
                 "target": f"{IDEMPOTENT_POST} >= 80 % of the throughput without",
-                "value": f"{ratio:.0%} ({rate(keyed):.0f} vs {rate(plain):.0f} req/s)",
+                "value": f"{ratio:.0%} ({keyed_rate:.0f} vs {plain_rate:.0f} req/s, mean of "
+                f"{len(keyed)} and {len(plain)} runs in the order plain, keyed, keyed, plain)",
                 "pass": ratio >= 0.8,
             }
         )

@@ -4,7 +4,6 @@ work offline and behind strict firewalls. The assets come from the `fastapi-offl
 from __future__ import annotations
 
 from importlib.resources import files
-from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.docs import (
@@ -56,28 +55,3 @@ def mount_docs(app: FastAPI, openapi_url: str, title: str) -> None:
         )
 
     app.include_router(router)
-
-
-def join_security_requirements(app: FastAPI) -> None:
-    """Make an operation's security requirements one object: all of them are needed.
-
-    FastAPI lists each scheme a route depends on as its own requirement object, which OpenAPI
-    reads as alternatives ("a bearer token *or* an organization id"); tenant routes need the
-    access token *and* `X-Organization-Id`."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = build()
-            for operations in document.get("paths", {}).values():
-                for operation in operations.values():
-                    requirements = operation.get("security")
-                    if isinstance(requirements, list) and len(requirements) > 1:
-                        joint: dict[str, list[str]] = {}
-                        for requirement in requirements:
-                            joint.update(requirement)
-                        operation["security"] = [joint]
-            app.openapi_schema = document
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

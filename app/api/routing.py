@@ -34,7 +34,7 @@ from starlette.types import Message, Receive, Scope, Send
 from app.api import idempotency
 from app.api.conditional import not_modified
 from app.api.rate_limits import forget_counted, is_counted, sending_rate_limit_headers
-from app.api.responses import problems
+from app.api.responses import problem_response
 from app.core.errors import AppError, UnsupportedMediaType
 from app.db.session import lost_before_first_statement
 
@@ -103,10 +103,19 @@ class StrictJSONRoute(APIRoute):
             }
         super().__init__(path, endpoint, **kwargs)
         self.answers_head = "GET" in (self.methods or ())
+        # Errors the machinery every route shares may answer, documented on every route:
+        # a body too large (the middleware) or not JSON; a rate limit; the database lost or
+        # busy (any route with dependencies reaches it; liveness has none); and anything else.
+        statuses = []
         if self.takes_json:
-            self.responses.setdefault(415, problems(415)[415])
+            statuses += [413, 415]
         if is_counted(self.dependant):
-            self.responses.setdefault(429, problems(429)[429])
+            statuses.append(429)
+        if self.dependant.dependencies:
+            statuses.append(503)
+        for status in statuses:
+            self.responses.setdefault(status, problem_response(status))
+        self.responses.setdefault("default", problem_response("default"))
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if scope["type"] == "http" and scope["method"] == "HEAD" and self.answers_head:

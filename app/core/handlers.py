@@ -20,7 +20,8 @@ from app.db.session import is_lost_connection
 logger = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
-_HTTP_CODES = {
+# The `code` of an error raised by the routing layer itself (404 no route, 405, ...), by status.
+HTTP_CODES = {
     400: "BAD_REQUEST",
     401: "UNAUTHENTICATED",
     403: "FORBIDDEN",
@@ -34,6 +35,10 @@ _HTTP_CODES = {
 }
 
 
+def problem_type(code: str) -> str:
+    return f"urn:mini-crm:problem:{code.lower().replace('_', '-')}"
+
+
 def problem_response(
     status: int,
     code: str,
@@ -45,7 +50,7 @@ def problem_response(
 ) -> JSONResponse:
     request_id = request_id_var.get()
     body: dict[str, Any] = {
-        "type": f"urn:mini-crm:problem:{code.lower().replace('_', '-')}",
+        "type": problem_type(code),
         "title": title or HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
@@ -116,7 +121,7 @@ def _allowed_methods(request: Request) -> str:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    code = HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
     if exc.status_code == 404:
         detail = "No such endpoint."
     elif isinstance(exc.detail, str) and exc.detail:

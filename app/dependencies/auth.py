@@ -66,6 +66,7 @@ TokenCaller = Annotated[
     Depends(
         AccessTokenBearer(
             scheme_name="HTTPBearer",
+            bearerFormat="JWT",
             description="An access token from `POST /auth/login` (or register / refresh), or "
             "an organization's API key (`mcrm_…`, also accepted as `X-API-Key`), which implies "
             "its organization.",

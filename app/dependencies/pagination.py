@@ -30,12 +30,20 @@ _CURSOR_MODE = ("limit", "cursor")
 
 async def get_list_window(
     request: Request,
+    # No default in the document (`1`, `20` are applied here): a generated client sends every
+    # parameter with a documented default, and `page` would then spoil every cursor request.
     page: Annotated[
-        int, Query(ge=1, le=MAX_PAGE, description="1-based page number (page mode).")
-    ] = 1,
+        int | None,
+        Query(ge=1, le=MAX_PAGE, description="1-based page number (page mode; 1 if not sent)."),
+    ] = None,
     page_size: Annotated[
-        int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page (1..100; page mode).")
-    ] = DEFAULT_PAGE_SIZE,
+        int | None,
+        Query(
+            ge=1,
+            le=MAX_PAGE_SIZE,
+            description="Items per page (1..100; page mode; 20 if not sent).",
+        ),
+    ] = None,
     limit: Annotated[
         int | None,
         Query(
@@ -59,7 +67,7 @@ async def get_list_window(
     two do not mix (422)."""
     sent = request.query_params
     if limit is None and cursor is None:
-        return PageParams(page=page, page_size=page_size)
+        return PageParams(page=page or 1, page_size=page_size or DEFAULT_PAGE_SIZE)
     mixed = [name for name in _PAGE_MODE if name in sent]
     if mixed:
         raise RequestValidationError(

@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.session import plan_for_values
 from app.schemas.common import PageParams, SortOrder
 
 T = TypeVar("T")
@@ -55,6 +56,7 @@ class TenantRepository:
 
     async def count(self, query: Select[Any]) -> int:
         """How many rows `query` matches (the `total` of a page)."""
+        await plan_for_values(self.session)
         total = await self.session.scalar(
             select(func.count()).select_from(query.order_by(None).subquery())
         )
@@ -64,6 +66,7 @@ class TenantRepository:
         self, query: Select[Any], page: PageParams, *, id_column: Any = None
     ) -> Sequence[Any]:
         """One page of `query`, in its order (see `paginate` for `id_column`)."""
+        await plan_for_values(self.session)
         if id_column is None:
             rows = await self.session.scalars(query.limit(page.page_size).offset(page.offset))
             return rows.all()

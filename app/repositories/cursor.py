@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, Select, and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.session import plan_for_values
+
 S = TypeVar("S", bound=Select[Any])
 
 
@@ -69,6 +71,7 @@ async def scroll(
 
     One row more than asked is read to know whether another page follows. With `nulls_last`,
     the rows with a value and those without are two index ranges, read one after the other."""
+    await plan_for_values(session)
     wanted = limit + 1
     rows: list[Any] = []
     if after is None or after.value is not None:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, select
 
 from app.core.text import fold
+from app.db.session import plan_for_values
 from app.models import Deal, DealStage, DealStatus
 from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
@@ -101,6 +102,7 @@ class DealRepository(TenantRepository):
         query = self._matching(filters)
         if start is None:
             return await self.page(query, page, id_column=Deal.id)
+        await plan_for_values(self.session)
         bound = _key_order(filters).from_(
             Keyset(start.value, start.deal_id), inclusive=start.inclusive
         )

@@ -119,8 +119,9 @@ class IdempotencyRepository:
     async def add(
         self, scope: IdempotencyScope, answer: KeptAnswer, now: datetime, expires_at: datetime
     ) -> None:
-        """Keep `answer` in this transaction (a Core insert: cheaper than an ORM flush)."""
-        await self.session.execute(insert(_keys).values(**_values(scope, answer, now, expires_at)))
+        """Keep `answer` in this transaction (one statement built once, its values as
+        parameters: no ORM flush, no statement construction or cache key per request)."""
+        await self.session.execute(_ADD, _values(scope, answer, now, expires_at))
 
     async def add_if_absent(
         self, scope: IdempotencyScope, answer: KeptAnswer, now: datetime, expires_at: datetime
@@ -153,6 +154,9 @@ _LOCK_AND_FIND = text(
     "ON k.credential = :credential AND k.organization_id = :organization_id "
     "AND k.method = :method AND k.path = :path AND k.key = :key"
 )
+
+
+_ADD = insert(_keys)
 
 
 def _scope(scope: IdempotencyScope) -> dict[str, Any]:

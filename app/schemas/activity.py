@@ -39,6 +39,22 @@ class ActivityCreate(InputSchema):
 
 
 class ActivityRead(OutputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 11,
+                    "deal_id": 7,
+                    "author_id": 1,
+                    "actor": {"type": "user", "id": 1},
+                    "type": "status_changed",
+                    "payload": {"old_status": "new", "new_status": "in_progress"},
+                    "created_at": "2026-01-15T10:00:00Z",
+                }
+            ]
+        }
+    )
+
     id: int
     deal_id: int
     author_id: int | None

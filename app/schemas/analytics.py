@@ -1,7 +1,12 @@
 from __future__ import annotations
 
-from app.models.enums import DealStage, DealStatus
+from pydantic import ConfigDict
+
+from app.models.enums import DealStage
 from app.schemas.common import MoneyOut, OutputSchema
+
+# `by_status` objects name every status as a property (not a map keyed by status), so generated
+# clients keep the keys as typed fields; a test keeps these in step with `DealStatus`.
 
 
 class StatusTotals(OutputSchema):
@@ -9,8 +14,41 @@ class StatusTotals(OutputSchema):
     total_amount: MoneyOut
 
 
+class TotalsByStatus(OutputSchema):
+    new: StatusTotals
+    in_progress: StatusTotals
+    won: StatusTotals
+    lost: StatusTotals
+
+
+class CountsByStatus(OutputSchema):
+    new: int
+    in_progress: int
+    won: int
+    lost: int
+
+
 class DealSummary(OutputSchema):
-    by_status: dict[DealStatus, StatusTotals]
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "by_status": {
+                        "new": {"count": 4, "total_amount": 8000.0},
+                        "in_progress": {"count": 2, "total_amount": 25000.0},
+                        "won": {"count": 3, "total_amount": 31500.5},
+                        "lost": {"count": 1, "total_amount": 900.0},
+                    },
+                    "total": {"count": 10, "total_amount": 65400.5},
+                    "avg_won_amount": 10500.17,
+                    "new_deals_last_n_days": 6,
+                    "days": 30,
+                }
+            ]
+        }
+    )
+
+    by_status: TotalsByStatus
     total: StatusTotals
     avg_won_amount: MoneyOut
     new_deals_last_n_days: int
@@ -20,7 +58,7 @@ class DealSummary(OutputSchema):
 class FunnelStage(OutputSchema):
     stage: DealStage
     count: int
-    by_status: dict[DealStatus, int]
+    by_status: CountsByStatus
     reached: int
     conversion_from_prev: float | None
 

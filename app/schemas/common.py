@@ -16,11 +16,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
     PlainSerializer,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 MAX_ID = 2**63 - 1
 
@@ -58,13 +62,58 @@ def _money_out(value: Decimal) -> float:
     return float(value)
 
 
+MAX_MONEY = Decimal("999999999999.99")
+# Negative zero ("-0", "-0.00") is taken as 0, as the number -0 is.
+_MONEY_TEXT = r"^(?:\d{1,12}(?:\.\d{1,2})?|-0(?:\.0{1,2})?)$"
+
+
+def _money_text(value: Any) -> Any:
+    # An amount sent as a string is plain decimal notation, as the document's pattern says:
+    # `Decimal` alone would also read " 12", "1e3" and "1_000".
+    if isinstance(value, str) and not re.fullmatch(_MONEY_TEXT, value):
+        raise ValueError(
+            "must be a decimal number with at most 12 digits before the point and 2 after"
+        )
+    return value
+
+
+# What `Money` accepts, exactly: pydantic would say `anyOf[number >= 0, string]`, with no bound
+# on the digits and no pattern, so a generated client could not check an amount before sending.
+MONEY_INPUT_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        # At most 2 decimals, but no `multipleOf: 0.01`: validators test it in binary floating
+        # point, and several (Python's jsonschema, Ajv) then refuse 0.07 or 1.15.
+        {"type": "number", "minimum": 0, "maximum": float(MAX_MONEY)},
+        {"type": "string", "pattern": _MONEY_TEXT},
+    ],
+    "description": "A non-negative amount: at most 12 digits before the decimal point and 2 "
+    'after (as a number too: 12.345 is refused). Send it as a string (`"12500.50"`) to keep '
+    "it exact whatever the client's number type; a JSON number is accepted too.",
+    "examples": ["12500.00"],
+}
+MONEY_OUTPUT_SCHEMA: dict[str, Any] = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": float(MAX_MONEY),
+    "description": "An amount, as a JSON number with at most 2 decimals and 14 significant "
+    "digits, which a 64-bit float reads back to the same digits: parse it as a decimal, or as "
+    "a double and round to cents.",
+    "examples": [12500.0],
+}
+
 Money = Annotated[
     Decimal,
+    BeforeValidator(_money_text),
     Field(ge=0, max_digits=14, decimal_places=2, allow_inf_nan=False),
     AfterValidator(lambda value: value + 0),  # -0 becomes 0
     PlainSerializer(_money_out, return_type=float, when_used="json"),
+    WithJsonSchema(MONEY_INPUT_SCHEMA, mode="validation"),
 ]
-MoneyOut = Annotated[Decimal, PlainSerializer(_money_out, return_type=float, when_used="json")]
+MoneyOut = Annotated[
+    Decimal,
+    PlainSerializer(_money_out, return_type=float, when_used="json"),
+    WithJsonSchema(MONEY_OUTPUT_SCHEMA, mode="serialization"),
+]
 
 
 _NOT_A_DATE = "must be a date in YYYY-MM-DD format (or an ISO 8601 datetime)"
@@ -113,6 +162,17 @@ DueDate = Annotated[
     date,
     BeforeValidator(_calendar_date),
     Field(ge=date(1900, 1, 1), le=date(9999, 12, 30)),
+    # JSON Schema has no bounds for dates (pydantic would write non-standard `ge`/`le`).
+    WithJsonSchema(
+        {
+            "type": "string",
+            "format": "date",
+            "description": "A date, YYYY-MM-DD, from 1900-01-01 to 9999-12-30 (an ISO 8601 "
+            "datetime is read as its UTC date).",
+            "examples": ["2030-01-15"],
+        },
+        mode="validation",
+    ),
 ]
 
 
@@ -158,6 +218,20 @@ class SortOrder(StrEnum):
     DESC = "desc"
 
 
+def drop_null_branch(schema: dict[str, Any]) -> None:
+    """`anyOf[X, null]` becomes X (keeping the outer title and description): for a JSON schema
+    of something that is never null."""
+    branches = schema.get("anyOf")
+    if branches is None or {"type": "null"} not in branches:
+        return
+    rest = [branch for branch in branches if branch != {"type": "null"}]
+    del schema["anyOf"]
+    if len(rest) == 1:
+        schema.update({**rest[0], **schema})
+    else:
+        schema["anyOf"] = rest
+
+
 class NotNullOnPatch(InputSchema):
     """A PATCH body: fields left out stay as they are; fields named in `_not_null` may be
     left out but not sent as `null` (that would mean "clear a required value")."""
@@ -171,6 +245,23 @@ class NotNullOnPatch(InputSchema):
         if value is None and info.field_name in cls._not_null:
             raise ValueError(f"{info.field_name} cannot be null")
         return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The document says what the validator accepts: a `_not_null` field is optional but
+        not nullable (no `null` branch, no `default: null`)."""
+        json_schema = handler(core_schema)
+        target = handler.resolve_ref_schema(json_schema)
+        properties = target.get("properties", {})
+        for name in cls._not_null:
+            prop = properties.get(name)
+            if prop is None:
+                continue
+            prop.pop("default", None)
+            drop_null_branch(prop)
+        return json_schema
 
     def changes(self) -> dict[str, Any]:
         """Only the fields the client actually sent."""

@@ -46,6 +46,23 @@ class ContactUpdate(NotNullOnPatch):
 
 
 class ContactRead(OutputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 3,
+                    "organization_id": 1,
+                    "owner_id": 1,
+                    "name": "Jane Cooper",
+                    "email": "jane.cooper@example.com",
+                    "phone": "+1 415 555 0134",
+                    "created_at": "2026-01-15T10:00:00Z",
+                    "updated_at": "2026-01-15T10:00:00Z",
+                }
+            ]
+        }
+    )
+
     id: int
     organization_id: int
     owner_id: int

@@ -69,6 +69,26 @@ class DealUpdate(NotNullOnPatch):
 
 
 class DealRead(OutputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 7,
+                    "organization_id": 1,
+                    "contact_id": 3,
+                    "owner_id": 1,
+                    "title": "Website redesign",
+                    "amount": 12500.0,
+                    "currency": "EUR",
+                    "status": "in_progress",
+                    "stage": "proposal",
+                    "created_at": "2026-01-15T10:00:00Z",
+                    "updated_at": "2026-01-20T09:30:00Z",
+                }
+            ]
+        }
+    )
+
     id: int
     organization_id: int
     contact_id: int

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import ConfigDict, EmailStr, StringConstraints
 
 from app.models.enums import Role
-from app.schemas.common import InputSchema, Name, OutputSchema
+from app.schemas.common import InputSchema, Name, NotNullOnPatch, OutputSchema
 
 
 class AssignableRole(StrEnum):
@@ -24,8 +24,12 @@ class OrganizationCreate(InputSchema):
     name: Name
 
 
-class OrganizationUpdate(InputSchema):
+class OrganizationUpdate(NotNullOnPatch):
+    """`name` may be left out (nothing changes) but not sent as `null`."""
+
     model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Acme Europe GmbH"}]})
+
+    _not_null = ("name",)
 
     name: Name | None = None
 
@@ -37,6 +41,14 @@ class OrganizationSummary(OutputSchema):
 
 
 class OrganizationRead(OrganizationSummary):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"id": 1, "name": "Acme Ltd", "role": "owner", "created_at": "2026-01-15T10:00:00Z"}
+            ]
+        }
+    )
+
     created_at: datetime
 
 
@@ -56,6 +68,20 @@ class MemberUpdate(InputSchema):
 
 
 class MemberRead(OutputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "user_id": 2,
+                    "email": "bob@example.com",
+                    "name": "Bob Jones",
+                    "role": "manager",
+                    "joined_at": "2026-01-15T10:00:00Z",
+                }
+            ]
+        }
+    )
+
     user_id: int
     email: str
     name: str

@@ -47,6 +47,23 @@ class TaskUpdate(NotNullOnPatch):
 
 
 class TaskRead(OutputSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": 5,
+                    "deal_id": 7,
+                    "title": "Send the proposal",
+                    "description": "Include the hosting options.",
+                    "due_date": "2030-01-15",
+                    "is_done": False,
+                    "created_at": "2026-01-15T10:00:00Z",
+                    "updated_at": "2026-01-15T10:00:00Z",
+                }
+            ]
+        }
+    )
+
     id: int
     deal_id: int
     title: str

@@ -14,7 +14,14 @@ from app.core.cache import Cache
 from app.core.tenancy import AnyCaller, TenantContext
 from app.models import DealStage, DealStatus
 from app.repositories.analytics import TENANT_AND_VERSION, AnalyticsRepository, StatRow
-from app.schemas.analytics import DealFunnel, DealSummary, FunnelStage, StatusTotals
+from app.schemas.analytics import (
+    CountsByStatus,
+    DealFunnel,
+    DealSummary,
+    FunnelStage,
+    StatusTotals,
+    TotalsByStatus,
+)
 from app.services.read_models import ReadModels, funnel_key, summary_key
 from app.services.tenancy import resolve_tenant
 
@@ -34,10 +41,12 @@ def build_summary(rows: Sequence[StatRow], new_deals: int, days: int) -> DealSum
         else Decimal(0)
     )
     return DealSummary(
-        by_status={
-            status: StatusTotals(count=counts[status], total_amount=amounts[status])
-            for status in DealStatus
-        },
+        by_status=TotalsByStatus.model_validate(
+            {
+                status.value: StatusTotals(count=counts[status], total_amount=amounts[status])
+                for status in DealStatus
+            }
+        ),
         total=StatusTotals(count=sum(counts.values()), total_amount=sum(amounts.values())),
         avg_won_amount=avg_won,
         new_deals_last_n_days=new_deals,
@@ -64,7 +73,9 @@ def build_funnel(rows: Sequence[StatRow]) -> DealFunnel:
             FunnelStage(
                 stage=stage,
                 count=count,
-                by_status=by_stage[stage],
+                by_status=CountsByStatus.model_validate(
+                    {status.value: n for status, n in by_stage[stage].items()}
+                ),
                 reached=reached,
                 conversion_from_prev=conversion,
             )

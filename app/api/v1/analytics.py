@@ -54,7 +54,7 @@ ServiceDep = Annotated[AnalyticsService, Depends(get_analytics_service)]
     summary="Deal counts and amounts by status",
     responses={**TENANT, 200: {"headers": _CACHE_HEADER}},
 )
-async def deals_summary(
+async def read_deals_summary(
     service: ServiceDep,
     response: Response,
     days: Annotated[
@@ -75,7 +75,7 @@ async def deals_summary(
     summary="Deals per pipeline stage with conversion",
     responses={**TENANT, 200: {"headers": _CACHE_HEADER}},
 )
-async def deals_funnel(
+async def read_deals_funnel(
     service: ServiceDep, response: Response, currency: CurrencyFilter = None
 ) -> DealFunnel:
     """All four stages in pipeline order. `count`: deals at the stage now; `reached`: at this

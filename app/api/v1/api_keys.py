@@ -5,8 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Response, status
 
 from app.api.idempotency import not_idempotent
-from app.api.responses import problems
+from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
+from app.core.errors import ApiKeyNotFound, PermissionDenied
 from app.dependencies.auth import PathOrgContext
 from app.dependencies.db import SessionDep
 from app.dependencies.pagination import Pagination
@@ -34,7 +35,7 @@ ServiceDep = Annotated[ApiKeyService, Depends(get_api_key_service)]
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create an API key (owner, admin)",
-    responses=problems(401, 403, 422),
+    responses=problems(*TENANT_ERRORS, PermissionDenied),
 )
 @not_idempotent  # the answer holds the secret: it is never kept for a replay
 async def create_api_key(body: ApiKeyCreate, service: ServiceDep) -> ApiKeyCreated:
@@ -59,7 +60,7 @@ async def list_api_keys(service: ServiceDep, page: Pagination) -> Page[ApiKeyRea
     "/{api_key_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Revoke an API key (owner, admin)",
-    responses=problems(401, 403, 404, 422),
+    responses=problems(*TENANT_ERRORS, PermissionDenied, ApiKeyNotFound),
 )
 async def revoke_api_key(api_key_id: ApiKeyId, service: ServiceDep) -> Response:
     """At once: the key's next request is 401. A key of another organization, or one already

@@ -5,8 +5,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from app.api.idempotency import not_idempotent
-from app.api.responses import AUTHENTICATED, problems
+from app.api.responses import PEOPLE_ONLY, problems
 from app.api.routing import StrictJSONRoute
+from app.core.errors import (
+    EmailTaken,
+    InvalidCredentials,
+    InvalidToken,
+    LoginThrottled,
+    RefreshTokenReused,
+)
 from app.dependencies.auth import CurrentUserId
 from app.dependencies.db import ResourcesDep, SessionDep
 from app.schemas.auth import (
@@ -35,7 +42,7 @@ AuthServiceDep = Annotated[AuthService, Depends(get_auth_service)]
     "/register",
     status_code=status.HTTP_201_CREATED,
     summary="Create an account and its first organization",
-    responses=problems(409, 422),
+    responses=problems(EmailTaken, 422),
 )
 @not_idempotent
 async def register(body: RegisterRequest, service: AuthServiceDep) -> RegisterResponse:
@@ -55,7 +62,11 @@ async def register(body: RegisterRequest, service: AuthServiceDep) -> RegisterRe
     )
 
 
-@router.post("/login", summary="Log in with email and password", responses=problems(401, 422, 429))
+@router.post(
+    "/login",
+    summary="Log in with email and password",
+    responses=problems(InvalidCredentials, 422, LoginThrottled),
+)
 @not_idempotent
 async def login(body: LoginRequest, service: AuthServiceDep) -> TokenPair:
     """Returns an access token (send it as `Authorization: Bearer ...`) and a refresh token.
@@ -65,7 +76,9 @@ async def login(body: LoginRequest, service: AuthServiceDep) -> TokenPair:
 
 
 @router.post(
-    "/refresh", summary="Exchange a refresh token for a new pair", responses=problems(401, 422)
+    "/refresh",
+    summary="Exchange a refresh token for a new pair",
+    responses=problems(InvalidToken, RefreshTokenReused, 422),
 )
 @not_idempotent
 async def refresh(body: RefreshRequest, service: AuthServiceDep) -> TokenPair:
@@ -77,7 +90,7 @@ async def refresh(body: RefreshRequest, service: AuthServiceDep) -> TokenPair:
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Revoke the login session of a refresh token",
-    responses=problems(401, 422),
+    responses=problems(InvalidToken, RefreshTokenReused, 422),
 )
 @not_idempotent
 async def logout(body: RefreshRequest, service: AuthServiceDep) -> Response:
@@ -85,6 +98,6 @@ async def logout(body: RefreshRequest, service: AuthServiceDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/me", summary="The current user and their organizations", responses=AUTHENTICATED)
+@router.get("/me", summary="The current user and their organizations", responses=PEOPLE_ONLY)
 async def read_me(user_id: CurrentUserId, service: AuthServiceDep) -> MeResponse:
     return await service.me(user_id)

@@ -7,8 +7,16 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.api.conditional import IfMatch, send_etag
 from app.api.cursors import cursor_page
-from app.api.responses import TENANT, problems
+from app.api.responses import TENANT, TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
+from app.core.errors import (
+    ContactHasDeals,
+    ContactNotFound,
+    InvalidCursor,
+    OwnerNotAMember,
+    PermissionDenied,
+    PreconditionFailed,
+)
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import ResourcesDep, SessionDep
 from app.dependencies.pagination import ListWindow
@@ -32,7 +40,7 @@ async def get_contact_service(
 ServiceDep = Annotated[ContactService, Depends(get_contact_service)]
 
 
-@router.get("", summary="List contacts", responses=TENANT)
+@router.get("", summary="List contacts", responses=problems(*TENANT_ERRORS, InvalidCursor))
 async def list_contacts(
     request: Request,
     service: ServiceDep,
@@ -63,7 +71,9 @@ async def create_contact(body: ContactCreate, service: ServiceDep) -> ContactRea
     return ContactRead.model_validate(await service.create(body))
 
 
-@router.get("/{contact_id}", summary="Read a contact", responses=problems(401, 403, 404, 422))
+@router.get(
+    "/{contact_id}", summary="Read a contact", responses=problems(*TENANT_ERRORS, ContactNotFound)
+)
 async def read_contact(
     contact_id: ContactId, service: ServiceDep, response: Response
 ) -> ContactRead:
@@ -73,7 +83,11 @@ async def read_contact(
 
 
 @router.patch(
-    "/{contact_id}", summary="Update a contact", responses=problems(400, 401, 403, 404, 412, 422)
+    "/{contact_id}",
+    summary="Update a contact",
+    responses=problems(
+        *TENANT_ERRORS, OwnerNotAMember, PermissionDenied, ContactNotFound, PreconditionFailed
+    ),
 )
 async def update_contact(
     contact_id: ContactId,
@@ -93,7 +107,9 @@ async def update_contact(
     "/{contact_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a contact",
-    responses=problems(401, 403, 404, 409, 412, 422),
+    responses=problems(
+        *TENANT_ERRORS, PermissionDenied, ContactNotFound, ContactHasDeals, PreconditionFailed
+    ),
 )
 async def delete_contact(contact_id: ContactId, service: ServiceDep, if_match: IfMatch) -> Response:
     """409 `CONTACT_HAS_DEALS` while any deal refers to the contact."""

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from decimal import Decimal
 from functools import partial
 from typing import Annotated
 
@@ -9,9 +8,18 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from app.api.conditional import IfMatch, send_etag
 from app.api.cursors import cursor_page
 from app.api.rendering import rendered
-from app.api.responses import TENANT, problems
+from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
-from app.core.errors import DealNotFound
+from app.core.errors import (
+    ContactReferenceInvalid,
+    DealNotFound,
+    DealWonRequiresAmount,
+    InvalidCursor,
+    OwnerNotAMember,
+    PermissionDenied,
+    PreconditionFailed,
+    StageRollbackForbidden,
+)
 from app.dependencies.auth import (
     OrganizationIdHeader,
     OrgContext,
@@ -24,7 +32,16 @@ from app.dependencies.pagination import ListWindow
 from app.models import DealStage, DealStatus
 from app.repositories.deals import DealFilters
 from app.schemas.activity import ActivityCreate, ActivityRead
-from app.schemas.common import MAX_ID, CursorPage, CursorParams, Id, Page, SearchText, SortOrder
+from app.schemas.common import (
+    MAX_ID,
+    CursorPage,
+    CursorParams,
+    Id,
+    Money,
+    Page,
+    SearchText,
+    SortOrder,
+)
 from app.schemas.deal import DealCreate, DealOrderBy, DealRead, DealUpdate
 from app.services.activities import ActivityService
 from app.services.cursors import CursorScope
@@ -33,9 +50,7 @@ from app.services.deals import DealService
 router = APIRouter(prefix="/deals", tags=["deals"], route_class=StrictJSONRoute)
 
 DealId = Annotated[int, Path(ge=1, le=MAX_ID)]
-AmountQuery = Annotated[
-    Decimal | None, Query(ge=0, max_digits=14, decimal_places=2, allow_inf_nan=False)
-]
+AmountQuery = Annotated[Money | None, Query(description="Inclusive.")]
 
 
 async def get_deal_service(
@@ -52,7 +67,7 @@ ServiceDep = Annotated[DealService, Depends(get_deal_service)]
 ActivityServiceDep = Annotated[ActivityService, Depends(get_activity_service)]
 
 
-@router.get("", summary="List deals", responses=TENANT)
+@router.get("", summary="List deals", responses=problems(*TENANT_ERRORS, InvalidCursor))
 async def list_deals(
     request: Request,
     service: ServiceDep,
@@ -100,7 +115,7 @@ def _deal(deal: object) -> DealRead:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a deal",
-    responses=problems(400, 401, 403, 422),
+    responses=problems(*TENANT_ERRORS, ContactReferenceInvalid),
 )
 async def create_deal(body: DealCreate, service: ServiceDep) -> DealRead:
     """Starts as `new` / `qualification`; the caller becomes `owner_id`. `contact_id` must be a
@@ -112,7 +127,7 @@ async def create_deal(body: DealCreate, service: ServiceDep) -> DealRead:
     "/{deal_id}",
     summary="Read a deal",
     response_model=DealRead,
-    responses=problems(401, 403, 404, 422),
+    responses=problems(*TENANT_ERRORS, DealNotFound),
 )
 async def read_deal(
     deal_id: DealId,
@@ -140,7 +155,18 @@ async def read_deal(
 
 
 @router.patch(
-    "/{deal_id}", summary="Update a deal", responses=problems(400, 401, 403, 404, 412, 422)
+    "/{deal_id}",
+    summary="Update a deal",
+    responses=problems(
+        *TENANT_ERRORS,
+        DealWonRequiresAmount,
+        OwnerNotAMember,
+        ContactReferenceInvalid,
+        PermissionDenied,
+        StageRollbackForbidden,
+        DealNotFound,
+        PreconditionFailed,
+    ),
 )
 async def update_deal(
     deal_id: DealId, body: DealUpdate, service: ServiceDep, if_match: IfMatch, response: Response
@@ -159,7 +185,7 @@ async def update_deal(
     "/{deal_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a deal with its tasks and timeline",
-    responses=problems(401, 403, 404, 412, 422),
+    responses=problems(*TENANT_ERRORS, PermissionDenied, DealNotFound, PreconditionFailed),
 )
 async def delete_deal(deal_id: DealId, service: ServiceDep, if_match: IfMatch) -> Response:
     await service.delete(deal_id, expected=if_match)
@@ -169,7 +195,7 @@ async def delete_deal(deal_id: DealId, service: ServiceDep, if_match: IfMatch) -
 @router.get(
     "/{deal_id}/activities",
     summary="The deal's timeline, newest first",
-    responses=problems(401, 403, 404, 422),
+    responses=problems(*TENANT_ERRORS, DealNotFound, InvalidCursor),
 )
 async def list_deal_activities(
     request: Request, deal_id: DealId, service: ActivityServiceDep, page: ListWindow
@@ -189,7 +215,7 @@ async def list_deal_activities(
     "/{deal_id}/activities",
     status_code=status.HTTP_201_CREATED,
     summary="Comment on a deal",
-    responses=problems(401, 403, 404, 422),
+    responses=problems(*TENANT_ERRORS, PermissionDenied, DealNotFound),
 )
 async def create_deal_activity(
     deal_id: DealId, body: ActivityCreate, service: ActivityServiceDep

@@ -4,8 +4,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response, status
 
-from app.api.responses import AUTHENTICATED, problems
+from app.api.responses import PEOPLE_ONLY, TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
+from app.core.errors import (
+    AlreadyMember,
+    MemberNotFound,
+    OwnerImmutable,
+    PermissionDenied,
+    UserNotFound,
+)
 from app.dependencies.auth import CurrentUserId, PathOrgContext
 from app.dependencies.db import SessionDep
 from app.schemas.common import MAX_ID
@@ -22,7 +29,7 @@ from app.services.organizations import OrganizationService
 router = APIRouter(prefix="/organizations", tags=["organizations"], route_class=StrictJSONRoute)
 
 MemberId = Annotated[int, Path(ge=1, le=MAX_ID, description="The member's user id.")]
-_MEMBER_ERRORS = problems(401, 403, 422)
+_MEMBER_ERRORS = problems(*TENANT_ERRORS)
 
 
 async def get_organization_service(session: SessionDep) -> OrganizationService:
@@ -32,7 +39,7 @@ async def get_organization_service(session: SessionDep) -> OrganizationService:
 ServiceDep = Annotated[OrganizationService, Depends(get_organization_service)]
 
 
-@router.get("/me", summary="Organizations I belong to", responses=AUTHENTICATED)
+@router.get("/me", summary="Organizations I belong to", responses=PEOPLE_ONLY)
 async def list_my_organizations(
     user_id: CurrentUserId, service: ServiceDep
 ) -> list[OrganizationRead]:
@@ -43,7 +50,7 @@ async def list_my_organizations(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create an organization (you become its owner)",
-    responses=AUTHENTICATED,
+    responses=PEOPLE_ONLY,
 )
 async def create_organization(
     body: OrganizationCreate, user_id: CurrentUserId, service: ServiceDep
@@ -58,7 +65,9 @@ async def read_organization(ctx: PathOrgContext, service: ServiceDep) -> Organiz
 
 
 @router.patch(
-    "/{organization_id}", summary="Rename an organization (owner, admin)", responses=_MEMBER_ERRORS
+    "/{organization_id}",
+    summary="Rename an organization (owner, admin)",
+    responses=problems(*TENANT_ERRORS, PermissionDenied),
 )
 async def update_organization(
     body: OrganizationUpdate, ctx: PathOrgContext, service: ServiceDep
@@ -75,7 +84,7 @@ async def list_members(ctx: PathOrgContext, service: ServiceDep) -> list[MemberR
     "/{organization_id}/members",
     status_code=status.HTTP_201_CREATED,
     summary="Add an existing user as a member (owner, admin)",
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(*TENANT_ERRORS, PermissionDenied, UserNotFound, AlreadyMember),
 )
 async def add_member(body: MemberAdd, ctx: PathOrgContext, service: ServiceDep) -> MemberRead:
     """`role` is `admin`, `manager` or `member`; only the owner may grant `admin`.
@@ -86,7 +95,7 @@ async def add_member(body: MemberAdd, ctx: PathOrgContext, service: ServiceDep) 
 @router.patch(
     "/{organization_id}/members/{user_id}",
     summary="Change a member's role (owner, admin)",
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(*TENANT_ERRORS, PermissionDenied, MemberNotFound, OwnerImmutable),
 )
 async def update_member(
     user_id: MemberId, body: MemberUpdate, ctx: PathOrgContext, service: ServiceDep
@@ -100,7 +109,7 @@ async def update_member(
     "/{organization_id}/members/{user_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Remove a member, or leave (any member, for themself)",
-    responses=problems(401, 403, 404, 409, 422),
+    responses=problems(*TENANT_ERRORS, PermissionDenied, MemberNotFound, OwnerImmutable),
 )
 async def remove_member(user_id: MemberId, ctx: PathOrgContext, service: ServiceDep) -> Response:
     """The owner cannot be removed and cannot leave (409). Removal takes effect at once."""

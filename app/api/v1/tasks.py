@@ -7,8 +7,16 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from app.api.conditional import IfMatch, send_etag
 from app.api.cursors import cursor_page
-from app.api.responses import TENANT, problems
+from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
+from app.core.errors import (
+    DealNotFound,
+    DueDateInPast,
+    InvalidCursor,
+    PermissionDenied,
+    PreconditionFailed,
+    TaskNotFound,
+)
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import SessionDep
 from app.dependencies.pagination import ListWindow
@@ -30,7 +38,7 @@ async def get_task_service(session: SessionDep, ctx: OrgContext) -> TaskService:
 ServiceDep = Annotated[TaskService, Depends(get_task_service)]
 
 
-@router.get("", summary="List tasks", responses=TENANT)
+@router.get("", summary="List tasks", responses=problems(*TENANT_ERRORS, InvalidCursor))
 async def list_tasks(
     request: Request,
     service: ServiceDep,
@@ -57,7 +65,7 @@ async def list_tasks(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a task on a deal",
-    responses=problems(400, 401, 403, 404, 422),
+    responses=problems(*TENANT_ERRORS, DueDateInPast, PermissionDenied, DealNotFound),
 )
 async def create_task(body: TaskCreate, service: ServiceDep) -> TaskRead:
     """Members only on their own deals. `due_date` may not be before today (UTC; 400
@@ -65,7 +73,7 @@ async def create_task(body: TaskCreate, service: ServiceDep) -> TaskRead:
     return TaskRead.model_validate(await service.create(body))
 
 
-@router.get("/{task_id}", summary="Read a task", responses=problems(401, 403, 404, 422))
+@router.get("/{task_id}", summary="Read a task", responses=problems(*TENANT_ERRORS, TaskNotFound))
 async def read_task(task_id: TaskId, service: ServiceDep, response: Response) -> TaskRead:
     task = await service.get(task_id)
     send_etag(response, task)
@@ -73,7 +81,11 @@ async def read_task(task_id: TaskId, service: ServiceDep, response: Response) ->
 
 
 @router.patch(
-    "/{task_id}", summary="Update a task", responses=problems(400, 401, 403, 404, 412, 422)
+    "/{task_id}",
+    summary="Update a task",
+    responses=problems(
+        *TENANT_ERRORS, DueDateInPast, PermissionDenied, TaskNotFound, PreconditionFailed
+    ),
 )
 async def update_task(
     task_id: TaskId, body: TaskUpdate, service: ServiceDep, if_match: IfMatch, response: Response
@@ -87,7 +99,7 @@ async def update_task(
     "/{task_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a task",
-    responses=problems(401, 403, 404, 412, 422),
+    responses=problems(*TENANT_ERRORS, PermissionDenied, TaskNotFound, PreconditionFailed),
 )
 async def delete_task(task_id: TaskId, service: ServiceDep, if_match: IfMatch) -> Response:
     await service.delete(task_id, expected=if_match)
