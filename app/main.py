@@ -15,7 +15,7 @@ from fastapi.telemetry import TelemetryConfig
 from app.api import health
 from app.api.docs import mount_docs
 from app.api.openapi import install_openapi
-from app.api.v1 import analytics, auth, contacts, deals, organizations, tasks
+from app.api.v1 import analytics, api_keys, auth, contacts, deals, organizations, tasks
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
 from app.core.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
@@ -32,6 +32,7 @@ from app.db.session import (
     create_read_session_factory,
     create_session_factory,
 )
+from app.services.api_keys import KeyUsage
 from app.services.signing import token_signing_key
 
 # `uvicorn app.main:app`: built on first access by the module's `__getattr__` below.
@@ -79,6 +80,7 @@ async def build_resources(settings: Settings) -> Resources:
         cache=cache,
         redis=redis,
         rate_limiter=RateLimiter(redis, settings.RATE_LIMIT_SYNC_SECONDS),
+        api_key_usage=KeyUsage(engine),
     )
 
 
@@ -111,6 +113,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await resources.api_key_usage.drain()
         await resources.rate_limiter.aclose()
         await resources.engine.dispose()
         if resources.redis is not None:
@@ -181,7 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Included straight into the app, not through a parent /api/v1 router: each nesting level
     # is one more router to match on every request. FastAPI tries routes in order and the
     # prefixes do not overlap: the busiest go first.
-    for module in (deals, analytics, contacts, tasks, organizations, auth):
+    for module in (deals, analytics, contacts, tasks, organizations, api_keys, auth):
         app.include_router(module.router, prefix=settings.API_V1_PREFIX)
     app.include_router(health.router)
     mount_docs(app, f"{settings.API_V1_PREFIX}/openapi.json", settings.APP_NAME)

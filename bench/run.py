@@ -27,6 +27,9 @@
    Rate limits are off on these servers; GET /deals/{id} is then measured in turn (`--pairs`)
    on a server counting every request (limits on, shared through Redis, never reached) and
    on one with them off: target, rate limiting costs at most 5 % of its throughput.
+   GET /deals/{id} is also measured in turn (`--pairs`) with an organization API key (an admin
+   key minted for the run, sent as `Authorization: Bearer mcrm_…`) and with the owner's JWT,
+   on one server: target, the API key request is within 5 % of the JWT request's throughput.
 5. The database is put back as loaded (rows the run added are deleted, patched deals restored,
    deal_stats rebuilt for the big organization), the Redis database is flushed, every process
    started here is stopped.
@@ -555,7 +558,7 @@ async def take_snapshot(dsn: str) -> Snapshot:
     try:
         max_ids = {
             name: int(await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {name}"))
-            for name in ("deals", "activities", "tasks", "contacts", "auth_sessions")
+            for name in ("deals", "activities", "tasks", "contacts", "auth_sessions", "api_keys")
         }
         rows = await conn.fetch(
             "SELECT id, updated_at FROM deals WHERE organization_id = $1 AND stage = 'proposal' "
@@ -587,6 +590,7 @@ async def restore(url: str, snapshot: Snapshot) -> None:
             await conn.execute("DELETE FROM deals WHERE id > $1", m["deals"])
             await conn.execute("DELETE FROM contacts WHERE id > $1", m["contacts"])
             await conn.execute("DELETE FROM auth_sessions WHERE id > $1", m["auth_sessions"])
+            await conn.execute("DELETE FROM api_keys WHERE id > $1", m["api_keys"])
             await conn.execute(
                 "UPDATE deals d SET stage = 'proposal', updated_at = s.updated_at "
                 "FROM unnest($1::bigint[], $2::timestamptz[]) AS s(id, updated_at) "
@@ -1048,6 +1052,75 @@ def rate_limit_verdict(by_name: dict[str, dict[str, Any]], pairs: int) -> dict[s
     }
 
 
+API_KEY_LABEL = "GET /deals/{id} [%s] [pair %d]"
+API_KEY_BUDGET = 0.05
+
+
+def mint_api_key(base_url: str, token: str) -> str:
+    """An admin API key of the big organization, issued by its owner as a client would."""
+    response = httpx.post(
+        f"{base_url}{PREFIX}/organizations/{BIG_ORG_ID}/api-keys",
+        json={"name": "bench", "role": "admin"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return str(response.json()["key"])
+
+
+def api_key_pairs(
+    env: dict[str, str],
+    workdir: Path,
+    pairs: int,
+    measure: Any,
+    scenario: Scenario,
+) -> None:
+    """GET /deals/{id} with an API key and with a JWT, measured in turn on one server: the
+    same request (the same `X-Organization-Id` too) but for the credential."""
+    folder = workdir / "metrics-api-key"
+    folder.mkdir()
+    server_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(folder)}
+    with Server("app.main:create_app", server_env, workdir / "api-key.log", factory=True) as srv:
+        token = login(srv.base_url)
+        key = mint_api_key(srv.base_url, token)
+        answers = [
+            httpx.get(
+                f"{srv.base_url}{PREFIX}/deals/1",
+                headers={
+                    "Authorization": f"Bearer {credential}",
+                    "X-Organization-Id": str(BIG_ORG_ID),
+                },
+                timeout=10,
+            )
+            for credential in (key, token)
+        ]
+        if [a.status_code for a in answers] != [200, 200] or answers[0].content != answers[
+            1
+        ].content:
+            raise SystemExit("GET /deals/{id}: the API key and the JWT were answered differently")
+        for i in range(1, pairs + 1):
+            turns = [("API key", key), ("JWT", token)]
+            for credential, secret in turns if i % 2 else reversed(turns):
+                measure(srv, scenario, API_KEY_LABEL % (credential, i), secret)
+
+
+def api_key_verdict(by_name: dict[str, dict[str, Any]], pairs: int) -> dict[str, Any] | None:
+    measured = [
+        (by_name[API_KEY_LABEL % ("API key", i)], by_name[API_KEY_LABEL % ("JWT", i)])
+        for i in range(1, pairs + 1)
+        if API_KEY_LABEL % ("JWT", i) in by_name and API_KEY_LABEL % ("API key", i) in by_name
+    ]
+    if not measured:
+        return None
+    each = [rate(key) / rate(jwt) for key, jwt in measured]
+    ratio = sum(rate(key) for key, _ in measured) / sum(rate(jwt) for _, jwt in measured)
+    return {
+        "target": "GET /deals/{id} with an API key within 5 % of the JWT request's throughput",
+        "value": f"{ratio:.1%} of it (pairs " + ", ".join(f"{r:.1%}" for r in each) + ")",
+        "pass": ratio >= 1 - API_KEY_BUDGET,
+    }
+
+
 def selected(all_scenarios: list[Scenario], only: list[str] | None) -> list[Scenario]:
     """Scenarios named exactly in `only`, else those whose name contains one of them."""
     if not only:
@@ -1325,6 +1398,11 @@ def main() -> None:
         help="skip GET /deals/{id} with rate limits on vs off (measured in turn --pairs times)",
     )
     parser.add_argument(
+        "--no-api-key",
+        action="store_true",
+        help="skip GET /deals/{id} with an API key vs a JWT (measured in turn --pairs times)",
+    )
+    parser.add_argument(
         "--no-diagnose",
         action="store_true",
         help="skip GET /deals/{id} on a server without access log and metrics files",
@@ -1475,6 +1553,8 @@ def main() -> None:
                                     measure(srv, scenario, label, kind_token)
             if get_deal in chosen and not args.no_rate_limits:
                 rate_limit_pairs(env, workdir, args.pairs, measure, get_deal)
+            if get_deal in chosen and not args.no_api_key:
+                api_key_pairs(env, workdir, args.pairs, measure, get_deal)
         finally:
             print("restoring the dataset ...", flush=True)
             asyncio.run(restore(url, snapshot))
@@ -1507,6 +1587,9 @@ def main() -> None:
     rate_limit_target = rate_limit_verdict(by_name, args.pairs)
     if rate_limit_target is not None:
         verdicts.append(rate_limit_target)
+    api_key_target = api_key_verdict(by_name, args.pairs)
+    if api_key_target is not None:
+        verdicts.append(api_key_target)
     total_seconds = time.monotonic() - started
     print()
     print(f"machine: {machine_info(server_version)}")

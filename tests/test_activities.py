@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support import Api, User, assert_problem, count_rows
 
-ACTIVITY_KEYS = {"id", "deal_id", "author_id", "type", "payload", "created_at"}
+# `actor` names who made the entry: the author, or the API key that acted for them.
+ACTIVITY_KEYS = {"id", "deal_id", "author_id", "actor", "type", "payload", "created_at"}
 PAGE_KEYS = {"items", "total", "page", "page_size", "pages"}
 
 

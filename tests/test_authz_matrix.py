@@ -8,9 +8,11 @@ checked to have written nothing (a snapshot of every table before and after).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fastapi.routing
@@ -18,6 +20,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support import PASSWORD, Api, User, assert_problem, snapshot
@@ -29,6 +32,9 @@ iter_route_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
 MEMBER_ROLES = ("owner", "admin", "manager", "member")
 # outsider: a logged-in owner of *another* organization; anonymous: no Authorization header.
 ROLES = (*MEMBER_ROLES, "outsider", "anonymous")
+# API keys of each role a key may have, created by the organization's admin: each must get
+# what a person of its role gets (the same table), except on the routes only people may use.
+KEY_ROLES = ("key_admin", "key_manager", "key_member")
 EXCLUDED_PREFIXES = ("/docs", "/redoc", "/openapi.json", "/metrics", "/health", "/static")
 Expected = int | tuple[int, str]
 
@@ -121,6 +127,14 @@ async def build_org(api: Api, name: str) -> Org:
             f"/deals/{deal_id}/activities", json={"type": "comment", "payload": {"text": "Hi"}}
         )
     )
+    admin = users["admin"]
+    for role in ("admin", "manager", "member"):
+        response = await admin.post(
+            f"/organizations/{owner.organization_id}/api-keys", json={"name": role, "role": role}
+        )
+        assert response.status_code == 201, response.text
+        # The key stands in for its creator's token: it is sent as `Bearer <key>`.
+        users[f"key_{role}"] = dataclasses.replace(admin, access_token=response.json()["key"])
     return Org(owner.organization_id, users, contact_id, deal_id, task_id, comment_id)
 
 
@@ -129,7 +143,15 @@ async def world(make_api: Callable[..., Awaitable[Api]], database_url: str) -> W
     api = await make_api(database_url)
     a = await build_org(api, "Alpha")
     b = await build_org(api, "Beta")
-    return World(api=api, engine=api.app.state.resources.engine, a=a, b=b)
+    engine = api.app.state.resources.engine
+    # No key's use is recorded while the matrix runs (a refused request must leave every
+    # table as it was): each counts as used just now, for the next day.
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE api_keys SET last_used_at = :at"), {"at": _TOMORROW})
+    return World(api=api, engine=engine, a=a, b=b)
+
+
+_TOMORROW = datetime.now(UTC) + timedelta(days=1)
 
 
 # --- requests ----------------------------------------------------------------------------
@@ -283,6 +305,26 @@ def in_org(
 class Route:
     build: Builder
     expected: dict[str, Expected]
+    # What every API key gets instead, on a route only people may use.
+    keys: Expected | None = None
+
+    def expected_for(self, role: str) -> Expected:
+        if role in KEY_ROLES:
+            return self.keys if self.keys is not None else self.expected[role.removeprefix("key_")]
+        return self.expected[role]
+
+
+API_KEY_NOT_ALLOWED: Expected = (403, "API_KEY_NOT_ALLOWED")
+PEOPLE_ONLY: Expected = (403, "PERMISSION_DENIED")
+
+
+async def revoke_api_key(ctx: Ctx) -> Req:
+    owner = ctx.target.owner
+    response = await owner.post(
+        f"/organizations/{ctx.target.id}/api-keys", json={"name": "To revoke", "role": "member"}
+    )
+    assert response.status_code == 201, response.text
+    return Req("DELETE", f"/organizations/{ctx.target.id}/api-keys/{response.json()['id']}")
 
 
 COMMENT = {"type": "comment", "payload": {"text": "A comment"}}
@@ -293,11 +335,17 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/auth/login"): Route(login, public(200)),
     ("POST", "/auth/refresh"): Route(refresh, public(200)),
     ("POST", "/auth/logout"): Route(logout, public(204)),
-    ("GET", "/auth/me"): Route(fixed("GET", "/auth/me"), authenticated(200)),
+    ("GET", "/auth/me"): Route(
+        fixed("GET", "/auth/me"), authenticated(200), keys=API_KEY_NOT_ALLOWED
+    ),
     # organizations and members (section 4)
-    ("GET", "/organizations/me"): Route(fixed("GET", "/organizations/me"), authenticated(200)),
+    ("GET", "/organizations/me"): Route(
+        fixed("GET", "/organizations/me"), authenticated(200), keys=API_KEY_NOT_ALLOWED
+    ),
     ("POST", "/organizations"): Route(
-        fixed("POST", "/organizations", {"name": "Another org"}), authenticated(201)
+        fixed("POST", "/organizations", {"name": "Another org"}),
+        authenticated(201),
+        keys=API_KEY_NOT_ALLOWED,
     ),
     ("GET", "/organizations/{organization_id}"): Route(
         fixed("GET", "/organizations/{org}"), in_org(200)
@@ -308,12 +356,26 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/organizations/{organization_id}/members"): Route(
         fixed("GET", "/organizations/{org}/members"), in_org(200)
     ),
-    ("POST", "/organizations/{organization_id}/members"): Route(add_member, in_org(201, 201, 403)),
+    ("POST", "/organizations/{organization_id}/members"): Route(
+        add_member, in_org(201, 201, 403), keys=PEOPLE_ONLY
+    ),
     ("PATCH", "/organizations/{organization_id}/members/{user_id}"): Route(
-        change_member_role, in_org(200, 200, 403)
+        change_member_role, in_org(200, 200, 403), keys=PEOPLE_ONLY
     ),
     ("DELETE", "/organizations/{organization_id}/members/{user_id}"): Route(
-        remove_member, in_org(204, 204, 403)
+        remove_member, in_org(204, 204, 403), keys=PEOPLE_ONLY
+    ),
+    # API keys (section 11): people only
+    ("POST", "/organizations/{organization_id}/api-keys"): Route(
+        fixed("POST", "/organizations/{org}/api-keys", {"name": "CI", "role": "member"}),
+        in_org(201, 201, 403),
+        keys=PEOPLE_ONLY,
+    ),
+    ("GET", "/organizations/{organization_id}/api-keys"): Route(
+        fixed("GET", "/organizations/{org}/api-keys"), in_org(200, 200, 403), keys=PEOPLE_ONLY
+    ),
+    ("DELETE", "/organizations/{organization_id}/api-keys/{api_key_id}"): Route(
+        revoke_api_key, in_org(204, 204, 403), keys=PEOPLE_ONLY
     ),
     # contacts (section 5): the record belongs to the organization's owner
     ("GET", "/contacts"): Route(fixed("GET", "/contacts"), in_org(200)),
@@ -418,7 +480,8 @@ async def test_every_route_has_an_entry_in_the_matrix(world: World) -> None:
 
 async def test_role_matrix(world: World) -> None:
     """Every route x owner/admin/manager/member/outsider/anonymous in organization A, on data
-    that belongs to A's owner."""
+    that belongs to A's owner; and x an API key of each role (created by A's admin), which
+    gets what a person of its role gets, except on the routes only people may use."""
     failures: list[str] = []
     routes = app_routes(world.api.app, world.api.prefix)
     missing = routes - ROUTES.keys()
@@ -426,10 +489,10 @@ async def test_role_matrix(world: World) -> None:
     org = world.a
     for key in sorted(routes):
         route = ROUTES[key]
-        for role in ROLES:
+        for role in (*ROLES, *KEY_ROLES):
             ctx = Ctx(world, org, org, role, caller(world, org, role))
             req = await route.build(ctx)
-            await check(ctx, req, route.expected[role], failures, label=key[1])
+            await check(ctx, req, route.expected_for(role), failures, label=key[1])
     assert not failures, "\n".join(failures)
 
 

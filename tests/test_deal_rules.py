@@ -22,7 +22,8 @@ from tests.support import (
 
 ROLES = ("owner", "admin", "manager", "member")
 MANAGING_ROLES = ("owner", "admin", "manager")
-ACTIVITY_KEYS = {"id", "deal_id", "author_id", "type", "payload", "created_at"}
+# `actor` names who made the entry: the author, or the API key that acted for them.
+ACTIVITY_KEYS = {"id", "deal_id", "author_id", "actor", "type", "payload", "created_at"}
 STATUSES = ("new", "in_progress", "won", "lost")
 STAGES = ("qualification", "proposal", "negotiation", "closed")
 
@@ -59,6 +60,7 @@ async def timeline(user: User, deal_id: int) -> list[tuple[str, dict[str, Any], 
     for item in items:
         assert set(item) == ACTIVITY_KEYS
         assert item["deal_id"] == deal_id
+        assert item["actor"] == {"type": "user", "id": item["author_id"]}
     return [(a["type"], a["payload"], a["author_id"]) for a in reversed(items)]
 
 

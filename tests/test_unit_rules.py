@@ -16,7 +16,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.core.cache import MemoryCache, cached
 from app.core.errors import DueDateInPast, PermissionDenied, StageRollbackForbidden
-from app.core.permissions import ROLE_PERMISSIONS, Permission, has_permission
+from app.core.permissions import ROLE_PERMISSIONS, Permission, capped, has_permission, is_above
+from app.core.security import api_key_organization, hash_api_key, new_api_key
 from app.core.tenancy import TenantContext
 from app.core.text import fold
 from app.db.types import Money
@@ -53,6 +54,9 @@ EXPECTED_PERMISSIONS: dict[Role, set[Permission]] = {
         P.REASSIGN_OWNER,
         P.ROLLBACK_STAGE,
         P.MANAGE_ORGANIZATION,
+        P.MANAGE_MEMBERS,
+        P.LEAVE_ORGANIZATION,
+        P.MANAGE_API_KEYS,
         P.GRANT_ADMIN,
     },
     Role.ADMIN: {
@@ -63,9 +67,19 @@ EXPECTED_PERMISSIONS: dict[Role, set[Permission]] = {
         P.REASSIGN_OWNER,
         P.ROLLBACK_STAGE,
         P.MANAGE_ORGANIZATION,
+        P.MANAGE_MEMBERS,
+        P.LEAVE_ORGANIZATION,
+        P.MANAGE_API_KEYS,
     },
-    Role.MANAGER: {P.READ, P.CREATE, P.COMMENT, P.MODIFY_ANY_RECORD, P.REASSIGN_OWNER},
-    Role.MEMBER: {P.READ, P.CREATE, P.COMMENT},
+    Role.MANAGER: {
+        P.READ,
+        P.CREATE,
+        P.COMMENT,
+        P.LEAVE_ORGANIZATION,
+        P.MODIFY_ANY_RECORD,
+        P.REASSIGN_OWNER,
+    },
+    Role.MEMBER: {P.READ, P.CREATE, P.COMMENT, P.LEAVE_ORGANIZATION},
 }
 
 
@@ -77,6 +91,40 @@ def test_role_permissions_match_the_contract_table(role: Role) -> None:
         assert has_permission(role, permission) is expected, (role, permission)
         ctx = TenantContext(user_id=1, organization_id=1, role=role)
         assert ctx.can(permission) is expected, (role, permission)
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_an_api_key_has_its_roles_permissions_except_what_only_people_may_do(role: Role) -> None:
+    key = TenantContext(user_id=1, organization_id=1, role=role, api_key_id=9)
+    people_only = {P.MANAGE_MEMBERS, P.LEAVE_ORGANIZATION, P.MANAGE_API_KEYS, P.GRANT_ADMIN}
+    for permission in Permission:
+        expected = permission in EXPECTED_PERMISSIONS[role] and permission not in people_only
+        assert key.can(permission) is expected, (role, permission)
+    assert key.actor == {"type": "api_key", "id": 9}
+    assert key.credential == "api_key:9"
+    person = TenantContext(user_id=1, organization_id=1, role=role)
+    assert person.actor == {"type": "user", "id": 1}
+    assert person.credential == "user:1"
+
+
+def test_a_key_role_is_capped_by_its_creators() -> None:
+    assert capped(Role.ADMIN, Role.OWNER) is Role.ADMIN
+    assert capped(Role.ADMIN, Role.MEMBER) is Role.MEMBER
+    assert capped(Role.MANAGER, Role.ADMIN) is Role.MANAGER
+    assert is_above(Role.ADMIN, Role.MANAGER)
+    assert not is_above(Role.ADMIN, Role.ADMIN)
+
+
+def test_api_keys_carry_their_organization_and_are_stored_as_a_hash() -> None:
+    issued = new_api_key(42)
+    assert issued.key.startswith("mcrm_42_")
+    assert issued.key.startswith(issued.prefix)
+    assert api_key_organization(issued.key) == 42
+    assert issued.key_hash == hash_api_key(issued.key) != issued.key
+    assert new_api_key(42).key != issued.key
+    for malformed in ("mcrm_", "mcrm__x", "mcrm_42", "mcrm_-1_x", "mcrm_0_x", "xmcrm_1_x"):
+        assert api_key_organization(malformed) is None, malformed
+    assert api_key_organization("mcrm_" + "9" * 20 + "_x") is None
 
 
 def test_every_role_has_an_entry_and_roles_are_nested() -> None:

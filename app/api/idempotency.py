@@ -189,11 +189,13 @@ async def _take_key(request: Request, session: AsyncSession) -> None:
     if raw is None:
         return
     key = _valid_key(raw)
-    user_id = getattr(request.state, "user_id", None)
-    if user_id is None:
+    # `user:<id>` or `api_key:<id>`: a key's answers never replay to its creator, nor theirs
+    # to the key (set where the credential is verified, `app.dependencies.auth`).
+    credential = getattr(request.state, "credential", None)
+    if credential is None:
         return  # nobody to scope the key to (routes here always authenticate first)
     scope = IdempotencyScope(
-        credential=f"user:{user_id}",
+        credential=credential,
         organization_id=getattr(request.state, "organization_id", None) or 0,
         method=request.method,
         path=request.scope["path"],

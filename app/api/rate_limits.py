@@ -1,8 +1,10 @@
 """Rate limits over HTTP: what a request counts against, its headers, and the 429.
 
-Every authenticated request counts against its credential (`AccessTokenBearer`, which runs on
-every one of them) and, once its organization is proven (`bind_tenant`, where the tenant is
-resolved), against that organization — never against an organization named in a header but
+Every authenticated request counts against its credential — a user's access token as soon as
+it is verified (`AccessTokenBearer`, which runs on every one of them); an API key, which is its
+own credential (not its creator's), once its row proves it stands (`bind_tenant`) — and, once
+its organization is proven (`bind_tenant`, where the tenant is resolved), against that
+organization — never against an organization named in a header but
 not yet checked, so nobody can spend another organization's allowance. The counting itself is
 `app.core.rate_limit`.
 
@@ -28,7 +30,6 @@ from starlette.types import Message, Scope, Send
 
 from app.core.errors import RateLimited
 from app.core.rate_limit import WINDOW_SECONDS, Quota
-from app.core.tenancy import Caller
 from app.dependencies.db import resources_of
 
 _QUOTAS = "minicrm.rate_limits"
@@ -41,16 +42,12 @@ def is_counted(dependant: Dependant) -> bool:
     )
 
 
-def credential_key(caller: Caller) -> str:
-    """The key a credential counts under; an API key would count under `key:<id>`."""
-    return f"user:{caller.user_id}"
-
-
-def count_credential(request: Request, caller: Caller) -> None:
+def count_credential(request: Request, credential: str) -> None:
+    """Count against `credential`: `user:<id>` or `api_key:<id>` (`TenantContext.credential`)."""
     resources = resources_of(request)
     limit = resources.settings.RATE_LIMIT_PER_MINUTE
     if limit:
-        quota = resources.rate_limiter.hit(credential_key(caller), "credential", limit)
+        quota = resources.rate_limiter.hit(credential, "credential", limit)
         _record(request, quota)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.errors import AppError, InvalidToken, NotAMember, Unauthenticated
+from app.core.errors import ApiKeyNotAllowed, AppError, InvalidToken, NotAMember, Unauthenticated
 from app.core.handlers import HTTP_CODES, PROBLEM_JSON, problem_type
 
 # Codes the handlers send besides those of `AppError` subclasses and `HTTP_CODES`.
@@ -173,4 +173,6 @@ def problems(*answers: int | type[AppError]) -> dict[int | str, dict[str, Any]]:
 AUTHENTICATED_ERRORS: tuple[int | type[AppError], ...] = (Unauthenticated, InvalidToken, 422)
 TENANT_ERRORS: tuple[int | type[AppError], ...] = (*AUTHENTICATED_ERRORS, NotAMember)
 AUTHENTICATED = problems(*AUTHENTICATED_ERRORS)
+# A person's own account and organizations: an API key is refused there.
+PEOPLE_ONLY = problems(*AUTHENTICATED_ERRORS, ApiKeyNotAllowed)
 TENANT = problems(*TENANT_ERRORS)

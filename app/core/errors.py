@@ -142,6 +142,16 @@ class PermissionDenied(Forbidden):
     code = "PERMISSION_DENIED"
 
 
+class ApiKeyNotAllowed(Forbidden):
+    code = "API_KEY_NOT_ALLOWED"
+    detail = "An API key acts only in its organization's data; this route is for people."
+
+
+class ApiKeyNotFound(NotFound):
+    code = "API_KEY_NOT_FOUND"
+    detail = "No such API key in this organization."
+
+
 class OrganizationNotFound(NotFound):
     code = "ORGANIZATION_NOT_FOUND"
     detail = "Organization not found."

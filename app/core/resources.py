@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -12,6 +13,9 @@ from app.core.rate_limit import RateLimiter
 from app.core.redis import SharedRedis
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.throttle import LoginThrottle
+
+if TYPE_CHECKING:  # built in `app.main`; only its type is named here
+    from app.services.api_keys import KeyUsage
 
 
 @dataclass(slots=True)
@@ -27,3 +31,4 @@ class Resources:
     cache: Cache
     redis: SharedRedis | None  # the one way to Redis, behind its circuit breaker
     rate_limiter: RateLimiter
+    api_key_usage: KeyUsage  # records API keys' `last_used_at`, to the minute

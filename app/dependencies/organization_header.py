@@ -4,7 +4,10 @@ As a plain header parameter, Swagger UI asked for the organization id again on e
 ("Try it out" on each tenant endpoint). As an API-key security scheme it is typed once, next to
 the access token, and remembered (`persistAuthorization`). The header stays required and is
 validated exactly as a `Header(ge=1, le=MAX_ID)` parameter was: missing, not an integer or out
-of range is the same 422 with `loc: ["header", "x-organization-id"]`."""
+of range is the same 422 with `loc: ["header", "x-organization-id"]`.
+
+A request made with an API key may leave it out (the key names its organization): then the
+dependency gives None."""
 
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import APIKeyHeader
 from pydantic import Field, TypeAdapter, ValidationError
 
+from app.core.security import is_api_key
 from app.schemas.common import MAX_ID
 
 HEADER = "X-Organization-Id"
+API_KEY_HEADER = "X-API-Key"
 _LOC = ("header", HEADER.lower())
 _ORGANIZATION_ID: TypeAdapter[int] = TypeAdapter(Annotated[int, Field(ge=1, le=MAX_ID)])
 
@@ -29,13 +34,15 @@ class OrganizationIdHeader(APIKeyHeader):
             scheme_name="OrganizationId",
             description="The organization a tenant request acts in (an `id` from "
             "`GET /organizations/me`); the caller must be a member. Required by every "
-            "tenant endpoint.",
+            "tenant endpoint, except with an API key (which implies its organization).",
             auto_error=False,
         )
 
-    async def __call__(self, request: Request) -> int:  # type: ignore[override]
+    async def __call__(self, request: Request) -> int | None:  # type: ignore[override]
         raw = request.headers.get(HEADER)
         if raw is None:
+            if _presents_api_key(request):
+                return None
             raise RequestValidationError(
                 [{"type": "missing", "loc": _LOC, "msg": "Field required", "input": None}]
             )
@@ -49,3 +56,10 @@ class OrganizationIdHeader(APIKeyHeader):
 
 
 organization_id_header = OrganizationIdHeader()
+
+
+def _presents_api_key(request: Request) -> bool:
+    if request.headers.get(API_KEY_HEADER) is not None:
+        return True
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and is_api_key(token.strip())

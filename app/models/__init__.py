@@ -2,6 +2,7 @@
 
 from app.db.base import Base
 from app.models.activity import Activity
+from app.models.api_key import ApiKey
 from app.models.contact import Contact
 from app.models.deal import Deal
 from app.models.deal_stats import DealDailyCount, DealStat
@@ -15,6 +16,7 @@ from app.models.user import AuthSession, RefreshToken, User
 __all__ = [
     "Activity",
     "ActivityType",
+    "ApiKey",
     "AuthSession",
     "Base",
     "Contact",

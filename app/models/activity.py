@@ -29,6 +29,9 @@ class Activity(Base):
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     deal_id: Mapped[int] = mapped_column(BigIntId)
     author_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    # Set when an API key made the entry: `author_id` is then the key's creator, and the
+    # entry's actor is the key (`ActivityRead.actor`).
+    api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id", ondelete="SET NULL"))
     type: Mapped[ActivityType] = mapped_column(str_enum(ActivityType, "activity_type"))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON().with_variant(JSONB(), "postgresql"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -30,7 +30,7 @@ class IdempotencyKey(Base):
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
-    # "user:<id>" (later "api_key:<id>"): who may replay it.
+    # "user:<id>" or "api_key:<id>": who may replay it.
     credential: Mapped[str] = mapped_column(String(64))
     organization_id: Mapped[int] = mapped_column(BigInteger)
     method: Mapped[str] = mapped_column(String(10))

@@ -15,7 +15,12 @@ _NEWEST_FIRST = KeyOrder(Activity.created_at, Activity.id, descending=True)
 
 class ActivityRepository(TenantRepository):
     async def add(
-        self, deal_id: int, type_: ActivityType, payload: dict[str, Any], author_id: int | None
+        self,
+        deal_id: int,
+        type_: ActivityType,
+        payload: dict[str, Any],
+        author_id: int | None,
+        api_key_id: int | None = None,
     ) -> Activity:
         activity = Activity(
             organization_id=self.organization_id,
@@ -23,6 +28,7 @@ class ActivityRepository(TenantRepository):
             type=type_,
             payload=payload,
             author_id=author_id,
+            api_key_id=api_key_id,
         )
         self.session.add(activity)
         await self.session.flush()

@@ -6,13 +6,26 @@ mapped classes, which spares the ORM layer, statement construction and cache-key
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BindParameter, ColumnElement, Row, Select, and_, bindparam, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Row,
+    Select,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from app.core.tenancy import Caller
-from app.models import AuthSession, Membership
+from app.core.tenancy import AnyCaller, ApiKeyCaller, Caller
+from app.models import ApiKey, AuthSession, Membership
 
 # The organization the request acts in. A statement extending `tenant_query` joins its tables
 # on this parameter (not on a column of the credential's tables), so one extension serves every
@@ -44,17 +57,70 @@ def _session_tenant(*columns: ColumnElement[Any]) -> Select[Any]:
     )
 
 
-def _session_params(caller: Caller) -> dict[str, int]:
+def _session_params(caller: Any) -> dict[str, Any]:
     return {"session_id": caller.session_id, "user_id": caller.user_id}
 
 
-# One entry per kind of credential: how its statement starts, and its parameters. Another kind
-# (an organization API key: live while not revoked or expired, its role its own, no row for
-# another organization) is one more entry; `tenant_query` and its callers stay as they are.
-_KINDS: Mapping[type[Caller], tuple[Callable[..., Select[Any]], Callable[[Caller], dict[str, int]]]]
-_KINDS = {Caller: (_session_tenant, _session_params)}
+_keys = ApiKey.__table__
+_creators = _memberships.alias("creator_memberships")
+# The organization the key names (`ApiKeyCaller.organization_id`), which its row must belong
+# to: as a parameter, the creator's membership is one primary-key lookup, whatever the
+# planner thinks of the tables' sizes.
+_KEY_ORGANIZATION_ID: BindParameter[int] = bindparam("key_organization_id")
 
-TenantQuery = Mapping[type[Caller], Select[Any]]
+
+def _api_key_tenant(*columns: ColumnElement[Any]) -> Select[Any]:
+    """An API key: live while not revoked, not expired and its creator still a member of the
+    key's organization; a role only in that organization (any other: NULL, not a member).
+    Also the key's id, its creator (who the request acts as) and their role (the key acts at
+    most with it: `app.services.tenancy`), and when the key's use was last recorded."""
+    # The database's clock: a parameter would cost every request a timestamp to build and
+    # encode. (On SQLite, `CURRENT_TIMESTAMP` and the stored UTC times compare as text, to
+    # the second.)
+    live = and_(
+        _keys.c.revoked_at.is_(None),
+        or_(_keys.c.expires_at.is_(None), _keys.c.expires_at > func.now()),
+        _creators.c.role.is_not(None),
+    )
+    return (
+        select(
+            live.label("live"),
+            case((_keys.c.organization_id == ORGANIZATION_ID, _keys.c.role)).label("role"),
+            _keys.c.id.label("api_key_id"),
+            _keys.c.creator_id.label("api_key_creator_id"),
+            _creators.c.role.label("api_key_creator_role"),
+            _keys.c.last_used_at.label("api_key_used_at"),
+            *columns,
+        )
+        .select_from(
+            _keys.outerjoin(
+                _creators,
+                and_(
+                    _creators.c.organization_id == _KEY_ORGANIZATION_ID,
+                    _creators.c.user_id == _keys.c.creator_id,
+                ),
+            )
+        )
+        .where(
+            _keys.c.key_hash == bindparam("key_hash"),
+            _keys.c.organization_id == _KEY_ORGANIZATION_ID,
+        )
+    )
+
+
+def _api_key_params(caller: Any) -> dict[str, Any]:
+    return {"key_hash": caller.key_hash, "key_organization_id": caller.organization_id}
+
+
+# One entry per kind of caller: how its statement starts, and its parameters. `tenant_query`
+# and its callers are the same for every kind.
+_KINDS: Mapping[type[AnyCaller], tuple[Callable[..., Select[Any]], Callable[[Any], dict[str, Any]]]]
+_KINDS = {
+    Caller: (_session_tenant, _session_params),
+    ApiKeyCaller: (_api_key_tenant, _api_key_params),
+}
+
+TenantQuery = Mapping[type[AnyCaller], Select[Any]]
 
 
 def tenant_query(
@@ -74,13 +140,15 @@ def tenant_query(
 
 
 TENANT = tenant_query()
+# How stale an API key's `last_used_at` may be: it is written at most this often.
+API_KEY_USE_PRECISION = timedelta(minutes=1)
 _LIVE_SESSION = select(_sessions.c.id).where(_caller_session, _sessions.c.revoked_at.is_(None))
 
 
 async def read_tenant(
     executor: AsyncSession | AsyncConnection,
     query: TenantQuery,
-    caller: Caller,
+    caller: AnyCaller,
     organization_id: int,
     **params: Any,
 ) -> Row[Any] | None:
@@ -97,3 +165,19 @@ async def read_tenant(
 async def session_is_live(executor: AsyncSession | AsyncConnection, caller: Caller) -> bool:
     result = await executor.execute(_LIVE_SESSION, _session_params(caller))
     return result.first() is not None
+
+
+async def record_api_key_use(engine: AsyncEngine, api_key_id: int, at: datetime) -> bool:
+    """Set the key's `last_used_at` to `at` unless it is already within a minute of it (another
+    process got there first): one conditional UPDATE, its own short transaction."""
+    statement = (
+        update(ApiKey)
+        .where(
+            ApiKey.id == api_key_id,
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < at - API_KEY_USE_PRECISION),
+        )
+        .values(last_used_at=at)
+    )
+    async with engine.begin() as connection:
+        result = await connection.execute(statement)
+    return bool(result.rowcount)

@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field, computed_field
 
+from app.core.tenancy import Actor
 from app.models.enums import ActivityType
 from app.schemas.common import InputSchema, LongText, OutputSchema
 
@@ -45,6 +46,7 @@ class ActivityRead(OutputSchema):
                     "id": 11,
                     "deal_id": 7,
                     "author_id": 1,
+                    "actor": {"type": "user", "id": 1},
                     "type": "status_changed",
                     "payload": {"old_status": "new", "new_status": "in_progress"},
                     "created_at": "2026-01-15T10:00:00Z",
@@ -59,3 +61,16 @@ class ActivityRead(OutputSchema):
     type: ActivityType
     payload: dict[str, Any]
     created_at: datetime
+    api_key_id: int | None = Field(default=None, exclude=True)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def actor(self) -> Actor | None:
+        """Who made the entry: `{"type": "api_key", "id": …}` when an API key did (then
+        `author_id` is the key's creator), else `{"type": "user", "id": author_id}`; null when
+        the author's account is gone."""
+        if self.api_key_id is not None:
+            return {"type": "api_key", "id": self.api_key_id}
+        if self.author_id is not None:
+            return {"type": "user", "id": self.author_id}
+        return None

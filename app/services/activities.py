@@ -35,7 +35,11 @@ class ActivityService:
         self.ctx.require(Permission.COMMENT)
         await self._ensure_deal(deal_id)
         return await self.activities.add(
-            deal_id, ActivityType.COMMENT, {"text": data.payload.text}, self.ctx.user_id
+            deal_id,
+            ActivityType.COMMENT,
+            {"text": data.payload.text},
+            self.ctx.user_id,
+            self.ctx.api_key_id,
         )
 
     async def _ensure_deal(self, deal_id: int) -> None:

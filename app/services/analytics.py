@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
-from app.core.tenancy import Caller, TenantContext
+from app.core.tenancy import AnyCaller, TenantContext
 from app.models import DealStage, DealStatus
 from app.repositories.analytics import TENANT_AND_VERSION, AnalyticsRepository, StatRow
 from app.schemas.analytics import (
@@ -97,7 +97,7 @@ class AnalyticsService:
 
     @classmethod
     async def open(
-        cls, session: AsyncSession, caller: Caller, organization_id: int, cache: Cache
+        cls, session: AsyncSession, caller: AnyCaller, organization_id: int, cache: Cache
     ) -> AnalyticsService:
         """Resolve the tenant and read the data version in one statement, so a cache hit costs
         a single round trip to the database. The tenant is still resolved on every request."""

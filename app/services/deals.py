@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.cache import Cache
 from app.core.errors import ContactReferenceInvalid, DealNotFound, DealWonRequiresAmount
-from app.core.tenancy import Caller, TenantContext
+from app.core.tenancy import AnyCaller, TenantContext
 from app.core.text import fold
 from app.core.versioning import ExpectedVersion, ensure_version
 from app.models import ActivityType, Deal, DealStatus
@@ -40,7 +40,7 @@ class DealService:
 
     @staticmethod
     async def read_as_member(
-        read_engine: AsyncEngine, caller: Caller, organization_id: int, deal_id: int
+        read_engine: AsyncEngine, caller: AnyCaller, organization_id: int, deal_id: int
     ) -> tuple[TenantContext, Row[Any] | None]:
         """The caller's context and one deal (None: not found), for `GET /deals/{id}`, the
         busiest request: the tenant is resolved (401, 403) by the statement that reads the
@@ -139,6 +139,7 @@ class DealService:
                 ActivityType.STATUS_CHANGED,
                 {"old_status": old_status.value, "new_status": new_status.value},
                 self.ctx.user_id,
+                self.ctx.api_key_id,
             )
         if new_stage != old_stage:
             await self.activities.add(
@@ -146,6 +147,7 @@ class DealService:
                 ActivityType.STAGE_CHANGED,
                 {"old_stage": old_stage.value, "new_stage": new_stage.value},
                 self.ctx.user_id,
+                self.ctx.api_key_id,
             )
         try:
             await self.session.flush()

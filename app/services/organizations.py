@@ -72,7 +72,7 @@ class OrganizationService:
         return [_member_read(m, u) for m, u in rows]
 
     async def add_member(self, ctx: TenantContext, email: str, role: AssignableRole) -> MemberRead:
-        ctx.require(Permission.MANAGE_ORGANIZATION)
+        ctx.require(Permission.MANAGE_MEMBERS)
         self._require_may_grant(ctx, Role(role))
         user = await self.users.get_by_email(email)
         if user is None:
@@ -90,7 +90,7 @@ class OrganizationService:
     async def change_role(
         self, ctx: TenantContext, user_id: int, role: AssignableRole
     ) -> MemberRead:
-        ctx.require(Permission.MANAGE_ORGANIZATION)
+        ctx.require(Permission.MANAGE_MEMBERS)
         membership, user = await self._target_member(ctx, user_id)
         self._require_may_manage(ctx, membership)
         self._require_may_grant(ctx, Role(role))
@@ -101,10 +101,11 @@ class OrganizationService:
     async def remove_member(self, ctx: TenantContext, user_id: int) -> None:
         """Owner/admin remove others; anyone may leave, except the owner, who cannot."""
         if user_id == ctx.user_id:
+            ctx.require(Permission.LEAVE_ORGANIZATION)
             if ctx.role is Role.OWNER:
                 raise OwnerImmutable()
         else:
-            ctx.require(Permission.MANAGE_ORGANIZATION)
+            ctx.require(Permission.MANAGE_MEMBERS)
             membership, _ = await self._target_member(ctx, user_id)
             self._require_may_manage(ctx, membership)
         await self.organizations.remove_member(ctx.organization_id, user_id)

@@ -61,6 +61,7 @@ class TaskService:
             ActivityType.TASK_CREATED,
             {"task_id": task.id, "task_title": task.title},
             self.ctx.user_id,
+            self.ctx.api_key_id,
         )
         return task
 

@@ -6,7 +6,12 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from app.api.responses import TENANT
 from app.api.routing import StrictJSONRoute
-from app.dependencies.auth import OrganizationIdHeader, TokenCaller, bind_tenant
+from app.dependencies.auth import (
+    OrganizationIdHeader,
+    TokenCaller,
+    acting_organization,
+    bind_tenant,
+)
 from app.dependencies.db import ResourcesDep, SessionDep
 from app.schemas.analytics import DealFunnel, DealSummary
 from app.schemas.deal import CurrencyCode
@@ -34,7 +39,9 @@ async def get_analytics_service(
 ) -> AnalyticsService:
     # The tenant is resolved like `OrgContext` does, in the statement that also reads the
     # analytics data version (`AnalyticsService.open`).
-    service = await AnalyticsService.open(session, caller, x_organization_id, resources.cache)
+    service = await AnalyticsService.open(
+        session, caller, acting_organization(caller, x_organization_id), resources.cache
+    )
     bind_tenant(request, service.ctx)
     return service
 

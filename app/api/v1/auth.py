@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 
 from app.api.idempotency import not_idempotent
-from app.api.responses import AUTHENTICATED, problems
+from app.api.responses import PEOPLE_ONLY, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import (
     EmailTaken,
@@ -98,6 +98,6 @@ async def logout(body: RefreshRequest, service: AuthServiceDep) -> Response:
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/me", summary="The current user and their organizations", responses=AUTHENTICATED)
+@router.get("/me", summary="The current user and their organizations", responses=PEOPLE_ONLY)
 async def read_me(user_id: CurrentUserId, service: AuthServiceDep) -> MeResponse:
     return await service.me(user_id)

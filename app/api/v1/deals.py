@@ -20,7 +20,13 @@ from app.core.errors import (
     PreconditionFailed,
     StageRollbackForbidden,
 )
-from app.dependencies.auth import OrganizationIdHeader, OrgContext, TokenCaller, bind_tenant
+from app.dependencies.auth import (
+    OrganizationIdHeader,
+    OrgContext,
+    TokenCaller,
+    acting_organization,
+    bind_tenant,
+)
 from app.dependencies.db import ResourcesDep, SessionDep, resources_of
 from app.dependencies.pagination import ListWindow
 from app.models import DealStage, DealStatus
@@ -132,7 +138,10 @@ async def read_deal(
     # The tenant is resolved as `OrgContext` does, by the statement that also reads the deal
     # (`DealService.read_as_member`); no session dependency, no resources dependency.
     ctx, deal = await DealService.read_as_member(
-        resources_of(request).read_engine, caller, x_organization_id, deal_id
+        resources_of(request).read_engine,
+        caller,
+        acting_organization(caller, x_organization_id),
+        deal_id,
     )
     bind_tenant(request, ctx)
     if deal is None:

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Response, status
 
-from app.api.responses import AUTHENTICATED, TENANT_ERRORS, problems
+from app.api.responses import PEOPLE_ONLY, TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import (
     AlreadyMember,
@@ -39,7 +39,7 @@ async def get_organization_service(session: SessionDep) -> OrganizationService:
 ServiceDep = Annotated[OrganizationService, Depends(get_organization_service)]
 
 
-@router.get("/me", summary="Organizations I belong to", responses=AUTHENTICATED)
+@router.get("/me", summary="Organizations I belong to", responses=PEOPLE_ONLY)
 async def list_my_organizations(
     user_id: CurrentUserId, service: ServiceDep
 ) -> list[OrganizationRead]:
@@ -50,7 +50,7 @@ async def list_my_organizations(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create an organization (you become its owner)",
-    responses=AUTHENTICATED,
+    responses=PEOPLE_ONLY,
 )
 async def create_organization(
     body: OrganizationCreate, user_id: CurrentUserId, service: ServiceDep
