@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.tenancy import TenantContext
-from app.models import Contact, Event, Role
+from app.models import Activity, ActivityType, Contact, Event, Role, Task
 from app.schemas.contact import ContactCreate
 from app.schemas.event import EventRead
 from app.schemas.task import TaskUpdate
@@ -350,6 +350,44 @@ async def test_a_rolled_back_change_leaves_no_event_and_a_committed_one_always_h
             await session.commit()
     assert await count_rows(engine, "contacts", "name = 'Doomed'") == 0
     assert await count_rows(engine, "events") == before + 1
+
+
+async def test_a_change_without_its_event_is_refused_at_commit(any_api: Api) -> None:
+    """The guard: a write path that forgets `events.record` fails its first test, rather
+    than committing changes a consumer never hears of. Bulk history says `backfill`."""
+    owner = await any_api.register()
+    engine = engine_of(any_api)
+    deal = await create_deal(owner, await create_contact(owner))
+    task = await ok(await owner.post("/tasks", json={"deal_id": deal["id"], "title": "T"}), 201)
+    before = await count_rows(engine, "events")
+    async with sessions_of(any_api)() as session:
+        await session.execute(update(Task).where(Task.id == task["id"]).values(title="Quiet"))
+        with pytest.raises(events.EventNotRecorded, match="task"):
+            await session.commit()
+        await session.rollback()
+    async with sessions_of(any_api)() as session:
+        session.add(
+            Activity(
+                organization_id=owner.organization_id,
+                deal_id=deal["id"],
+                author_id=owner.id,
+                type=ActivityType.COMMENT,
+                payload={"text": "quiet"},
+            )
+        )
+        await session.flush()
+        with pytest.raises(events.EventNotRecorded, match="comment"):
+            await session.commit()
+        await session.rollback()
+    assert await count_rows(engine, "tasks", "title = 'Quiet'") == 0
+    assert await count_rows(engine, "activities", "type = 'comment'") == 0
+    assert await count_rows(engine, "events") == before
+    async with sessions_of(any_api)() as session:
+        events.backfill(session)
+        await session.execute(update(Task).where(Task.id == task["id"]).values(title="Loaded"))
+        await session.commit()
+    assert await count_rows(engine, "tasks", "title = 'Loaded'") == 1
+    assert await count_rows(engine, "events") == before
 
 
 async def test_a_patch_that_changes_nothing_appends_nothing(any_api: Api) -> None:

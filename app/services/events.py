@@ -5,7 +5,9 @@ the transaction that makes it (a transactional outbox), and read back by the cha
 rendered then (the resource exactly as its GET answers it) and kept on the session. The
 session's commit writes the kept events as its last statements (`before_commit`, below); a
 rollback drops them. So a committed change always has its event and a rolled-back one never
-does, and no write path needs to remember more than the one call.
+does. A guard refuses the commit of a transaction that changed a contact, deal, task, comment
+or membership without recording an event of that kind (`EventNotRecorded`), so a new write
+path cannot forget the call; bulk history (demo data) says so with `backfill`.
 
 **Commit order.** Ids come from one sequence, but a sequence alone hands them out in the order
 transactions *insert*, not the order they *commit*: a reader could pass id 12 (committed) while
@@ -36,11 +38,12 @@ from pydantic_core import to_json
 from sqlalchemy import Row
 from sqlalchemy import event as orm_event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTransaction
 
 from app.core.errors import CursorExpired
 from app.core.tenancy import TenantContext
 from app.db.types import utcnow
+from app.models import Activity, ActivityType, Contact, Deal, Membership, Task
 from app.repositories import events as event_rows
 from app.repositories.events import EventRepository, TypeFilter
 from app.schemas.event import EventType, split_type_patterns
@@ -68,6 +71,7 @@ def record(
     if changes:
         data += b',"changes":' + to_json({field: list(pair) for field, pair in changes.items()})
     actor = actor_of(ctx)
+    session.info.setdefault(_RECORDED, set()).add(type_.value.partition(".")[0])
     pending: list[dict[str, Any]] = session.info.setdefault(_PENDING, [])
     pending.append(
         {
@@ -106,14 +110,20 @@ def has_pending(session: AsyncSession) -> bool:
     return bool(session.info.get(_PENDING))
 
 
+def backfill(session: AsyncSession) -> None:
+    """Declare that this transaction writes history in bulk (demo data, test fixtures), not
+    changes happening now: its rows need no events (the guard below lets it commit)."""
+    session.info[_BACKFILL] = True
+
+
 def write_pending(session: Session) -> None:
     """Write this transaction's recorded events now (the commit does it: see the module).
     Public for tests that hold a transaction open right after its events are written."""
-    pending: list[dict[str, Any]] | None = session.info.pop(_PENDING, None)
-    if not pending:
-        return
     session.flush()  # the changes first: nothing waits on a row lock once the lock is held
-    event_rows.append(session, pending)
+    _refuse_unrecorded(session)
+    pending: list[dict[str, Any]] | None = session.info.pop(_PENDING, None)
+    if pending:
+        event_rows.append(session, pending)
 
 
 @orm_event.listens_for(Session, "before_commit")
@@ -124,7 +134,73 @@ def _write_on_commit(session: Session) -> None:
 @orm_event.listens_for(Session, "after_transaction_end")
 def _drop_on_end(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # the whole transaction, not a savepoint
-        session.info.pop(_PENDING, None)
+        for key in (_PENDING, _RECORDED, _CHANGED, _BACKFILL):
+            session.info.pop(key, None)
+
+
+# --- the guard: no change of a tracked resource commits without an event of its kind ---------
+
+
+class EventNotRecorded(RuntimeError):
+    """A transaction changed contacts, deals, tasks, comments or members without recording
+    an event of that kind: a programming error (answered as a 500), caught by the first test
+    of the new write path."""
+
+
+_CHANGED = "event_kinds_changed"
+_RECORDED = "event_kinds_recorded"
+_BACKFILL = "events_backfill"
+_KIND_OF_TABLE = {
+    Contact.__tablename__: "contact",
+    Deal.__tablename__: "deal",
+    Task.__tablename__: "task",
+    Membership.__tablename__: "member",
+}
+
+
+def _kind(instance: object, *, created: bool) -> str | None:
+    table = getattr(instance, "__tablename__", None)
+    if isinstance(instance, Activity):  # only a new comment is an event of its own
+        return "comment" if created and instance.type is ActivityType.COMMENT else None
+    return _KIND_OF_TABLE.get(table) if isinstance(table, str) else None
+
+
+def _changed(session: Session) -> set[str]:
+    changed: set[str] = session.info.setdefault(_CHANGED, set())
+    return changed
+
+
+@orm_event.listens_for(Session, "before_flush")
+def _note_changed_rows(session: Session, _: UOWTransaction, __: object) -> None:
+    for instance in session.new:
+        if kind := _kind(instance, created=True):
+            _changed(session).add(kind)
+    for instance in session.deleted:
+        if kind := _kind(instance, created=False):
+            _changed(session).add(kind)
+    for instance in session.dirty:
+        # `dirty` holds anything assigned to, even the value it had: only a net change counts.
+        kind = _kind(instance, created=False)
+        if kind and session.is_modified(instance, include_collections=False):
+            _changed(session).add(kind)
+
+
+@orm_event.listens_for(Session, "do_orm_execute")
+def _note_bulk_statements(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        table = getattr(getattr(state.statement, "table", None), "name", None)
+        kind = _KIND_OF_TABLE.get(table) if isinstance(table, str) else None
+        if kind is not None:
+            _changed(state.session).add(kind)
+
+
+def _refuse_unrecorded(session: Session) -> None:
+    missing = session.info.get(_CHANGED, set()) - session.info.get(_RECORDED, set())
+    if missing and not session.info.get(_BACKFILL):
+        raise EventNotRecorded(
+            f"{', '.join(sorted(missing))} changed without an event "
+            "(call app.services.events.record in the writing transaction)"
+        )
 
 
 # --- the feed ---------------------------------------------------------------------------------
