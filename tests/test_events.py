@@ -719,6 +719,22 @@ async def test_pruned_events_make_an_older_cursor_410(any_api: Api) -> None:
     assert len(await Consumer(other).drain()) == 1
 
 
+async def test_a_feed_pruned_empty_answers_a_cursor_that_stays_valid(any_api: Api) -> None:
+    owner = await any_api.register()
+    await create_contact(owner)
+    engine = engine_of(any_api)
+    ids = [e["id"] for e in await Consumer(owner).drain()]
+    await age_events(engine, owner.organization_id, ids, days=60)
+    async with sessions_of(any_api)() as session:
+        assert await events.prune(session, retention_days=30) == len(ids) == 2
+        await session.commit()
+    feed = Consumer(owner)
+    assert await feed.drain() == []
+    assert await feed.read() == []  # the cursor it was given is not before the prune mark
+    await create_contact(owner, "After")
+    assert [e["data"]["object"]["name"] for e in await feed.read()] == ["After"]
+
+
 async def test_minicrm_prune_deletes_old_events(
     tmp_path: Path, make_api: Any, sqlite_url: str
 ) -> None:

@@ -247,8 +247,9 @@ class EventFeed:
         if len(rows) == limit:
             return FeedPage(rows, rows[-1].id)
         # Fewer than asked: every event visible in this snapshot was read, so the position
-        # moves to the newest one (past events the type filter left out).
-        return FeedPage(rows, max(start, window.head or 0))
+        # moves to the newest one (past events the type filter left out), and never stays
+        # before the prune mark (a feed pruned empty answers a cursor that stays valid).
+        return FeedPage(rows, max(start, window.head or 0, window.pruned_through or 0))
 
 
 def event_json(organization_id: int, row: Row[Any]) -> bytes:
