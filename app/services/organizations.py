@@ -60,8 +60,9 @@ class OrganizationService:
     async def add_owner(self, organization: Organization, user_id: int) -> Membership:
         """The founding membership of a new organization: its first event, `member.added`."""
         membership = await self.organizations.add_member(organization.id, user_id, Role.OWNER)
-        user = await self.users.get(user_id)
-        assert user is not None
+        user = await self.users.get(user_id)  # in the session already: no round trip
+        if user is None:
+            raise InvalidToken()
         ctx = TenantContext(user_id, organization.id, Role.OWNER)
         events.record(self.session, ctx, EventType.MEMBER_ADDED, _member_read(membership, user))
         return membership
