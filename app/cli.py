@@ -566,18 +566,27 @@ def rebuild_stats_command(args: argparse.Namespace) -> int:
 
 @command(
     "prune",
-    "Delete expired data: Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS.",
+    "Delete expired data: Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS, events "
+    "older than EVENTS_RETENTION_DAYS.",
 )
 def prune_command(args: argparse.Namespace) -> int:
     from app.db.types import utcnow
     from app.repositories.idempotency import IdempotencyRepository
+    from app.services import events
 
-    async def prune(session: AsyncSession, resources: Resources) -> int:
-        return await IdempotencyRepository(session).delete_expired(utcnow())
+    settings = load_settings()
 
-    count = asyncio.run(_with_session(load_settings(), prune))
-    logger.info("deleted %d expired Idempotency-Key answer(s)", count)
-    print(f"idempotency_keys_deleted={count}")
+    async def prune(session: AsyncSession, resources: Resources) -> tuple[int, int]:
+        keys = await IdempotencyRepository(session).delete_expired(utcnow())
+        return keys, await events.prune(session, settings.EVENTS_RETENTION_DAYS)
+
+    keys, pruned_events = asyncio.run(_with_session(settings, prune))
+    logger.info("deleted %d expired Idempotency-Key answer(s)", keys)
+    logger.info(
+        "deleted %d event(s) older than %d day(s)", pruned_events, settings.EVENTS_RETENTION_DAYS
+    )
+    print(f"idempotency_keys_deleted={keys}")
+    print(f"events_deleted={pruned_events}")
     return 0
 
 

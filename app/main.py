@@ -15,7 +15,7 @@ from fastapi.telemetry import TelemetryConfig
 from app.api import health
 from app.api.docs import mount_docs
 from app.api.openapi import install_openapi
-from app.api.v1 import analytics, api_keys, auth, contacts, deals, organizations, tasks
+from app.api.v1 import analytics, api_keys, auth, contacts, deals, events, organizations, tasks
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
 from app.core.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
@@ -184,7 +184,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Included straight into the app, not through a parent /api/v1 router: each nesting level
     # is one more router to match on every request. FastAPI tries routes in order and the
     # prefixes do not overlap: the busiest go first.
-    for module in (deals, analytics, contacts, tasks, organizations, api_keys, auth):
+    for module in (deals, analytics, contacts, tasks, events, organizations, api_keys, auth):
         app.include_router(module.router, prefix=settings.API_V1_PREFIX)
     app.include_router(health.router)
     mount_docs(app, f"{settings.API_V1_PREFIX}/openapi.json", settings.APP_NAME)

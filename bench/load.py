@@ -8,6 +8,8 @@
   --skip-timeline) 300,000 tasks and 2,000,000 activities; plus 100 smaller organizations
   with 5-13 members and 200-3,000 deals each (about 1,000 users in all, one membership each:
   the many-token scenarios of `bench.run` use one access token per user);
+- 200,000 events of the big organization (one `deal.updated` per deal, fewer with fewer
+  deals), for the change-feed scenario;
 - rebuilds `deal_stats` for every organization, then VACUUM ANALYZE.
 
 `--deals` (big organization; contacts, tasks and activities scale with it) and `--orgs`
@@ -64,7 +66,7 @@ from bench.common import (
 MARKER_PREFIX = "minicrm-bench-dataset"
 CHUNK = 50_000
 SPAN = timedelta(days=730)
-BULK_TABLES = ("contacts", "deals", "tasks", "activities")
+BULK_TABLES = ("contacts", "deals", "tasks", "activities", "events")
 
 
 def _words(text: str) -> tuple[str, ...]:
@@ -161,6 +163,7 @@ COMMENTS = (
 # an older dataset is then reloaded. 2: 100 smaller organizations, about 1,000 users.
 LAYOUT = 2
 BIG_DEALS = 1_000_000
+MAX_EVENTS = 200_000
 SMALL_ORGS = 100
 
 
@@ -174,6 +177,9 @@ class Plan:
     big_tasks: int = 300_000
     big_activities: int = 2_000_000
     big_members: int = 100
+    # The change feed's events, all of the big organization (one per deal, at most 200,000:
+    # enough for the feed scenario of `bench.run`, which reads them 1,000 at a time).
+    big_events: int = MAX_EVENTS
     small_orgs: int = SMALL_ORGS
     seed: int = SEED
     schema: str = ""  # hash of the migrations (an edited migration forces a reload)
@@ -205,6 +211,7 @@ class Plan:
             big_contacts=max(100, big_deals // 10),
             big_tasks=big_deals * 3 // 10 if timeline else 0,
             big_activities=big_deals * 2 if timeline else 0,
+            big_events=min(MAX_EVENTS, big_deals),
             small_orgs=small_orgs,
             schema=schema_fingerprint(),
             small_sizes=tuple(sizes),
@@ -240,6 +247,7 @@ class Plan:
             "deals": self.big_deals + sum(s[2] for s in self.small_sizes),
             "tasks": self.big_tasks + sum(s[3] for s in self.small_sizes),
             "activities": self.big_activities + sum(s[4] for s in self.small_sizes),
+            "events": self.big_events,
         }
 
 
@@ -730,12 +738,25 @@ async def _load(url: str, plan: Plan) -> dict[str, float]:
             print(f"  copied {n:>9,} {name:<10} in {seconds:6.1f} s", flush=True)
 
         started = time.perf_counter()
+        n = await _load_events(conn, plan)
+        timings[f"insert events ({n:,} rows)"] = time.perf_counter() - started
+        print(f"  inserted {n:>7,} events     in {time.perf_counter() - started:6.1f} s")
+
+        started = time.perf_counter()
         for row in indexes:
             await conn.execute(row["indexdef"])
         timings[f"recreate {len(indexes)} secondary indexes"] = time.perf_counter() - started
         print(f"  recreated {len(indexes)} indexes in {time.perf_counter() - started:.1f} s")
 
-        for name in ("organizations", "users", "contacts", "deals", "tasks", "activities"):
+        for name in (
+            "organizations",
+            "users",
+            "contacts",
+            "deals",
+            "tasks",
+            "activities",
+            "events",
+        ):
             await conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
                 f"(SELECT coalesce(max(id), 0) + 1 FROM {name}), false)"
@@ -761,6 +782,33 @@ async def _load(url: str, plan: Plan) -> dict[str, float]:
     finally:
         await conn.close()
     return timings
+
+
+# One `deal.updated` event per deal of the big organization (oldest deals first), a second
+# apart and ending now (well within the retention), shaped as the app writes them: the deal
+# as its GET answers it and the stage change.
+_EVENTS_FROM_DEALS = """
+INSERT INTO events (id, organization_id, type, occurred_at, actor_type, actor_id, data)
+SELECT n, d.organization_id, 'deal.updated', now() - ($2 - n) * interval '1 second', 'user',
+       d.owner_id,
+       json_build_object(
+           'object', json_build_object(
+               'id', d.id, 'organization_id', d.organization_id, 'contact_id', d.contact_id,
+               'owner_id', d.owner_id, 'title', d.title, 'amount', d.amount::float8,
+               'currency', d.currency, 'status', d.status, 'stage', d.stage,
+               'created_at', d.created_at, 'updated_at', d.updated_at),
+           'changes', json_build_object('stage', json_build_array('qualification', d.stage))
+       )::text
+FROM (
+    SELECT deals.*, row_number() OVER (ORDER BY id) AS n
+    FROM deals WHERE organization_id = $1 ORDER BY id LIMIT $2
+) AS d
+"""
+
+
+async def _load_events(conn: asyncpg.Connection, plan: Plan) -> int:
+    await conn.execute(_EVENTS_FROM_DEALS, BIG_ORG_ID, plan.big_events)
+    return int(await conn.fetchval("SELECT count(*) FROM events"))
 
 
 async def ensure_dataset(

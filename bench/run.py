@@ -268,6 +268,36 @@ request = function()
 end
 """
 
+# One consumer of the change feed following `next_cursor`, 1,000 events a request, from the
+# oldest event; at the end (a page with fewer than 1,000) it starts again from the oldest.
+EVENTS_FEED = "GET /events?limit=1000 (one consumer following next_cursor)"
+EVENTS_PER_READ = 1000
+LUA_EVENTS_FEED = r"""
+local cursor = nil
+request = function()
+  local path = "%(prefix)s/events?limit=%(limit)d"
+  if cursor then
+    path = path .. "&after=" .. cursor
+  end
+  return wrk.format("GET", path)
+end
+response = function(status, headers, body)
+  if status ~= 200 or string.sub(body, 1, 11) == '{"items":[]' then
+    cursor = nil  -- past the end: from the oldest again
+  else
+    cursor = string.match(body, '"next_cursor":"([^"]+)"', -200)
+  end
+end
+"""
+
+
+def events_per_read(events: int) -> float:
+    """Events per request of the feed scenario, on average over a pass from the oldest to
+    the end: the full pages of 1,000, a shorter last one, then the empty one that ends it."""
+    full, rest = divmod(events, EVENTS_PER_READ)
+    return events / (full + (2 if rest else 1))
+
+
 LUA_LOGIN = r"""
 request = function()
   return wrk.format("POST", "%(prefix)s/auth/login", nil,
@@ -285,6 +315,9 @@ class Scenario:
     # Also measured at this many connections: the latency of one request when the two
     # workers are not saturated (at 32 connections the p50 of a slow read is mostly queueing).
     latency_connections: int | None = None
+    # Measured at this many connections only (one: a single consumer), instead of
+    # `--connections`.
+    connections: int | None = None
     results: dict[str, Any] = field(default_factory=dict)
 
 
@@ -514,7 +547,7 @@ def run_wrk(
 ) -> dict[str, Any]:
     command = [
         wrk,
-        "-t2",
+        f"-t{min(2, connections)}",
         f"-c{connections}",
         f"-d{seconds}s",
         "--timeout",
@@ -558,7 +591,15 @@ async def take_snapshot(dsn: str) -> Snapshot:
     try:
         max_ids = {
             name: int(await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {name}"))
-            for name in ("deals", "activities", "tasks", "contacts", "auth_sessions", "api_keys")
+            for name in (
+                "deals",
+                "activities",
+                "tasks",
+                "contacts",
+                "auth_sessions",
+                "api_keys",
+                "events",
+            )
         }
         rows = await conn.fetch(
             "SELECT id, updated_at FROM deals WHERE organization_id = $1 AND stage = 'proposal' "
@@ -585,6 +626,7 @@ async def restore(url: str, snapshot: Snapshot) -> None:
     try:
         async with conn.transaction():
             m = snapshot.max_ids
+            await conn.execute("DELETE FROM events WHERE id > $1", m["events"])
             await conn.execute("DELETE FROM activities WHERE id > $1", m["activities"])
             await conn.execute("DELETE FROM tasks WHERE id > $1", m["tasks"])
             await conn.execute("DELETE FROM deals WHERE id > $1", m["deals"])
@@ -603,7 +645,7 @@ async def restore(url: str, snapshot: Snapshot) -> None:
     await rebuild_deal_stats(url, [BIG_ORG_ID])
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
-        for name in ("deals", "activities", "tasks", "deal_stats", "auth_sessions"):
+        for name in ("deals", "activities", "tasks", "deal_stats", "auth_sessions", "events"):
             await conn.execute(f"VACUUM ANALYZE {name}")
     finally:
         await conn.close()
@@ -670,6 +712,8 @@ CHECKS = {
         "SELECT count(*) FROM activities WHERE organization_id = $1",
     ),
 }
+
+FEED_EVENTS = "SELECT count(*) FROM events WHERE organization_id = $1"
 
 # Scenarios whose successful writes the access log counts under another scenario's name.
 LOGGED_AS = {name: "POST /deals" for name in POST_ORDER if name != "POST /deals"}
@@ -835,6 +879,12 @@ def scenarios(plan: Plan, ids_file: Path, patch_ids: int) -> list[Scenario]:
         Scenario(
             "GET /analytics/deals/funnel (Redis cache)",
             LUA_FIXED % {"path": f"{PREFIX}/analytics/deals/funnel"},
+        ),
+        # Before the writes, which add events: every pass reads the loaded events only.
+        Scenario(
+            EVENTS_FEED,
+            LUA_EVENTS_FEED % {"prefix": PREFIX, "limit": EVENTS_PER_READ},
+            connections=1,
         ),
         # In the order plain, keyed, keyed, plain (ABBA): the table's growth and the
         # machine's drift weigh on both alike.
@@ -1317,6 +1367,16 @@ def targets(
         value = p50_ms(result)
         out.append({"target": label, "value": f"{value:.1f} ms", "pass": value < limit})
     out += cursor_target(by_name, plan)
+    feed = by_name.get(EVENTS_FEED)
+    if feed is not None:
+        per_second = rate(feed) * feed.get("events_per_request", 0.0)
+        out.append(
+            {
+                "target": "GET /events?limit=1000 >= 20,000 events/s read by one consumer",
+                "value": f"{per_second:,.0f} events/s ({rate(feed):,.1f} req/s)",
+                "pass": per_second >= 20_000,
+            }
+        )
     measured = [name for name in POST_ORDER if name in by_name]
     plain = [by_name[name] for name in measured if not name.startswith(IDEMPOTENT_POST)]
     keyed = [by_name[name] for name in measured if name.startswith(IDEMPOTENT_POST)]
@@ -1469,7 +1529,10 @@ def main() -> None:
                 for scenario in chosen:
                     check = CHECKS.get(scenario.name)
                     before = asyncio.run(count_rows(dsn, check[1], BIG_ORG_ID)) if check else 0
-                    measure(srv, scenario, scenario.name, token)
+                    measure(srv, scenario, scenario.name, token, scenario.connections)
+                    if scenario.name == EVENTS_FEED:
+                        events = asyncio.run(count_rows(dsn, FEED_EVENTS, BIG_ORG_ID))
+                        results[-1][1]["events_per_request"] = events_per_read(events)
                     if scenario.latency_connections:
                         n = scenario.latency_connections
                         measure(srv, scenario, f"{scenario.name} [{n} connections]", token, n)

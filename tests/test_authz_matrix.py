@@ -418,6 +418,8 @@ ROUTES: dict[tuple[str, str], Route] = {
         fixed("GET", "/analytics/deals/summary"), in_org(200)
     ),
     ("GET", "/analytics/deals/funnel"): Route(fixed("GET", "/analytics/deals/funnel"), in_org(200)),
+    # events (section 12): any member reads the feed
+    ("GET", "/events"): Route(fixed("GET", "/events"), in_org(200)),
 }
 
 

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.text import fold
 from app.models import Activity, ActivityType, Contact, Deal, DealStage, DealStatus, Task
+from app.services import events
 from app.services.read_models import ReadModels
 from tests.support import Api, User, assert_problem, create_contact, create_deal, statements_sent
 
@@ -116,6 +117,7 @@ async def seed(api: Api, user: User, size: int = 23) -> int:
         models = ReadModels(session, org, api.app.state.resources.cache)
         await models.rebuild()
         await models.contacts_written()
+        events.backfill(session)
         await session.commit()
         return deals[0].id
 

@@ -112,6 +112,7 @@ _DESCRIPTIONS: dict[int | str, str] = {
     403: "Authenticated, but not allowed (or not a member of the organization).",
     404: "Not found, or belongs to another organization.",
     409: "Conflict with the current state.",
+    410: "The cursor points before events that retention has deleted.",
     412: "`If-Match` does not match the resource's current `ETag`; nothing was changed.",
     413: "The request body is too large (`MAX_REQUEST_BODY_BYTES`).",
     415: "The request body is not JSON (its Content-Type is not application/json).",

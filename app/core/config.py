@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     ANALYTICS_CACHE_TTL: int = Field(default=60, ge=0)
     # How long the answer to a POST with an Idempotency-Key is kept for its retries.
     IDEMPOTENCY_TTL_HOURS: int = Field(default=24, ge=1)
+    # Events older than this are deleted by `minicrm prune`; a feed cursor from before the
+    # pruned ones answers 410 CURSOR_EXPIRED.
+    EVENTS_RETENTION_DAYS: int = Field(default=30, ge=1)
     # A pooled PostgreSQL connection idle at least this long is pinged before use.
     DB_PING_AFTER_IDLE_SECONDS: float = Field(default=30, ge=0)
 

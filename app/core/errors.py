@@ -237,6 +237,18 @@ class InvalidCursor(AppError):
     )
 
 
+class CursorExpired(AppError):
+    """A change-feed cursor from before events that retention has since deleted."""
+
+    status = 410
+    code = "CURSOR_EXPIRED"
+    title = "Gone"
+    detail = (
+        "Events after this cursor were deleted by retention (EVENTS_RETENTION_DAYS); "
+        "start again without `after` (from the oldest retained event)."
+    )
+
+
 # --- safe retries -------------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ from app.models.contact import Contact
 from app.models.deal import Deal
 from app.models.deal_stats import DealDailyCount, DealStat
 from app.models.enums import ActivityType, DealStage, DealStatus, Role
+from app.models.event import Event, EventPruneMark
 from app.models.idempotency import IdempotencyKey
 from app.models.organization import Membership, Organization
 from app.models.signing_key import SigningKey
@@ -25,6 +26,8 @@ __all__ = [
     "DealStage",
     "DealStat",
     "DealStatus",
+    "Event",
+    "EventPruneMark",
     "IdempotencyKey",
     "Membership",
     "Organization",

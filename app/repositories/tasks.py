@@ -62,6 +62,14 @@ class TaskRepository(TenantRepository):
             query = query.where(Task.due_date >= filters.due_after)
         return query
 
+    async def of_deal(self, deal_id: int) -> Sequence[Task]:
+        rows = await self.session.scalars(
+            select(Task)
+            .where(Task.organization_id == self.organization_id, Task.deal_id == deal_id)
+            .order_by(Task.id)
+        )
+        return rows.all()
+
     async def add(self, task: Task) -> Task:
         task.organization_id = self.organization_id
         self.session.add(task)

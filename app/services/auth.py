@@ -16,11 +16,12 @@ from app.core.errors import (
 )
 from app.core.security import PasswordHasher, TokenClaims, TokenCodec, TokenType
 from app.core.throttle import LoginThrottle
-from app.models import Membership, Organization, Role, User
+from app.models import Membership, Organization, User
 from app.repositories.organizations import OrganizationRepository
 from app.repositories.users import AuthSessionRepository, UserRepository
 from app.schemas.auth import MeResponse, RegisterRequest, TokenPair
 from app.schemas.organization import OrganizationSummary
+from app.services.organizations import OrganizationService
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ class AuthService:
         except IntegrityError as exc:  # a concurrent registration won the race
             raise EmailTaken() from exc
         organization = await self.organizations.add(Organization(name=data.organization_name))
-        membership = await self.organizations.add_member(organization.id, user.id, Role.OWNER)
+        membership = await OrganizationService(self.session).add_owner(organization, user.id)
         tokens = await self._start_session(user.id)
         return Registration(user, organization, membership, tokens)
 

@@ -17,7 +17,9 @@ from app.repositories.contacts import ContactFilters, ContactRepository
 from app.repositories.cursor import Keyset
 from app.repositories.organizations import OrganizationRepository
 from app.schemas.common import PageParams
-from app.schemas.contact import ContactCreate, ContactUpdate
+from app.schemas.contact import ContactCreate, ContactRead, ContactUpdate
+from app.schemas.event import EventType
+from app.services import events
 from app.services.policies import ensure_can_modify
 from app.services.read_models import ReadModels
 
@@ -75,6 +77,7 @@ class ContactService:
         )
         await self.contacts.add(contact)
         await self.read_models.contacts_written()
+        events.record(self.session, self.ctx, EventType.CONTACT_CREATED, _read(contact))
         return contact
 
     async def update(
@@ -99,11 +102,15 @@ class ContactService:
             await ensure_owner_assignable(
                 self.session, self.ctx, contact.owner_id, changes["owner_id"]
             )
+        before = _read(contact)
         for field, value in changes.items():
             setattr(contact, field, value)
         contact.search_text = fold_fields(contact.name, contact.email, contact.phone)
         await self.session.flush()
         await self.read_models.contacts_written()
+        events.record_update(
+            self.session, self.ctx, EventType.CONTACT_UPDATED, before, _read(contact)
+        )
         return contact
 
     async def delete(self, contact_id: int, *, expected: ExpectedVersion | None = None) -> None:
@@ -116,8 +123,14 @@ class ContactService:
         ensure_version(expected, contact.id, contact.updated_at)
         if await self.contacts.has_deals(contact_id):
             raise ContactHasDeals()
+        gone = _read(contact)
         try:
             await self.contacts.delete(contact)
         except IntegrityError as exc:  # a deal for it was created concurrently
             raise ContactHasDeals() from exc
         await self.read_models.contacts_written()
+        events.record(self.session, self.ctx, EventType.CONTACT_DELETED, gone)
+
+
+def _read(contact: Contact) -> ContactRead:
+    return ContactRead.model_validate(contact)

@@ -21,8 +21,12 @@ from app.repositories.base import RowLock
 from app.repositories.contacts import ContactRepository
 from app.repositories.cursor import Keyset
 from app.repositories.deals import TENANT_AND_DEAL, DealFilters, DealRepository
+from app.repositories.tasks import TaskRepository
 from app.schemas.common import PageParams
-from app.schemas.deal import DealCreate, DealUpdate
+from app.schemas.deal import DealCreate, DealRead, DealUpdate
+from app.schemas.event import EventType
+from app.schemas.task import TaskRead
+from app.services import events
 from app.services.contacts import ensure_owner_assignable
 from app.services.policies import ensure_can_modify, ensure_can_move_stage
 from app.services.read_models import DealFigures, ReadModels
@@ -36,6 +40,7 @@ class DealService:
         self.deals = DealRepository(session, ctx.organization_id)
         self.contacts = ContactRepository(session, ctx.organization_id)
         self.activities = ActivityRepository(session, ctx.organization_id)
+        self.tasks = TaskRepository(session, ctx.organization_id)
         self.read_models = ReadModels(session, ctx.organization_id, cache)
 
     @staticmethod
@@ -97,6 +102,7 @@ class DealService:
         except IntegrityError as exc:  # the contact was deleted under us
             raise ContactReferenceInvalid() from exc
         await self.read_models.deal_written(before=None, after=deal)
+        events.record(self.session, self.ctx, EventType.DEAL_CREATED, _read(deal))
         return deal
 
     async def update(
@@ -129,6 +135,7 @@ class DealService:
 
         old_status, old_stage = deal.status, deal.stage
         before = DealFigures.of(deal)
+        read_before = _read(deal) if changes else None
         for field, value in changes.items():
             setattr(deal, field, value)
         if "title" in changes:
@@ -153,8 +160,11 @@ class DealService:
             await self.session.flush()
         except IntegrityError as exc:  # the new contact was deleted under us
             raise ContactReferenceInvalid() from exc
-        if changes:
+        if read_before is not None:
             await self.read_models.deal_written(before=before, after=deal)
+            events.record_update(
+                self.session, self.ctx, EventType.DEAL_UPDATED, read_before, _read(deal)
+            )
         return deal
 
     async def delete(self, deal_id: int, *, expected: ExpectedVersion | None = None) -> None:
@@ -163,10 +173,23 @@ class DealService:
         ensure_can_modify(self.ctx, deal.owner_id, "deals")
         ensure_version(expected, deal.id, deal.updated_at)
         before = DealFigures.of(deal)
+        gone = _read(deal)
+        # Its tasks go with it: each has its event, as if deleted one by one. Its comments
+        # and timeline go too, without events of their own (`deal.deleted` says it).
+        tasks = await self.tasks.of_deal(deal.id)
         await self.deals.delete(deal)
         await self.read_models.deal_written(before=before, after=None)
+        for task in tasks:
+            events.record(
+                self.session, self.ctx, EventType.TASK_DELETED, TaskRead.model_validate(task)
+            )
+        events.record(self.session, self.ctx, EventType.DEAL_DELETED, gone)
 
     async def _ensure_contact(self, contact_id: int) -> None:
         # A share lock keeps the contact from being deleted until this transaction commits.
         if await self.contacts.get(contact_id, lock=RowLock.SHARE) is None:
             raise ContactReferenceInvalid()
+
+
+def _read(deal: Deal) -> DealRead:
+    return DealRead.model_validate(deal)

@@ -33,6 +33,7 @@ from app.models import Activity, ActivityType, Contact, Deal, DealStage, DealSta
 from app.repositories.users import UserRepository
 from app.schemas.auth import RegisterRequest
 from app.schemas.organization import AssignableRole
+from app.services import events
 from app.services.auth import AuthService
 from app.services.organizations import OrganizationService
 from app.services.read_models import ReadModels
@@ -215,6 +216,8 @@ async def seed_demo(session: AsyncSession, resources: Resources) -> DemoResult:
 
     now = datetime.now(UTC).replace(microsecond=0)
     history = History(random.Random(SEED), now, org_id, user_ids)  # noqa: S311 - not secret
+    # Six months of backdated history, not changes happening now: no events (see the README).
+    events.backfill(session)
     counts = await history.write(session)
     # Written in bulk, not through the contact and deal services: the contacts' version moves,
     # and the deals' precomputed figures are recomputed from the deals, in this transaction.

@@ -19,7 +19,9 @@ from app.core.tenancy import TenantContext
 from app.models import Membership, Organization, Role, User
 from app.repositories.organizations import OrganizationRepository
 from app.repositories.users import UserRepository
+from app.schemas.event import EventType
 from app.schemas.organization import AssignableRole, MemberRead, OrganizationRead
+from app.services import events
 
 
 def _member_read(membership: Membership, user: User) -> MemberRead:
@@ -52,8 +54,18 @@ class OrganizationService:
     async def create(self, user_id: int, name: str) -> OrganizationRead:
         await self._require_account(user_id)
         organization = await self.organizations.add(Organization(name=name))
-        await self.organizations.add_member(organization.id, user_id, Role.OWNER)
+        await self.add_owner(organization, user_id)
         return _organization_read(organization, Role.OWNER)
+
+    async def add_owner(self, organization: Organization, user_id: int) -> Membership:
+        """The founding membership of a new organization: its first event, `member.added`."""
+        membership = await self.organizations.add_member(organization.id, user_id, Role.OWNER)
+        user = await self.users.get(user_id)  # in the session already: no round trip
+        if user is None:
+            raise InvalidToken()
+        ctx = TenantContext(user_id, organization.id, Role.OWNER)
+        events.record(self.session, ctx, EventType.MEMBER_ADDED, _member_read(membership, user))
+        return membership
 
     async def get(self, ctx: TenantContext) -> OrganizationRead:
         organization = await self._organization(ctx)
@@ -85,7 +97,9 @@ class OrganizationService:
             )
         except IntegrityError as exc:
             raise AlreadyMember() from exc
-        return _member_read(membership, user)
+        added = _member_read(membership, user)
+        events.record(self.session, ctx, EventType.MEMBER_ADDED, added)
+        return added
 
     async def change_role(
         self, ctx: TenantContext, user_id: int, role: AssignableRole
@@ -94,9 +108,12 @@ class OrganizationService:
         membership, user = await self._target_member(ctx, user_id)
         self._require_may_manage(ctx, membership)
         self._require_may_grant(ctx, Role(role))
+        before = _member_read(membership, user)
         membership.role = Role(role)
         await self.session.flush()
-        return _member_read(membership, user)
+        after = _member_read(membership, user)
+        events.record_update(self.session, ctx, EventType.MEMBER_UPDATED, before, after)
+        return after
 
     async def remove_member(self, ctx: TenantContext, user_id: int) -> None:
         """Owner/admin remove others; anyone may leave, except the owner, who cannot."""
@@ -104,11 +121,14 @@ class OrganizationService:
             ctx.require(Permission.LEAVE_ORGANIZATION)
             if ctx.role is Role.OWNER:
                 raise OwnerImmutable()
+            membership, user = await self._target_member(ctx, user_id)
         else:
             ctx.require(Permission.MANAGE_MEMBERS)
-            membership, _ = await self._target_member(ctx, user_id)
+            membership, user = await self._target_member(ctx, user_id)
             self._require_may_manage(ctx, membership)
+        removed = _member_read(membership, user)
         await self.organizations.remove_member(ctx.organization_id, user_id)
+        events.record(self.session, ctx, EventType.MEMBER_REMOVED, removed)
 
     async def _require_account(self, user_id: int) -> None:
         # A token outlives a deleted account: that is a 401 (as on /auth/me), not an empty

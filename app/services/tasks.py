@@ -15,7 +15,9 @@ from app.repositories.cursor import Keyset
 from app.repositories.deals import DealRepository
 from app.repositories.tasks import TaskFilters, TaskRepository
 from app.schemas.common import PageParams
-from app.schemas.task import TaskCreate, TaskUpdate
+from app.schemas.event import EventType
+from app.schemas.task import TaskCreate, TaskRead, TaskUpdate
+from app.services import events
 from app.services.policies import ensure_can_modify, ensure_due_date_not_past
 
 
@@ -63,6 +65,7 @@ class TaskService:
             self.ctx.user_id,
             self.ctx.api_key_id,
         )
+        events.record(self.session, self.ctx, EventType.TASK_CREATED, _read(task))
         return task
 
     async def update(
@@ -72,14 +75,18 @@ class TaskService:
         changes = data.changes()
         if "due_date" in changes and changes["due_date"] != task.due_date:
             ensure_due_date_not_past(changes["due_date"])
+        before = _read(task)
         for field, value in changes.items():
             setattr(task, field, value)
         await self.session.flush()
+        events.record_update(self.session, self.ctx, EventType.TASK_UPDATED, before, _read(task))
         return task
 
     async def delete(self, task_id: int, *, expected: ExpectedVersion | None = None) -> None:
         task = await self._modifiable(task_id, expected)
+        gone = _read(task)
         await self.tasks.delete(task)
+        events.record(self.session, self.ctx, EventType.TASK_DELETED, gone)
 
     async def _modifiable(self, task_id: int, expected: ExpectedVersion | None) -> Task:
         """The task, locked for this write (so `expected` is checked against the version the
@@ -91,3 +98,7 @@ class TaskService:
         ensure_can_modify(self.ctx, deal_owner_id, "deals' tasks")
         ensure_version(expected, task.id, task.updated_at)
         return task
+
+
+def _read(task: Task) -> TaskRead:
+    return TaskRead.model_validate(task)

@@ -1,0 +1,92 @@
+"""Events of the change feed (and, later, of webhook deliveries)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from app.schemas.common import OutputSchema
+
+
+class EventType(StrEnum):
+    CONTACT_CREATED = "contact.created"
+    CONTACT_UPDATED = "contact.updated"
+    CONTACT_DELETED = "contact.deleted"
+    DEAL_CREATED = "deal.created"
+    DEAL_UPDATED = "deal.updated"
+    DEAL_DELETED = "deal.deleted"
+    TASK_CREATED = "task.created"
+    TASK_UPDATED = "task.updated"
+    TASK_DELETED = "task.deleted"
+    COMMENT_CREATED = "comment.created"
+    MEMBER_ADDED = "member.added"
+    MEMBER_UPDATED = "member.updated"
+    MEMBER_REMOVED = "member.removed"
+
+
+EVENT_RESOURCES = frozenset(t.value.partition(".")[0] for t in EventType)
+MAX_TYPE_PATTERNS = 50
+
+
+def split_type_patterns(value: str) -> list[str]:
+    """The comma-separated patterns of `types`, each an exact type, `<resource>.*` or `*`;
+    anything else is refused (a typo would otherwise silently match nothing)."""
+    patterns = [part.strip() for part in value.split(",") if part.strip()]
+    if not patterns:
+        raise ValueError("give at least one event type or pattern")
+    if len(patterns) > MAX_TYPE_PATTERNS:
+        raise ValueError(f"at most {MAX_TYPE_PATTERNS} patterns")
+    for pattern in patterns:
+        resource, dot, action = pattern.partition(".")
+        if pattern == "*" or pattern in EventType._value2member_map_:
+            continue
+        if dot and action == "*" and resource in EVENT_RESOURCES:
+            continue
+        raise ValueError(
+            f"unknown event type or pattern {pattern!r}: use a type such as 'deal.updated', "
+            f"a resource pattern such as 'deal.*' ({', '.join(sorted(EVENT_RESOURCES))}), or '*'"
+        )
+    return patterns
+
+
+def _checked(value: str) -> str:
+    split_type_patterns(value)
+    return value
+
+
+EventTypePatterns = Annotated[str, AfterValidator(_checked)]
+
+
+class EventActor(BaseModel):
+    type: Literal["user", "api_key"]
+    id: int
+
+
+class EventData(BaseModel):
+    object: dict[str, Any] = Field(
+        description="The resource as its GET returns it (after the change; before a delete)."
+    )
+    changes: dict[str, list[Any]] | None = Field(
+        default=None,
+        description="On `*.updated`: each changed field's `[old, new]` (`updated_at` left out).",
+    )
+
+
+class EventRead(OutputSchema):
+    id: int
+    type: EventType
+    occurred_at: datetime
+    organization_id: int
+    actor: EventActor
+    data: EventData
+
+
+class EventFeedPage(BaseModel):
+    items: list[EventRead]
+    next_cursor: str = Field(
+        description="Pass as `after` to continue; never null: at the end it waits at the end, "
+        "so polling with it returns only newer events."
+    )
