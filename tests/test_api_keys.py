@@ -398,3 +398,18 @@ async def test_a_new_key_is_never_kept_for_a_replay(api: Api, owner: User) -> No
     second = await owner.post(keys_path(owner), json=body, headers=retry)
     assert first.status_code == second.status_code == 201
     assert first.json()["key"] != second.json()["key"]
+
+
+async def test_events_name_the_key_as_their_actor(api: Api, owner: User) -> None:
+    """A change made with a key: its event's actor is the key; a person's change names the
+    person. The record is owned by the key's creator."""
+    key = await issue(owner, "manager")
+    made = await with_key(api, key["key"], "POST", "/contacts", json={"name": "Made by a key"})
+    assert made.status_code == 201, made.text
+    assert made.json()["owner_id"] == owner.id
+    await create_contact(owner, "Made by a person")
+    feed = await owner.get("/events", params={"types": "contact.created"})
+    assert feed.status_code == 200, feed.text
+    actors = {item["data"]["object"]["name"]: item["actor"] for item in feed.json()["items"]}
+    assert actors["Made by a key"] == {"type": "api_key", "id": key["id"]}
+    assert actors["Made by a person"] == {"type": "user", "id": owner.id}
