@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 import asyncpg
-from sqlalchemy import and_, bindparam, literal, select
+from sqlalchemy import and_, bindparam, literal_column, select
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from app.core.tenancy import Caller
@@ -42,7 +42,7 @@ def _without_session() -> Any:
     memberships, deals = Membership.__table__, Deal.__table__
     organization: Any = bindparam("organization_id")
     return (
-        select(literal(True).label("live"), memberships.c.role, *deals.c)
+        select(literal_column("true").label("live"), memberships.c.role, *deals.c)
         .select_from(
             memberships.outerjoin(
                 deals,
