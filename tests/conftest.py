@@ -231,6 +231,15 @@ async def api(make_api: AppFactory, database_url: str) -> Api:
     return await make_api(database_url)
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def any_api(request: pytest.FixtureRequest, make_api: AppFactory, sqlite_url: str) -> Api:
+    """The app on SQLite, and again on PostgreSQL (skipped, or failed, without it)."""
+    if request.param == "sqlite":
+        return await make_api(sqlite_url)
+    pg_url: str = request.getfixturevalue("pg_url")
+    return await make_api(pg_url)
+
+
 @pytest.fixture
 def pg_url() -> str:
     url = postgres_url()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import count
+from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import event, text
@@ -210,3 +215,25 @@ def statements_sent(
         yield seen
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+async def run_cli(api: Api, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m app.cli *args` in a subprocess, on `api`'s database, with `env` added."""
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))},
+        "DATABASE_URL": api.app.state.settings.DATABASE_URL,
+        "ENVIRONMENT": "test",
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    return await anyio.to_thread.run_sync(
+        lambda: subprocess.run(  # noqa: S603 (this interpreter, the app's own CLI)
+            [sys.executable, "-m", "app.cli", *args],
+            env=environment,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    )

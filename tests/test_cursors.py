@@ -33,18 +33,7 @@ from app.services import events
 from app.services.read_models import ReadModels
 from tests.support import Api, User, assert_problem, create_contact, create_deal, statements_sent
 
-FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def any_api(
-    request: pytest.FixtureRequest, make_api: Callable[..., Awaitable[Api]], sqlite_url: str
-) -> Api:
-    if request.param == "sqlite":
-        return await make_api(sqlite_url, **FAST_HASH)
-    pg_url: str = request.getfixturevalue("pg_url")  # skips (or fails) without PostgreSQL
-    return await make_api(pg_url, **FAST_HASH)
 
 
 def session_factory(api: Api) -> async_sessionmaker[AsyncSession]:
@@ -214,7 +203,7 @@ async def test_pages_after_the_first_are_read_from_their_position_not_by_offset(
 async def test_a_walk_during_inserts_and_deletes_returns_each_lasting_row_once_sqlite(
     make_api: Callable[..., Awaitable[Api]], sqlite_url: str, params: dict[str, str]
 ) -> None:
-    await walk_while_writing(await make_api(sqlite_url, **FAST_HASH), params)
+    await walk_while_writing(await make_api(sqlite_url), params)
 
 
 @pytest.mark.postgres

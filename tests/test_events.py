@@ -13,15 +13,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 import pytest
 from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError
@@ -35,19 +30,15 @@ from app.schemas.task import TaskUpdate
 from app.services import events
 from app.services.contacts import ContactService
 from app.services.tasks import TaskService
-from tests.support import Api, User, assert_problem, count_rows, create_contact, create_deal
-
-FAST_HASH = {"ARGON2_MEMORY_COST_KIB": 64, "ARGON2_TIME_COST": 1}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def any_api(
-    request: pytest.FixtureRequest, make_api: Callable[..., Awaitable[Api]], sqlite_url: str
-) -> Api:
-    if request.param == "sqlite":
-        return await make_api(sqlite_url, **FAST_HASH)
-    pg_url: str = request.getfixturevalue("pg_url")  # skips (or fails) without PostgreSQL
-    return await make_api(pg_url, **FAST_HASH)
+from tests.support import (
+    Api,
+    User,
+    assert_problem,
+    count_rows,
+    create_contact,
+    create_deal,
+    run_cli,
+)
 
 
 def engine_of(api: Api) -> AsyncEngine:
@@ -738,30 +729,13 @@ async def test_a_feed_pruned_empty_answers_a_cursor_that_stays_valid(any_api: Ap
 async def test_minicrm_prune_deletes_old_events(
     tmp_path: Path, make_api: Any, sqlite_url: str
 ) -> None:
-    api = await make_api(sqlite_url, **FAST_HASH)
+    api = await make_api(sqlite_url)
     owner = await api.register()
     await create_contact(owner)
     ids = [e["id"] for e in await Consumer(owner).drain()]
     engine = engine_of(api)
     await age_events(engine, owner.organization_id, ids[:1], days=40)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))},
-        "DATABASE_URL": api.app.state.settings.DATABASE_URL,
-        "ENVIRONMENT": "test",
-        "LOG_LEVEL": "WARNING",
-        "EVENTS_RETENTION_DAYS": "30",
-    }
-    result = await anyio.to_thread.run_sync(
-        lambda: subprocess.run(
-            [sys.executable, "-m", "app.cli", "prune"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    )
+    result = await run_cli(api, tmp_path, "prune", EVENTS_RETENTION_DAYS="30")
     assert result.returncode == 0, result.stderr
     assert "events_deleted=1" in result.stdout
     assert [e["id"] for e in await Consumer(owner).drain()] == ids[1:]

@@ -7,15 +7,11 @@ run at once (SQLite runs one writer at a time: there a duplicate waits and gets 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
 import pytest
 from fastapi import APIRouter, Request, status
@@ -28,20 +24,10 @@ from app.core.errors import DatabaseUnavailable
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import SessionDep
 from app.models import IdempotencyKey
-from tests.support import Api, assert_problem, count_rows, create_contact
+from tests.support import Api, assert_problem, count_rows, create_contact, run_cli
 
 KEY = "Idempotency-Key"
 REPLAYED = "idempotent-replayed"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def any_api(
-    request: pytest.FixtureRequest, make_api: Callable[..., Awaitable[Api]], sqlite_url: str
-) -> Api:
-    if request.param == "sqlite":
-        return await make_api(sqlite_url)
-    pg_url: str = request.getfixturevalue("pg_url")
-    return await make_api(pg_url)
 
 
 def engine_of(api: Api) -> AsyncEngine:
@@ -335,23 +321,7 @@ async def test_minicrm_prune_deletes_expired_keys(any_api: Api, tmp_path: Path) 
         assert (await user.post("/contacts", json={"name": "A"}, **keyed(key))).status_code == 201
     await expire_all(engine)
     assert (await user.post("/contacts", json={"name": "A"}, **keyed("live"))).status_code == 201
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))},
-        "DATABASE_URL": any_api.app.state.settings.DATABASE_URL,
-        "ENVIRONMENT": "test",
-        "LOG_LEVEL": "WARNING",
-    }
-    result = await anyio.to_thread.run_sync(
-        lambda: subprocess.run(
-            [sys.executable, "-m", "app.cli", "prune"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    )
+    result = await run_cli(any_api, tmp_path, "prune")
     assert result.returncode == 0, result.stderr
     assert "idempotency_keys_deleted=2" in result.stdout
     assert await count_rows(engine, "idempotency_keys") == 1
