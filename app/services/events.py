@@ -11,9 +11,9 @@ path cannot forget the call; bulk history (demo data) says so with `backfill`.
 
 **Commit order.** Ids come from one sequence, but a sequence alone hands them out in the order
 transactions *insert*, not the order they *commit*: a reader could pass id 12 (committed) while
-id 11 is still open, then never see 11. So an event insert takes the organization's advisory
-lock (`pg_advisory_xact_lock`, held to the end of the transaction) right before it, as the
-transaction's last statements before COMMIT (`app.repositories.events.append`). While one
+id 11 is still open, then never see 11. So the event insert takes the organization's advisory
+lock (`pg_advisory_xact_lock`, held to the end of the transaction) itself, before it draws an
+id, as the transaction's last statement before COMMIT (`app.repositories.events.append`). While one
 transaction holds it, no other allocates an id in that organization, and PostgreSQL releases
 the lock only after the commit is visible. Hence, per organization: ids are in commit order,
 and every event not yet visible to a reader has an id above every event it can see. The feed
