@@ -3,7 +3,8 @@
 What an integrator does: start the server, generate a client from `/api/v1/openapi.json` with
 openapi-python-client (pinned in the dev dependencies), and use it without raw HTTP: register,
 log in, create an organization, a contact and a deal, move the deal to won with `If-Match`,
-list with filters, read the analytics, and get a typed `Problem` for an error. Any warning from
+list with filters, read the analytics, issue an API key and read the change feed with it, and
+get a typed `Problem` for an error. Any warning from
 the generator (a schema it could not turn into a type) fails the test."""
 
 from __future__ import annotations
@@ -91,6 +92,8 @@ def test_the_whole_flow_with_the_generated_client(
         for name in ("create_deal", "read_deal", "update_deal", "list_deals")
     }
     summary = _import("api.analytics.read_deals_summary")
+    create_api_key = _import("api.api_keys.create_api_key")
+    list_events = _import("api.events.list_events")
 
     anonymous = generated.Client(base_url=server.url, raise_on_unexpected_status=True)
     registered = auth["register"].sync_detailed(
@@ -175,6 +178,30 @@ def test_the_whole_flow_with_the_generated_client(
     assert figures.by_status.won.count == 1
     assert figures.by_status.won.total_amount == 12500.5
     assert figures.by_status.lost.count == 0
+
+    # A script's own credential: an API key, shown once, implies its organization.
+    issued = create_api_key.sync(
+        client=client,
+        organization_id=organization.id,
+        body=models.ApiKeyCreate(name="Billing sync", role=models.AssignableRole.MEMBER),
+    )
+    assert isinstance(issued, models.ApiKeyCreated)
+    machine = generated.AuthenticatedClient(
+        base_url=server.url, token=issued.key, raise_on_unexpected_status=True
+    )
+    by_key = deals["read_deal"].sync(client=machine, deal_id=deal.id)
+    assert isinstance(by_key, models.DealRead)
+    assert by_key.status == models.DealStatus.WON
+
+    # The change feed, read with the key: every change above, oldest first, exactly once.
+    feed = list_events.sync(client=machine, types="deal.*")
+    assert isinstance(feed, models.EventFeedPage)
+    assert [e.type_ for e in feed.items] == ["deal.created", "deal.updated"]
+    assert feed.items[1].data.changes.additional_properties["status"] == ["new", "won"]
+    assert feed.items[1].actor.type_ == models.EventActorType.USER
+    after = list_events.sync(client=machine, after=feed.next_cursor)
+    assert isinstance(after, models.EventFeedPage)
+    assert after.items == []
 
     missing = deals["read_deal"].sync_detailed(client=tenant, deal_id=deal.id + 1000)
     assert missing.status_code == 404

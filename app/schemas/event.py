@@ -77,7 +77,14 @@ class EventData(BaseModel):
 
 class EventRead(OutputSchema):
     id: int
-    type: EventType
+    # A string listing today's types rather than an enum: a client generated now must still
+    # read an event of a type added later (generators make an enum a closed type).
+    type: str = Field(
+        description="What happened, `<resource>.<change>`: "
+        + ", ".join(f"`{t.value}`" for t in EventType)
+        + ". New versions may add types: skip the ones you do not handle.",
+        examples=[t.value for t in EventType],
+    )
     occurred_at: datetime
     organization_id: int
     actor: EventActor
