@@ -65,7 +65,9 @@ class WebhookCreate(InputSchema):
 
 
 class WebhookUpdate(NotNullOnPatch):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"enabled": False}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"event_types": ["deal.*"], "description": "Deals only"}]}
+    )
 
     _not_null = ("url", "event_types", "enabled")
 
