@@ -607,7 +607,9 @@ async def test_a_worker_killed_mid_delivery_leaves_it_to_be_sent_again(
         **os.environ,
         "DATABASE_URL": pg_url,
         "WEBHOOK_ALLOW_PRIVATE_URLS": "true",
-        "WEBHOOK_LEASE_SECONDS": "1",
+        # Killed long before its 2 s timeout; its lease (renewed before the request) lasts 2.5 s.
+        "WEBHOOK_TIMEOUT_SECONDS": "2",
+        "WEBHOOK_LEASE_SECONDS": "2.5",
         "WORKER_POLL_SECONDS": "0.05",
         "SECRET_KEY": "test-secret-key-that-is-long-enough-0123456789",
     }

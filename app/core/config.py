@@ -183,6 +183,14 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _lease_outlasts_a_delivery(self) -> Self:
+        # A lease running out while its worker still waits for the receiver would let a
+        # second worker send to the same endpoint at the same time.
+        if self.WEBHOOK_LEASE_SECONDS <= self.WEBHOOK_TIMEOUT_SECONDS:
+            raise ValueError("WEBHOOK_LEASE_SECONDS must be longer than WEBHOOK_TIMEOUT_SECONDS")
+        return self
+
     @property
     def secret_key(self) -> str | None:
         """The configured signing key; None: sign with the key stored in the database (see
