@@ -407,6 +407,49 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- worker -------------------------------------------------------------------------------------
+
+
+async def run_workers(settings: Settings, concurrency: int) -> None:
+    """`concurrency` delivery loops until SIGTERM or SIGINT; in-flight deliveries finish
+    (a delivery cut short is sent again once its lease runs out)."""
+    import signal
+
+    from app.db.session import create_engine, create_session_factory
+    from app.jobs.worker import run_worker
+
+    engine = create_engine(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        factory = create_session_factory(engine)
+        logger.info("delivering webhooks with %d loop(s)", concurrency)
+        await asyncio.gather(*(run_worker(factory, settings, stop) for _ in range(concurrency)))
+    finally:
+        await engine.dispose()
+    logger.info("worker stopped")
+
+
+@command(
+    "worker",
+    "Run background work (webhook delivery) until stopped; run as many as wanted.",
+    argument(
+        "--concurrency",
+        type=_positive_int,
+        default="4",
+        env="WORKER_CONCURRENCY",
+        help="endpoints served at once by this process (default: $WORKER_CONCURRENCY or 4)",
+    ),
+)
+def worker(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    check_database(settings)
+    asyncio.run(run_workers(settings, args.concurrency))
+    return 0
+
+
 # --- create-user --------------------------------------------------------------------------------
 
 

@@ -15,7 +15,17 @@ from fastapi.telemetry import TelemetryConfig
 from app.api import health
 from app.api.docs import mount_docs
 from app.api.openapi import install_openapi
-from app.api.v1 import analytics, api_keys, auth, contacts, deals, events, organizations, tasks
+from app.api.v1 import (
+    analytics,
+    api_keys,
+    auth,
+    contacts,
+    deals,
+    events,
+    organizations,
+    tasks,
+    webhooks,
+)
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
 from app.core.config import Settings, get_settings
 from app.core.handlers import register_exception_handlers
@@ -32,6 +42,7 @@ from app.db.session import (
     create_read_session_factory,
     create_session_factory,
 )
+from app.jobs.worker import BackgroundWork
 from app.services.api_keys import KeyUsage
 from app.services.signing import token_signing_key
 
@@ -110,9 +121,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     resources = await build_resources(settings)
     app.state.resources = resources
     tune_garbage_collection()
+    worker = (
+        BackgroundWork(resources.session_factory, settings)
+        if settings.runs_background_worker
+        else None
+    )
     try:
         yield
     finally:
+        if worker is not None:
+            await worker.aclose()
         await resources.api_key_usage.drain()
         await resources.rate_limiter.aclose()
         await resources.engine.dispose()
@@ -151,6 +169,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "deals", "description": "Deals through the pipeline, and their timeline."},
             {"name": "tasks", "description": "To-dos attached to deals."},
             {"name": "analytics", "description": "Summary and funnel of an organization's deals."},
+            {"name": "events", "description": "The change feed: every change, in commit order."},
+            {"name": "webhooks", "description": "Signed deliveries of events to your endpoints."},
             {"name": "health", "description": "Liveness, readiness and metrics."},
         ],
         openapi_url=f"{settings.API_V1_PREFIX}/openapi.json",
@@ -184,7 +204,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Included straight into the app, not through a parent /api/v1 router: each nesting level
     # is one more router to match on every request. FastAPI tries routes in order and the
     # prefixes do not overlap: the busiest go first.
-    for module in (deals, analytics, contacts, tasks, events, organizations, api_keys, auth):
+    modules = (deals, analytics, contacts, tasks, events, webhooks, organizations, api_keys, auth)
+    for module in modules:
         app.include_router(module.router, prefix=settings.API_V1_PREFIX)
     app.include_router(health.router)
     mount_docs(app, f"{settings.API_V1_PREFIX}/openapi.json", settings.APP_NAME)

@@ -66,6 +66,9 @@ TEST_SETTINGS: dict[str, Any] = {
     "RATE_LIMIT_PER_MINUTE": 100_000,  # tests make many requests; test_rate_limits sets its own
     "ARGON2_MEMORY_COST_KIB": 8,
     "ARGON2_TIME_COST": 1,
+    # No background work in the apps the tests start: the webhook tests run deliveries
+    # themselves, and no other test should see a delivery happen under it.
+    "BACKGROUND_WORKER": "off",
 }
 _migrated: set[str] = set()
 _created: set[str] = set()

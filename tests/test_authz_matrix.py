@@ -328,6 +328,42 @@ async def revoke_api_key(ctx: Ctx) -> Req:
 
 
 COMMENT = {"type": "comment", "payload": {"text": "A comment"}}
+# A public address given as such: nothing is resolved, and no test sends to it.
+WEBHOOK = {"url": "https://93.184.215.14/hooks", "event_types": ["deal.*"]}
+
+
+async def new_webhook(ctx: Ctx) -> int:
+    return await created(ctx.target.owner.post("/webhooks", json=WEBHOOK))
+
+
+def on_webhook(method: str, suffix: str = "", body: Any = None) -> Builder:
+    """A request on a fresh webhook endpoint of the target organization."""
+
+    async def build(ctx: Ctx) -> Req:
+        return Req(method, f"/webhooks/{await new_webhook(ctx)}{suffix}", body)
+
+    return build
+
+
+async def retry_delivery(ctx: Ctx) -> Req:
+    webhook_id = await new_webhook(ctx)
+    async with ctx.world.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO webhook_deliveries (organization_id, endpoint_id, event_id, "
+                "event_type, status, attempts, failures, created_at) VALUES "
+                "(:org, :endpoint, 1, 'deal.created', 'failed', 8, 8, :at)"
+            ),
+            {"org": ctx.target.id, "endpoint": webhook_id, "at": datetime.now(UTC)},
+        )
+        delivery_id = (
+            await conn.execute(
+                text("SELECT max(id) FROM webhook_deliveries WHERE endpoint_id = :endpoint"),
+                {"endpoint": webhook_id},
+            )
+        ).scalar_one()
+    return Req("POST", f"/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")
+
 
 ROUTES: dict[tuple[str, str], Route] = {
     # auth (section 2)
@@ -420,6 +456,28 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/analytics/deals/funnel"): Route(fixed("GET", "/analytics/deals/funnel"), in_org(200)),
     # events (section 12): any member reads the feed
     ("GET", "/events"): Route(fixed("GET", "/events"), in_org(200)),
+    # webhooks (section 13): owner and admin; the secret is for people only
+    ("POST", "/webhooks"): Route(
+        fixed("POST", "/webhooks", WEBHOOK), in_org(201, 201, 403), keys=PEOPLE_ONLY
+    ),
+    ("GET", "/webhooks"): Route(fixed("GET", "/webhooks"), in_org(200, 200, 403)),
+    ("GET", "/webhooks/{webhook_id}"): Route(on_webhook("GET"), in_org(200, 200, 403)),
+    ("PATCH", "/webhooks/{webhook_id}"): Route(
+        on_webhook("PATCH", body={"description": "Renamed"}), in_org(200, 200, 403)
+    ),
+    ("DELETE", "/webhooks/{webhook_id}"): Route(on_webhook("DELETE"), in_org(204, 204, 403)),
+    ("POST", "/webhooks/{webhook_id}/rotate-secret"): Route(
+        on_webhook("POST", "/rotate-secret"), in_org(200, 200, 403), keys=PEOPLE_ONLY
+    ),
+    ("POST", "/webhooks/{webhook_id}/ping"): Route(
+        on_webhook("POST", "/ping"), in_org(202, 202, 403)
+    ),
+    ("GET", "/webhooks/{webhook_id}/deliveries"): Route(
+        on_webhook("GET", "/deliveries"), in_org(200, 200, 403)
+    ),
+    ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): Route(
+        retry_delivery, in_org(202, 202, 403)
+    ),
 }
 
 

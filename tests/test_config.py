@@ -166,3 +166,20 @@ def test_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch)
     assert not loaded.is_sqlite
     assert loaded.REDIS_URL is None
     assert loaded.API_V1_PREFIX == "/api/v2"
+
+
+def test_webhook_settings_are_read_from_the_environment_and_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE_SECONDS", "1, 60,3600")
+    assert settings().WEBHOOK_RETRY_SCHEDULE_SECONDS == [1, 60, 3600]
+    # Background work in the API process: by default on SQLite only.
+    postgres = "postgresql+asyncpg://u@h/db"
+    assert settings(DATABASE_URL="sqlite+aiosqlite:///x.db").runs_background_worker is True
+    assert settings(DATABASE_URL=postgres).runs_background_worker is False
+    assert settings(DATABASE_URL=postgres, BACKGROUND_WORKER="on").runs_background_worker is True
+    with pytest.raises(ValidationError, match="WEBHOOK_LEASE_SECONDS"):
+        settings(WEBHOOK_LEASE_SECONDS=5)
+    monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE_SECONDS", "")
+    with pytest.raises(ValidationError, match="at least one delay"):
+        settings()

@@ -499,6 +499,14 @@ def test_compose_declares_the_stack() -> None:
     assert "@db:5432/" in app["environment"]["DATABASE_URL"]
     assert app["environment"]["REDIS_URL"] == "${REDIS_URL:-redis://redis:6379/0}"
 
+    # Webhook delivery, started once the app (which applies the migrations) is healthy.
+    worker = services["worker"]
+    assert worker["build"] == "."
+    assert worker["command"] == ["minicrm", "worker"]
+    assert worker["environment"] == app["environment"]
+    assert worker["depends_on"] == {"app": {"condition": "service_healthy"}}
+    assert "ports" not in worker
+
 
 def compose_command() -> list[str] | None:
     """A Compose v2 (the file uses `env_file.required`, Compose >= 2.24): $DOCKER_COMPOSE, the

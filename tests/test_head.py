@@ -27,7 +27,12 @@ async def fixture_ids(owner: User) -> dict[str, int]:
     deal = await create_deal(owner, contact_id, amount="10")
     task = await owner.post("/tasks", json={"deal_id": deal["id"], "title": "Call"})
     assert task.status_code == 201, task.text
+    webhook = await owner.post(
+        "/webhooks", json={"url": "https://93.184.215.14/hook", "event_types": ["*"]}
+    )
+    assert webhook.status_code == 201, webhook.text
     return {
+        "webhook_id": webhook.json()["id"],
         "contact_id": contact_id,
         "deal_id": deal["id"],
         "task_id": task.json()["id"],

@@ -43,6 +43,8 @@ def examples_of(document: dict[str, Any], name: str) -> list[dict[str, Any]]:
 def _leaves(value: Any) -> list[Any]:
     if isinstance(value, dict):
         return [leaf for item in value.values() for leaf in _leaves(item)]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
     return [value]
 
 

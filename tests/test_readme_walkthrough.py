@@ -49,7 +49,8 @@ def test_every_walkthrough_command_works_when_pasted_in_order(tmp_path: Path) ->
         for line in script_body.splitlines()
         if not line.lstrip().startswith("#")
     )
-    env = server_env(sqlite_url(tmp_path))
+    # The walk-through's webhook goes to a receiver on loopback, as the README says to allow.
+    env = server_env(sqlite_url(tmp_path), WEBHOOK_ALLOW_PRIVATE_URLS="true")
     migrate(env, tmp_path)
     count_file = tmp_path / "curl-count"
     count_file.write_text("")
@@ -74,4 +75,5 @@ def test_every_walkthrough_command_works_when_pasted_in_order(tmp_path: Path) ->
     assert '"email":"bob@example.com"' in result.stdout
     assert '"status":"won"' in result.stdout
     assert "X-Cache:" in result.stdout or "x-cache:" in result.stdout
+    assert "signature ok: deal.updated" in result.stdout
     assert result.stdout.rstrip().endswith("204")

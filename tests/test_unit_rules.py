@@ -57,6 +57,8 @@ EXPECTED_PERMISSIONS: dict[Role, set[Permission]] = {
         P.MANAGE_MEMBERS,
         P.LEAVE_ORGANIZATION,
         P.MANAGE_API_KEYS,
+        P.MANAGE_WEBHOOKS,
+        P.WEBHOOK_SECRETS,
         P.GRANT_ADMIN,
     },
     Role.ADMIN: {
@@ -70,6 +72,8 @@ EXPECTED_PERMISSIONS: dict[Role, set[Permission]] = {
         P.MANAGE_MEMBERS,
         P.LEAVE_ORGANIZATION,
         P.MANAGE_API_KEYS,
+        P.MANAGE_WEBHOOKS,
+        P.WEBHOOK_SECRETS,
     },
     Role.MANAGER: {
         P.READ,
@@ -96,7 +100,13 @@ def test_role_permissions_match_the_contract_table(role: Role) -> None:
 @pytest.mark.parametrize("role", list(Role))
 def test_an_api_key_has_its_roles_permissions_except_what_only_people_may_do(role: Role) -> None:
     key = TenantContext(user_id=1, organization_id=1, role=role, api_key_id=9)
-    people_only = {P.MANAGE_MEMBERS, P.LEAVE_ORGANIZATION, P.MANAGE_API_KEYS, P.GRANT_ADMIN}
+    people_only = {
+        P.MANAGE_MEMBERS,
+        P.LEAVE_ORGANIZATION,
+        P.MANAGE_API_KEYS,
+        P.GRANT_ADMIN,
+        P.WEBHOOK_SECRETS,
+    }
     for permission in Permission:
         expected = permission in EXPECTED_PERMISSIONS[role] and permission not in people_only
         assert key.can(permission) is expected, (role, permission)

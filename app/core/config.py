@@ -37,6 +37,12 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class BackgroundWorker(StrEnum):
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
 class Settings(BaseSettings):
     # hide_input_in_errors: a refused setting must not print the inputs, which include the
     # secret key and the database URL with its password, into the startup error and logs.
@@ -88,6 +94,24 @@ class Settings(BaseSettings):
     # Events older than this are deleted by `minicrm prune`; a feed cursor from before the
     # pruned ones answers 410 CURSOR_EXPIRED.
     EVENTS_RETENTION_DAYS: int = Field(default=30, ge=1)
+    # Webhooks (app/jobs/webhooks.py). Private, loopback and link-local receivers (and plain
+    # http) are refused unless this is on: for tests and local use only.
+    WEBHOOK_ALLOW_PRIVATE_URLS: bool = False
+    WEBHOOK_TIMEOUT_SECONDS: float = Field(default=10, gt=0, le=60)
+    # Seconds to wait before each retry of a failed delivery (jitter adds up to 10 %); after
+    # the last one fails, the endpoint is disabled. Published in the README.
+    WEBHOOK_RETRY_SCHEDULE_SECONDS: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0]
+    )
+    # How long a worker owns an endpoint it claimed (renewed before every delivery): a worker
+    # killed mid-delivery leaves the endpoint to another after this.
+    WEBHOOK_LEASE_SECONDS: float = Field(default=60, gt=0)
+    # How often an idle worker looks for work.
+    WORKER_POLL_SECONDS: float = Field(default=0.2, gt=0)
+    # Background work (webhook delivery) inside the API process: `auto` runs it on SQLite
+    # only (PostgreSQL deployments run `minicrm worker`).
+    BACKGROUND_WORKER: BackgroundWorker = BackgroundWorker.AUTO
+
     # A pooled PostgreSQL connection idle at least this long is pinged before use.
     DB_PING_AFTER_IDLE_SECONDS: float = Field(default=30, ge=0)
 
@@ -109,6 +133,20 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("WEBHOOK_RETRY_SCHEDULE_SECONDS", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [float(part) for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("WEBHOOK_RETRY_SCHEDULE_SECONDS")
+    @classmethod
+    def _schedule_not_empty(cls, value: list[float]) -> list[float]:
+        if not value or any(delay < 0 for delay in value):
+            raise ValueError("give at least one delay, none negative")
         return value
 
     @field_validator("API_V1_PREFIX")
@@ -145,6 +183,14 @@ class Settings(BaseSettings):
             )
         return self
 
+    @model_validator(mode="after")
+    def _lease_outlasts_a_delivery(self) -> Self:
+        # A lease running out while its worker still waits for the receiver would let a
+        # second worker send to the same endpoint at the same time.
+        if self.WEBHOOK_LEASE_SECONDS <= self.WEBHOOK_TIMEOUT_SECONDS:
+            raise ValueError("WEBHOOK_LEASE_SECONDS must be longer than WEBHOOK_TIMEOUT_SECONDS")
+        return self
+
     @property
     def secret_key(self) -> str | None:
         """The configured signing key; None: sign with the key stored in the database (see
@@ -154,6 +200,13 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.DATABASE_URL.startswith("sqlite")
+
+    @property
+    def runs_background_worker(self) -> bool:
+        """Whether the API process runs the background work itself (`BACKGROUND_WORKER`)."""
+        if self.BACKGROUND_WORKER is BackgroundWorker.AUTO:
+            return self.is_sqlite
+        return self.BACKGROUND_WORKER is BackgroundWorker.ON
 
     def warn_if_insecure(self) -> None:
         # Production refuses a weak key outright (above); elsewhere it is the user's choice,

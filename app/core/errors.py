@@ -152,6 +152,24 @@ class ApiKeyNotFound(NotFound):
     detail = "No such API key in this organization."
 
 
+class WebhookNotFound(NotFound):
+    code = "WEBHOOK_NOT_FOUND"
+    detail = "No such webhook endpoint in this organization."
+
+
+class WebhookDeliveryNotFound(NotFound):
+    code = "WEBHOOK_DELIVERY_NOT_FOUND"
+    detail = "No such delivery of this webhook endpoint."
+
+
+class WebhookUrlNotAllowed(BusinessRuleViolation):
+    code = "WEBHOOK_URL_NOT_ALLOWED"
+    detail = (
+        "A webhook URL must be https and resolve only to public addresses "
+        "(not loopback, private, link-local, multicast or metadata addresses)."
+    )
+
+
 class OrganizationNotFound(NotFound):
     code = "ORGANIZATION_NOT_FOUND"
     detail = "Organization not found."

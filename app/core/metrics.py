@@ -66,3 +66,20 @@ def render(engine: AsyncEngine) -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST
+
+
+# Webhook deliveries (app/jobs/webhooks.py): attempts by outcome (`succeeded`; `retrying`: failed,
+# to be tried again; `failed`: given up), and the lag from an event's commit to its delivery.
+WEBHOOK_DELIVERIES = Counter(
+    "minicrm_webhook_deliveries_total", "Webhook delivery attempts by outcome", ["outcome"]
+)
+WEBHOOK_LAG = Histogram(
+    "minicrm_webhook_delivery_lag_seconds",
+    "From an event's commit to its successful delivery",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 60.0, 600.0, 3600.0),
+)
+WEBHOOK_QUEUE_LAG = Gauge(
+    "minicrm_webhook_queue_lag_seconds",
+    "The lag of the last delivery sent (0 when the queue is empty)",
+    multiprocess_mode="max",
+)

@@ -19,6 +19,8 @@ class Permission(StrEnum):
     LEAVE_ORGANIZATION = "leave_organization"  # remove oneself
     MANAGE_API_KEYS = "manage_api_keys"
     GRANT_ADMIN = "grant_admin"
+    MANAGE_WEBHOOKS = "manage_webhooks"  # list, change, delete, ping, see deliveries
+    WEBHOOK_SECRETS = "webhook_secrets"  # create an endpoint or rotate its secret (shown once)
 
 
 _MEMBER = frozenset(
@@ -30,6 +32,8 @@ _ADMIN = _MANAGER | {
     Permission.MANAGE_ORGANIZATION,
     Permission.MANAGE_MEMBERS,
     Permission.MANAGE_API_KEYS,
+    Permission.MANAGE_WEBHOOKS,
+    Permission.WEBHOOK_SECRETS,
 }
 _OWNER = _ADMIN | {Permission.GRANT_ADMIN}
 
@@ -62,6 +66,7 @@ PEOPLE_ONLY: frozenset[Permission] = frozenset(
         Permission.LEAVE_ORGANIZATION,
         Permission.MANAGE_API_KEYS,
         Permission.GRANT_ADMIN,
+        Permission.WEBHOOK_SECRETS,
     }
 )
 

@@ -13,6 +13,7 @@ from app.models.organization import Membership, Organization
 from app.models.signing_key import SigningKey
 from app.models.task import Task
 from app.models.user import AuthSession, RefreshToken, User
+from app.models.webhook import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "Activity",
@@ -36,4 +37,6 @@ __all__ = [
     "SigningKey",
     "Task",
     "User",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

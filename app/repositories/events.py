@@ -80,6 +80,12 @@ class TypeFilter:
     exact: frozenset[str] = frozenset()
     prefixes: frozenset[str] = frozenset()
 
+    def matches(self, type_: str) -> bool:
+        """The same test as `clause`, in Python (webhook endpoints' patterns)."""
+        if not self.exact and not self.prefixes:
+            return True
+        return type_ in self.exact or type_.partition(".")[0] in self.prefixes
+
     def clause(self) -> Any:
         if not self.exact and not self.prefixes:
             return true()

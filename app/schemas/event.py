@@ -25,9 +25,13 @@ class EventType(StrEnum):
     MEMBER_ADDED = "member.added"
     MEMBER_UPDATED = "member.updated"
     MEMBER_REMOVED = "member.removed"
+    # Webhooks: an endpoint disabled after a whole retry schedule failed; a test delivery to
+    # one endpoint (`POST /webhooks/{id}/ping`), sent to that endpoint only.
+    WEBHOOK_DISABLED = "webhook.disabled"
+    PING = "ping"
 
 
-EVENT_RESOURCES = frozenset(t.value.partition(".")[0] for t in EventType)
+EVENT_RESOURCES = frozenset(t.value.partition(".")[0] for t in EventType if "." in t.value)
 MAX_TYPE_PATTERNS = 50
 
 
@@ -61,7 +65,8 @@ EventTypePatterns = Annotated[str, AfterValidator(_checked)]
 
 
 class EventActor(BaseModel):
-    type: Literal["user", "api_key"]
+    # `system`: the service itself (`webhook.disabled`), with id 0.
+    type: Literal["user", "api_key", "system"]
     id: int
 
 

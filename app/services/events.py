@@ -73,15 +73,39 @@ def record(
         data += b',"changes":' + to_json({field: list(pair) for field, pair in changes.items()})
     actor = actor_of(ctx)
     session.info.setdefault(_RECORDED, set()).add(type_.value.partition(".")[0])
+    _keep(session, ctx.organization_id, type_, actor["type"], actor["id"], data + b"}")
+
+
+# Who acts when the service itself makes a change (a worker disabling a webhook endpoint).
+SYSTEM_ACTOR_TYPE = "system"
+
+
+def record_system(
+    session: AsyncSession, organization_id: int, type_: EventType, resource: BaseModel
+) -> None:
+    """Append a `type_` event made by the service itself (actor `{"type": "system", "id": 0}`),
+    not by a request: written when this transaction commits, like `record`'s."""
+    data = b'{"object":' + resource.__pydantic_serializer__.to_json(resource) + b"}"
+    _keep(session, organization_id, type_, SYSTEM_ACTOR_TYPE, 0, data)
+
+
+def _keep(
+    session: AsyncSession,
+    organization_id: int,
+    type_: EventType,
+    actor_type: str,
+    actor_id: int,
+    data: bytes,
+) -> None:
     pending: list[dict[str, Any]] = session.info.setdefault(_PENDING, [])
     pending.append(
         {
-            "organization_id": ctx.organization_id,
+            "organization_id": organization_id,
             "type": type_.value,
             "occurred_at": utcnow(),
-            "actor_type": actor["type"],
-            "actor_id": actor["id"],
-            "data": (data + b"}").decode(),
+            "actor_type": actor_type,
+            "actor_id": actor_id,
+            "data": data.decode(),
         }
     )
 
