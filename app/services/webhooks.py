@@ -99,7 +99,7 @@ class WebhookService:
         await self.webhooks.delete(await self.get(endpoint_id))
 
     async def rotate_secret(self, endpoint_id: int) -> WebhookCreated:
-        """A new secret at once: deliveries from now on are signed with it only."""
+        """A new secret, used from the next time a worker takes the endpoint."""
         endpoint = await self.get(endpoint_id, Permission.WEBHOOK_SECRETS)
         endpoint.secret = new_secret()
         await self.session.flush()

@@ -109,8 +109,10 @@ async def delete_webhook(webhook_id: WebhookId, service: ServiceDep) -> Response
 )
 @not_idempotent  # the answer holds the secret
 async def rotate_webhook_secret(webhook_id: WebhookId, service: ServiceDep) -> WebhookCreated:
-    """Deliveries from now on are signed with the new `secret`, shown in this answer only.
-    People only: an API key gets 403."""
+    """A new `secret`, shown in this answer only. Deliveries are signed with it from the
+    next time a worker takes the endpoint (a worker already sending to it finishes its batch,
+    at most 200 deliveries, with the old one): a receiver should accept both secrets for a
+    minute. People only: an API key gets 403."""
     return await service.rotate_secret(webhook_id)
 
 
