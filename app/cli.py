@@ -610,26 +610,35 @@ def rebuild_stats_command(args: argparse.Namespace) -> int:
 @command(
     "prune",
     "Delete expired data: Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS, events "
-    "older than EVENTS_RETENTION_DAYS.",
+    "and settled webhook deliveries older than EVENTS_RETENTION_DAYS.",
 )
 def prune_command(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from app.db.types import utcnow
+    from app.repositories import webhooks
     from app.repositories.idempotency import IdempotencyRepository
     from app.services import events
 
     settings = load_settings()
 
-    async def prune(session: AsyncSession, resources: Resources) -> tuple[int, int]:
-        keys = await IdempotencyRepository(session).delete_expired(utcnow())
-        return keys, await events.prune(session, settings.EVENTS_RETENTION_DAYS)
+    async def prune(session: AsyncSession, resources: Resources) -> tuple[int, int, int]:
+        now = utcnow()
+        keys = await IdempotencyRepository(session).delete_expired(now)
+        pruned_events = await events.prune(session, settings.EVENTS_RETENTION_DAYS, now)
+        cutoff = now - timedelta(days=settings.EVENTS_RETENTION_DAYS)
+        return keys, pruned_events, await webhooks.prune_deliveries(session, cutoff)
 
-    keys, pruned_events = asyncio.run(_with_session(settings, prune))
+    keys, pruned_events, pruned_deliveries = asyncio.run(_with_session(settings, prune))
+    days = settings.EVENTS_RETENTION_DAYS
     logger.info("deleted %d expired Idempotency-Key answer(s)", keys)
+    logger.info("deleted %d event(s) older than %d day(s)", pruned_events, days)
     logger.info(
-        "deleted %d event(s) older than %d day(s)", pruned_events, settings.EVENTS_RETENTION_DAYS
+        "deleted %d settled webhook delivery(ies) older than %d day(s)", pruned_deliveries, days
     )
     print(f"idempotency_keys_deleted={keys}")
     print(f"events_deleted={pruned_events}")
+    print(f"webhook_deliveries_deleted={pruned_deliveries}")
     return 0
 
 

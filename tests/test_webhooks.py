@@ -29,15 +29,18 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
 from app.jobs.webhooks import WebhookDeliverer
+from app.models import WebhookDelivery
 from app.repositories import webhooks as outbox
 from tests.conftest import ROOT, AppFactory
-from tests.support import Api, User, assert_problem, create_contact, create_deal
+from tests.support import Api, User, assert_problem, create_contact, create_deal, run_cli
 
 ALLOW = {"WEBHOOK_ALLOW_PRIVATE_URLS": True, "WEBHOOK_RETRY_SCHEDULE_SECONDS": [5, 300, 1800]}
 
@@ -658,3 +661,34 @@ async def test_a_worker_killed_mid_delivery_leaves_it_to_be_sent_again(
     verify(endpoint["secret"], second)
     [delivery] = await deliveries(owner, endpoint["id"])
     assert delivery["status"] == "succeeded"
+
+
+async def test_minicrm_prune_deletes_old_settled_deliveries_and_keeps_pending_ones(
+    api_allowed: Api,
+    boss: User,
+    receiver: Receiver,
+    deliverers: list[WebhookDeliverer],
+    tmp_path: Path,
+) -> None:
+    webhook = await subscribe(boss, receiver.url(), ["contact.*"])
+    for name in ("A", "B", "C"):
+        await create_contact(boss, name)
+    await drain(new_deliverer(api_allowed, deliverers))
+    assert [d["status"] for d in await deliveries(boss, webhook["id"])] == ["succeeded"] * 3
+    engine = api_allowed.app.state.resources.engine
+    old = datetime.now(UTC) - timedelta(days=40)
+    async with engine.begin() as conn:
+        ids = [r[0] for r in await conn.execute(select(WebhookDelivery.id).order_by("id"))]
+        await conn.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id.in_(ids[:2])).values(created_at=old)
+        )
+        # An old delivery still pending (its receiver was down for weeks): still to be sent.
+        await conn.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id == ids[1]).values(status="pending")
+        )
+    result = await run_cli(api_allowed, tmp_path, "prune", EVENTS_RETENTION_DAYS="30")
+    assert result.returncode == 0, result.stderr
+    assert "webhook_deliveries_deleted=1" in result.stdout
+    async with engine.connect() as conn:
+        left = [r[0] for r in await conn.execute(select(WebhookDelivery.id).order_by("id"))]
+    assert left == ids[1:]

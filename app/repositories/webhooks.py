@@ -279,3 +279,14 @@ async def disable(session: AsyncSession, endpoint_id: int, reason: str, now: dat
             updated_at=now,
         )
     )
+
+
+async def prune_deliveries(session: AsyncSession, older_than: datetime) -> int:
+    """Delete the log of deliveries made before `older_than` that are settled (succeeded or
+    failed); pending ones stay, whatever their age: they are still to be sent."""
+    result = await session.execute(
+        deliveries.delete().where(
+            deliveries.c.created_at < older_than, deliveries.c.status.in_(("succeeded", "failed"))
+        )
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
