@@ -217,8 +217,25 @@ def statements_sent(
         event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
+def run_minicrm(
+    env: dict[str, str], *args: str, cwd: Path, timeout: float = 60, **extra_env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m app.cli *args` (this interpreter, the app's own CLI) in a child process with
+    exactly `env` plus `extra_env`, from `cwd` (no stray .env: settings come from `env`)."""
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "app.cli", *args],
+        env={**env, **extra_env},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 async def run_cli(api: Api, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """`python -m app.cli *args` in a subprocess, on `api`'s database, with `env` added."""
+    """`run_minicrm` on `api`'s database, with `env` added, off the event loop."""
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_"))},
         "DATABASE_URL": api.app.state.settings.DATABASE_URL,
@@ -226,14 +243,4 @@ async def run_cli(api: Api, cwd: Path, *args: str, **env: str) -> subprocess.Com
         "LOG_LEVEL": "WARNING",
         **env,
     }
-    return await anyio.to_thread.run_sync(
-        lambda: subprocess.run(  # noqa: S603 (this interpreter, the app's own CLI)
-            [sys.executable, "-m", "app.cli", *args],
-            env=environment,
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    )
+    return await anyio.to_thread.run_sync(lambda: run_minicrm(environment, *args, cwd=cwd))

@@ -28,6 +28,7 @@ from app import cli
 from app.core.config import get_settings
 from app.main import create_app
 from tests.conftest import make_settings
+from tests.support import run_minicrm
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "CliPassword123"
@@ -71,21 +72,6 @@ def env(db_url: str, tmp_path: Path) -> dict[str, str]:
     return values
 
 
-def run_cli(
-    env: dict[str, str], *args: str, cwd: Path, timeout: float = 60, **extra_env: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "app.cli", *args],
-        env={**env, **extra_env},
-        cwd=cwd,  # no stray .env: settings come from `env` only
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
 def tables(sqlite_file: Path) -> set[str]:
     with sqlite3.connect(sqlite_file) as conn:
         rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
@@ -106,7 +92,7 @@ def parse_ids(stdout: str) -> dict[str, int]:
 def test_migrate_builds_the_schema_up_to_the_head_revision(
     env: dict[str, str], sqlite_file: Path, tmp_path: Path
 ) -> None:
-    result = run_cli(env, "migrate", cwd=tmp_path)
+    result = run_minicrm(env, "migrate", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert {"users", "organizations", "memberships", "alembic_version"} <= tables(sqlite_file)
@@ -114,15 +100,15 @@ def test_migrate_builds_the_schema_up_to_the_head_revision(
         (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
     assert version == head_revision()
     # Running it again is a no-op, not an error (the entrypoint runs it on every start).
-    assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
+    assert run_minicrm(env, "migrate", cwd=tmp_path).returncode == 0
 
 
 async def test_created_user_can_log_in_and_owns_the_organization(
     env: dict[str, str], db_url: str, tmp_path: Path
 ) -> None:
-    assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
+    assert run_minicrm(env, "migrate", cwd=tmp_path).returncode == 0
 
-    result = run_cli(
+    result = run_minicrm(
         env,
         "create-user",
         "--email",
@@ -166,8 +152,8 @@ async def test_created_user_can_log_in_and_owns_the_organization(
 def test_create_user_with_a_taken_email_exits_1(
     env: dict[str, str], sqlite_file: Path, tmp_path: Path
 ) -> None:
-    assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
-    first = run_cli(
+    assert run_minicrm(env, "migrate", cwd=tmp_path).returncode == 0
+    first = run_minicrm(
         env,
         "create-user",
         "--email",
@@ -180,7 +166,7 @@ def test_create_user_with_a_taken_email_exits_1(
     )
     assert first.returncode == 0, first.stderr
 
-    again = run_cli(
+    again = run_minicrm(
         env,
         "create-user",
         "--email",
@@ -205,9 +191,9 @@ def test_create_user_with_a_taken_email_exits_1(
 def test_create_user_without_a_password_and_no_terminal_is_refused(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
+    assert run_minicrm(env, "migrate", cwd=tmp_path).returncode == 0
 
-    result = run_cli(
+    result = run_minicrm(
         env, "create-user", "--email", "bob@example.com", "--name", "Bob", cwd=tmp_path
     )
 
@@ -219,9 +205,9 @@ def test_create_user_without_a_password_and_no_terminal_is_refused(
 def test_create_user_rejects_invalid_input_like_the_api(
     env: dict[str, str], tmp_path: Path
 ) -> None:
-    assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
+    assert run_minicrm(env, "migrate", cwd=tmp_path).returncode == 0
 
-    result = run_cli(
+    result = run_minicrm(
         env,
         "create-user",
         "--email",
@@ -240,7 +226,7 @@ def test_create_user_rejects_invalid_input_like_the_api(
 
 
 def test_invalid_configuration_is_one_clear_line(env: dict[str, str], tmp_path: Path) -> None:
-    result = run_cli(env, "migrate", cwd=tmp_path, ENVIRONMENT="production", SECRET_KEY="short")
+    result = run_minicrm(env, "migrate", cwd=tmp_path, ENVIRONMENT="production", SECRET_KEY="short")
 
     assert result.returncode == 2
     assert "invalid configuration" in result.stderr
@@ -266,7 +252,7 @@ def test_wait_db_succeeds_at_once_when_the_database_answers(
     env: dict[str, str], tmp_path: Path
 ) -> None:
     started = time.monotonic()
-    result = run_cli(env, "wait-db", "--timeout", "5", cwd=tmp_path)
+    result = run_minicrm(env, "wait-db", "--timeout", "5", cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
     assert "ready" in result.stderr
@@ -279,7 +265,7 @@ def test_wait_db_gives_up_after_the_timeout(
     url = f"postgresql+asyncpg://minicrm:hunter2@127.0.0.1:{closed_port}/minicrm"
     started = time.monotonic()
 
-    result = run_cli(env, "wait-db", cwd=tmp_path, DATABASE_URL=url, DB_WAIT_TIMEOUT="2")
+    result = run_minicrm(env, "wait-db", cwd=tmp_path, DATABASE_URL=url, DB_WAIT_TIMEOUT="2")
 
     elapsed = time.monotonic() - started
     assert result.returncode == 1
@@ -459,11 +445,11 @@ def _row_counts(sqlite_file: Path) -> dict[str, int]:
 async def test_seed_demo_is_idempotent_and_gives_every_view_something(
     env: dict[str, str], db_url: str, sqlite_file: Path, tmp_path: Path
 ) -> None:
-    assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
-    first = run_cli(env, "seed-demo", cwd=tmp_path)
+    assert run_minicrm(env, "migrate", cwd=tmp_path).returncode == 0
+    first = run_minicrm(env, "seed-demo", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
     counts = _row_counts(sqlite_file)
-    again = run_cli(env, "seed-demo", cwd=tmp_path)
+    again = run_minicrm(env, "seed-demo", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     assert _row_counts(sqlite_file) == counts
     org_id = parse_ids(first.stdout)["organization_id"]
@@ -513,8 +499,8 @@ async def test_seed_demo_is_idempotent_and_gives_every_view_something(
 def test_rebuild_stats_recomputes_the_running_totals(
     env: dict[str, str], sqlite_file: Path, tmp_path: Path
 ) -> None:
-    assert run_cli(env, "migrate", cwd=tmp_path).returncode == 0
-    assert run_cli(env, "seed-demo", cwd=tmp_path).returncode == 0
+    assert run_minicrm(env, "migrate", cwd=tmp_path).returncode == 0
+    assert run_minicrm(env, "seed-demo", cwd=tmp_path).returncode == 0
     live_totals = (
         "SELECT organization_id, currency, status, stage, sum(deal_count), sum(amount_sum) "
         "FROM deal_stats GROUP BY 1, 2, 3, 4 HAVING sum(deal_count) <> 0 ORDER BY 1, 2, 3, 4"
@@ -524,7 +510,7 @@ def test_rebuild_stats_recomputes_the_running_totals(
         before = conn.execute(live_totals).fetchall()
         version_before = conn.execute(version).fetchone()[0]
         conn.execute("UPDATE deal_stats SET deal_count = 999")  # simulate drift
-    result = run_cli(env, "rebuild-stats", cwd=tmp_path)
+    result = run_minicrm(env, "rebuild-stats", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     with sqlite3.connect(sqlite_file) as conn:
         after = conn.execute(live_totals).fetchall()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,7 +15,7 @@ from sqlalchemy import text
 
 from app.services.demo import DEMO_LOGINS, DEMO_PASSWORD, DemoResult, seed_demo
 from tests.live_server import ROOT, server_env, sqlite_url
-from tests.support import Api, snapshot
+from tests.support import Api, run_minicrm, snapshot
 
 STAGES = ["qualification", "proposal", "negotiation", "closed"]
 
@@ -230,15 +229,7 @@ def test_the_command_prints_the_four_logins_and_is_idempotent(tmp_path: Path) ->
     env = {**server_env(sqlite_url(tmp_path)), "PYTHONPATH": str(ROOT)}
 
     def minicrm(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(  # noqa: S603 - our own CLI
-            [sys.executable, "-m", "app.cli", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
+        return run_minicrm(env, *args, cwd=tmp_path, timeout=300)
 
     assert minicrm("migrate").returncode == 0
     first = minicrm("seed-demo")

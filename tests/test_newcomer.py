@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 import secrets
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -18,6 +17,7 @@ from sqlalchemy.engine import make_url
 from app.core.config import get_settings
 from tests.conftest import postgres_url, skip_or_fail
 from tests.live_server import ROOT, free_port, migrate, server_env, sqlite_url, uvicorn_server
+from tests.support import run_minicrm
 
 
 def test_uvicorn_serves_the_app_by_its_import_string_with_reload(tmp_path: Path) -> None:
@@ -69,15 +69,7 @@ async def test_app_main_app_is_built_from_the_settings_and_connects_only_in_its_
 
 
 def _minicrm(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(  # noqa: S603 - our own CLI
-        [sys.executable, "-m", "app.cli", *args],
-        env={**env, "PYTHONPATH": str(ROOT)},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_minicrm(env, *args, cwd=cwd, timeout=120, PYTHONPATH=str(ROOT))
 
 
 def _missing_database_url() -> tuple[str, str]:
