@@ -1085,16 +1085,23 @@ def rate_limit_pairs(
                 measure(srv, scenario, RATE_LIMITS_LABEL % (state, i), token)
 
 
-def rate_limit_verdict(by_name: dict[str, dict[str, Any]], pairs: int) -> dict[str, Any] | None:
-    measured = [
-        (by_name[RATE_LIMITS_LABEL % ("on (Redis)", i)], by_name[RATE_LIMITS_LABEL % ("off", i)])
+def paired_rates(
+    by_name: dict[str, dict[str, Any]], label: str, first: str, second: str, pairs: int
+) -> list[tuple[float, float]]:
+    """Requests/s of the `first` and `second` measurement of every pair measured whole."""
+    return [
+        (rate(by_name[label % (first, i)]), rate(by_name[label % (second, i)]))
         for i in range(1, pairs + 1)
-        if RATE_LIMITS_LABEL % ("off", i) in by_name
+        if label % (first, i) in by_name and label % (second, i) in by_name
     ]
+
+
+def rate_limit_verdict(by_name: dict[str, dict[str, Any]], pairs: int) -> dict[str, Any] | None:
+    measured = paired_rates(by_name, RATE_LIMITS_LABEL, "on (Redis)", "off", pairs)
     if not measured:
         return None
-    each = [1 - rate(on) / rate(off) for on, off in measured]
-    cost = 1 - sum(rate(on) for on, _ in measured) / sum(rate(off) for _, off in measured)
+    each = [1 - on / off for on, off in measured]
+    cost = 1 - sum(on for on, _ in measured) / sum(off for _, off in measured)
     return {
         "target": "rate limits on (Redis) cost GET /deals/{id} <= 5 % of its throughput",
         "value": f"{cost:.1%} (pairs " + ", ".join(f"{c:.1%}" for c in each) + ")",
@@ -1155,15 +1162,11 @@ def api_key_pairs(
 
 
 def api_key_verdict(by_name: dict[str, dict[str, Any]], pairs: int) -> dict[str, Any] | None:
-    measured = [
-        (by_name[API_KEY_LABEL % ("API key", i)], by_name[API_KEY_LABEL % ("JWT", i)])
-        for i in range(1, pairs + 1)
-        if API_KEY_LABEL % ("JWT", i) in by_name and API_KEY_LABEL % ("API key", i) in by_name
-    ]
+    measured = paired_rates(by_name, API_KEY_LABEL, "API key", "JWT", pairs)
     if not measured:
         return None
-    each = [rate(key) / rate(jwt) for key, jwt in measured]
-    ratio = sum(rate(key) for key, _ in measured) / sum(rate(jwt) for _, jwt in measured)
+    each = [key / jwt for key, jwt in measured]
+    ratio = sum(key for key, _ in measured) / sum(jwt for _, jwt in measured)
     return {
         "target": "GET /deals/{id} with an API key within 5 % of the JWT request's throughput",
         "value": f"{ratio:.1%} of it (pairs " + ", ".join(f"{r:.1%}" for r in each) + ")",
