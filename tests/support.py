@@ -16,7 +16,7 @@ import anyio
 import httpx
 from fastapi import FastAPI
 from sqlalchemy import event, text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 PASSWORD = "StrongPassword123"
 _emails = count(1)
@@ -104,6 +104,18 @@ class User:
     async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
         headers = self._merged(kwargs)
         return await self.api.client.delete(self.api.url(path), headers=headers, **kwargs)
+
+
+def engine_of(api: Api) -> AsyncEngine:
+    """The engine of the app under test (its write engine)."""
+    engine: AsyncEngine = api.app.state.resources.engine
+    return engine
+
+
+def sessions_of(api: Api) -> async_sessionmaker[AsyncSession]:
+    """The app's own session factory: rows written with it are written as the app writes."""
+    factory: async_sessionmaker[AsyncSession] = api.app.state.resources.session_factory
+    return factory
 
 
 def assert_problem(

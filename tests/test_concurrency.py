@@ -19,7 +19,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Activity, DealStat
-from tests.support import PASSWORD, Api, User, count_rows
+from tests.support import PASSWORD, Api, User, count_rows, engine_of
 
 STATUSES = ("in_progress", "won", "lost", "new")
 STAGES = ("proposal", "negotiation", "closed", "qualification")
@@ -33,11 +33,6 @@ async def race_api(
         return await make_api(sqlite_url)
     pg_url: str = request.getfixturevalue("pg_url")  # skips (or fails) without PostgreSQL
     return await make_api(pg_url)
-
-
-def engine_of(api: Api) -> AsyncEngine:
-    engine: AsyncEngine = api.app.state.resources.engine
-    return engine
 
 
 async def created(response: Awaitable[httpx.Response]) -> dict[str, Any]:

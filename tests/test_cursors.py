@@ -25,25 +25,23 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.text import fold
 from app.models import Activity, ActivityType, Contact, Deal, DealStage, DealStatus, Task
 from app.services import events
 from app.services.read_models import ReadModels
-from tests.support import Api, User, assert_problem, create_contact, create_deal, statements_sent
+from tests.support import (
+    Api,
+    User,
+    assert_problem,
+    create_contact,
+    create_deal,
+    engine_of,
+    sessions_of,
+    statements_sent,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def session_factory(api: Api) -> async_sessionmaker[AsyncSession]:
-    factory: async_sessionmaker[AsyncSession] = api.app.state.resources.session_factory
-    return factory
-
-
-def engine_of(api: Api) -> AsyncEngine:
-    engine: AsyncEngine = api.app.state.resources.engine
-    return engine
 
 
 async def seed(api: Api, user: User, size: int = 23) -> int:
@@ -51,7 +49,7 @@ async def seed(api: Api, user: User, size: int = 23) -> int:
     every sort value (and tasks without a due date); returns the id of the deal with the
     activities."""
     org, owner = user.organization_id, user.id
-    async with session_factory(api)() as session:
+    async with sessions_of(api)() as session:
         contacts = [
             Contact(
                 organization_id=org,

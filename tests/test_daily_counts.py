@@ -18,7 +18,6 @@ import anyio.to_thread
 import pytest
 from alembic.config import Config
 from sqlalchemy import func, select, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from alembic import command
 from app.core.cache import NullCache
@@ -27,7 +26,7 @@ from app.repositories.analytics import AnalyticsRepository
 from app.services import analytics as analytics_service
 from app.services.read_models import ReadModels
 from tests.conftest import AppFactory
-from tests.support import Api, User, create_contact, create_deal
+from tests.support import Api, User, create_contact, create_deal, engine_of, sessions_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = "/analytics/deals/summary"
@@ -40,16 +39,6 @@ CURRENCIES = (None, "USD", "EUR")
 async def api(make_api: AppFactory, database_url: str) -> Api:
     # No cache: every summary is computed, so each read checks the counts.
     return await make_api(database_url, ANALYTICS_CACHE_TTL=0)
-
-
-def engine_of(api: Api) -> AsyncEngine:
-    engine: AsyncEngine = api.app.state.resources.engine
-    return engine
-
-
-def sessions(api: Api) -> async_sessionmaker[AsyncSession]:
-    factory: async_sessionmaker[AsyncSession] = api.app.state.resources.session_factory
-    return factory
 
 
 async def set_created_at(api: Api, deal_id: int, created_at: datetime) -> None:
@@ -69,7 +58,7 @@ async def fresh_count(api: Api, organization_id: int, since: datetime, currency:
 
 
 async def counted(api: Api, organization_id: int, since: datetime, currency: str | None) -> int:
-    async with sessions(api)() as session:
+    async with sessions_of(api)() as session:
         return await AnalyticsRepository(session, organization_id).count_created_since(
             since, currency
         )
@@ -216,7 +205,7 @@ async def test_rebuild_recomputes_the_daily_counts(api: Api) -> None:
         await conn.execute(text("UPDATE deal_daily_counts SET deal_count = deal_count + 5"))
     assert await counted(api, owner.organization_id, times[-1], None) != len(times)
 
-    async with sessions(api)() as session:
+    async with sessions_of(api)() as session:
         await ReadModels(session, owner.organization_id, NullCache()).rebuild()
         await session.commit()
 

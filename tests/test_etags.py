@@ -24,6 +24,7 @@ from tests.support import (
     count_rows,
     create_contact,
     create_deal,
+    engine_of,
     snapshot,
 )
 
@@ -50,10 +51,6 @@ async def make(user: User, kind: str) -> Resource:
     assert response.status_code == 201, response.text
     task = response.json()
     return Resource(f"/tasks/{task['id']}", task, {"title": "Renamed"}, {"is_done": True})
-
-
-def engine_of(api: Api) -> Any:
-    return api.app.state.resources.engine
 
 
 async def etag_of(user: User, path: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.tenancy import TenantContext
 from app.models import Activity, ActivityType, Contact, Event, Role, Task
@@ -37,18 +37,10 @@ from tests.support import (
     count_rows,
     create_contact,
     create_deal,
+    engine_of,
     run_cli,
+    sessions_of,
 )
-
-
-def engine_of(api: Api) -> AsyncEngine:
-    engine: AsyncEngine = api.app.state.resources.engine
-    return engine
-
-
-def sessions_of(api: Api) -> async_sessionmaker[AsyncSession]:
-    factory: async_sessionmaker[AsyncSession] = api.app.state.resources.session_factory
-    return factory
 
 
 class Consumer:

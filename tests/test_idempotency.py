@@ -24,15 +24,10 @@ from app.core.errors import DatabaseUnavailable
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import SessionDep
 from app.models import IdempotencyKey
-from tests.support import Api, assert_problem, count_rows, create_contact, run_cli
+from tests.support import Api, assert_problem, count_rows, create_contact, engine_of, run_cli
 
 KEY = "Idempotency-Key"
 REPLAYED = "idempotent-replayed"
-
-
-def engine_of(api: Api) -> AsyncEngine:
-    engine: AsyncEngine = api.app.state.resources.engine
-    return engine
 
 
 def keyed(key: str, **headers: str) -> dict[str, Any]:

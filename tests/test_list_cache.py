@@ -21,7 +21,6 @@ from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import AppFactory
 from tests.support import (
@@ -30,6 +29,7 @@ from tests.support import (
     User,
     create_contact,
     create_deal,
+    engine_of,
     patch_deal,
     statements_sent,
 )
@@ -45,11 +45,6 @@ def offset_queries(api: Api) -> AbstractContextManager[list[SentStatement]]:
     return statements_sent(
         engine_of(api), lambda sql: "JOIN (SELECT deals.id" in " ".join(sql.split())
     )
-
-
-def engine_of(api: Api) -> AsyncEngine:
-    engine: AsyncEngine = api.app.state.resources.engine
-    return engine
 
 
 async def list_total(user: User, path: str, **params: Any) -> int:

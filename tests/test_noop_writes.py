@@ -13,10 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import AppFactory
-from tests.support import Api, User, create_contact, create_deal, snapshot
+from tests.support import Api, User, create_contact, create_deal, engine_of, snapshot
 
 SUMMARY = "/analytics/deals/summary"
 
@@ -24,11 +23,6 @@ SUMMARY = "/analytics/deals/summary"
 @pytest.fixture
 async def api(make_api: AppFactory, database_url: str) -> Api:
     return await make_api(database_url)
-
-
-def engine_of(api: Api) -> AsyncEngine:
-    engine: AsyncEngine = api.app.state.resources.engine
-    return engine
 
 
 async def summary_cache(user: User) -> str:

@@ -11,13 +11,13 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Contact, Deal
 from app.services import events
 from app.services.read_models import DealFigures, ReadModelNotMoved, ReadModels
 from tests.conftest import AppFactory
-from tests.support import Api, User, create_contact, create_deal
+from tests.support import Api, User, create_contact, create_deal, engine_of, sessions_of
 
 SUMMARY = "/analytics/deals/summary"
 
@@ -25,16 +25,6 @@ SUMMARY = "/analytics/deals/summary"
 @pytest.fixture
 async def api(make_api: AppFactory, database_url: str) -> Api:
     return await make_api(database_url)
-
-
-def sessions(api: Api) -> async_sessionmaker[AsyncSession]:
-    factory: async_sessionmaker[AsyncSession] = api.app.state.resources.session_factory
-    return factory
-
-
-def engine_of(api: Api) -> AsyncEngine:
-    engine: AsyncEngine = api.app.state.resources.engine
-    return engine
 
 
 async def title_of(api: Api, deal_id: int) -> str:
@@ -71,7 +61,7 @@ async def bulk_update(session: AsyncSession, deal_id: int) -> None:
 @pytest.mark.parametrize("write", [change_title, delete_deal, bulk_update])
 async def test_a_deal_write_that_forgets_the_version_is_refused(api: Api, write: Write) -> None:
     owner, deal_id = await a_deal(api)
-    async with sessions(api)() as session:
+    async with sessions_of(api)() as session:
         events.backfill(session)  # the events' own guard is not the one under test
         await write(session, deal_id)
         with pytest.raises(ReadModelNotMoved, match="deals"):
@@ -83,7 +73,7 @@ async def test_a_deal_write_that_forgets_the_version_is_refused(api: Api, write:
 
 async def test_a_contact_write_that_forgets_the_version_is_refused(api: Api) -> None:
     owner = await api.register()
-    async with sessions(api)() as session:
+    async with sessions_of(api)() as session:
         events.backfill(session)
         session.add(
             Contact(
@@ -105,7 +95,7 @@ async def test_a_write_that_moves_the_version_commits_and_is_seen(api: Api) -> N
     await owner.get(SUMMARY)
     assert (await owner.get(SUMMARY)).headers["X-Cache"] == "HIT"
     cache = api.app.state.resources.cache
-    async with sessions(api)() as session:
+    async with sessions_of(api)() as session:
         events.backfill(session)
         deal = await session.get_one(Deal, deal_id)
         before = DealFigures.of(deal)
@@ -122,7 +112,7 @@ async def test_a_write_that_moves_the_version_commits_and_is_seen(api: Api) -> N
 
 async def test_assigning_the_current_values_is_no_write(api: Api) -> None:
     _, deal_id = await a_deal(api)
-    async with sessions(api)() as session:
+    async with sessions_of(api)() as session:
         deal = await session.get_one(Deal, deal_id)
         deal.title = deal.title
         deal.amount = Decimal("10.00")
