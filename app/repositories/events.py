@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, column, delete, func, insert, or_, select, true, values
+from sqlalchemy import Row, Table, bindparam, delete, func, insert, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -36,21 +36,18 @@ def _int4(value: int) -> int:
 _COLUMNS = ("organization_id", "type", "occurred_at", "actor_type", "actor_id", "data")
 
 
-def _locked_insert(organization_id: int, rows: Sequence[Mapping[str, Any]]) -> Any:
-    """One statement: the organization's advisory lock (a materialized CTE, taken before any
-    row is produced, so before any id is drawn), then the insert of `rows`."""
-    locked = (
-        select(func.pg_advisory_xact_lock(_LOCK_NAMESPACE, _int4(organization_id)))
-        .cte("locked")
-        .prefix_with("MATERIALIZED")
-    )
-    new_rows = values(*(column(name, events.c[name].type) for name in _COLUMNS), name="new").data(
-        [tuple(row[name] for name in _COLUMNS) for row in rows]
-    )
-    produced = select(*(new_rows.c[name] for name in _COLUMNS)).select_from(
-        locked.join(new_rows, true())
-    )
-    return insert(events).from_select(list(_COLUMNS), produced)
+# One statement, built once: the organization's advisory lock (a materialized CTE, taken
+# before the row is produced, so before its id is drawn), then the insert of one event. Run
+# for several rows at once (executemany), each takes the lock again (it is already held).
+_LOCKED = (
+    select(func.pg_advisory_xact_lock(bindparam("lock_namespace"), bindparam("lock_key")))
+    .cte("locked")
+    .prefix_with("MATERIALIZED")
+)
+_LOCKED_INSERT = insert(events).from_select(
+    list(_COLUMNS),
+    select(*(bindparam(name, type_=events.c[name].type) for name in _COLUMNS)).select_from(_LOCKED),
+)
 
 
 def append(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -69,8 +66,9 @@ def append(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         connection.execute(insert(events), list(rows))
         return
     for organization_id in sorted({row["organization_id"] for row in rows}):
-        mine = [row for row in rows if row["organization_id"] == organization_id]
-        connection.execute(_locked_insert(organization_id, mine))
+        lock = {"lock_namespace": _LOCK_NAMESPACE, "lock_key": _int4(organization_id)}
+        mine = [{**row, **lock} for row in rows if row["organization_id"] == organization_id]
+        connection.execute(_LOCKED_INSERT, mine)
 
 
 @dataclass(frozen=True, slots=True)
