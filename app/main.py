@@ -15,6 +15,7 @@ from fastapi.telemetry import TelemetryConfig
 from app.api import health
 from app.api.docs import mount_docs
 from app.api.openapi import install_openapi
+from app.api.rate_limits import rate_limit_headers
 from app.api.v1 import (
     analytics,
     api_keys,
@@ -199,7 +200,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "RateLimit",
             ],
         )
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.MAX_REQUEST_BODY_BYTES)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.MAX_REQUEST_BODY_BYTES,
+        response_headers=rate_limit_headers,
+    )
 
     # Included straight into the app, not through a parent /api/v1 router: each nesting level
     # is one more router to match on every request. FastAPI tries routes in order and the

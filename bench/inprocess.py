@@ -14,8 +14,11 @@ turn, a few times each.
 
 Variants: `app` (as served); `no-access-log` (the `app.access` logger disabled during its
 batches); `no-middleware` (without `RequestContextMiddleware`: no request id, body limit,
-access log or metrics); `floor` (`bench/floor.py`, the like-for-like floor of `bench.run`,
-served the same way: the ratio of `app` to it is the in-process price of the framework stack).
+access log or metrics); `rate-limits` (every request counted against its credential and its
+organization, synced through Redis at `BENCH_REDIS_URL`, limits too high to refuse any: its
+difference to `app` is the CPU price of rate limiting); `floor` (`bench/floor.py`, the
+like-for-like floor of `bench.run`, served the same way: the ratio of `app` to it is the
+in-process price of the framework stack).
 """
 
 from __future__ import annotations
@@ -54,6 +57,17 @@ PREPARE: dict[str, Callable[[FastAPI], None]] = {
     "app": lambda app: None,
     "no-access-log": lambda app: None,
     "no-middleware": _without_middleware,
+    "rate-limits": lambda app: None,
+}
+REDIS_URL = os.environ.get("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/12"
+# Settings a variant changes from the app's (which, as `bench.run`'s main server, has rate
+# limits off: one client sends far more than a person's allowance).
+OVERRIDES: dict[str, dict[str, Any]] = {
+    "rate-limits": {
+        "RATE_LIMIT_PER_MINUTE": 10**9,
+        "RATE_LIMIT_ORGANIZATION_PER_MINUTE": 10**9,
+        "REDIS_URL": REDIS_URL,
+    },
 }
 FLOOR = "floor"
 VARIANTS = (*PREPARE, FLOOR)
@@ -62,7 +76,8 @@ VARIANTS = (*PREPARE, FLOOR)
 async def run(variants: list[str], rounds: int, requests: int, log_stream: TextIO) -> None:
     await ensure_dataset()
     url = database_url()
-    settings = make_settings(url, ENVIRONMENT=Environment.PRODUCTION, LOG_LEVEL="INFO")
+    production: dict[str, Any] = {"ENVIRONMENT": Environment.PRODUCTION, "LOG_LEVEL": "INFO"}
+    settings = make_settings(url, **production)
     async with running(settings) as (client, _, _):
         headers = await login(client)
     raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
@@ -73,9 +88,13 @@ async def run(variants: list[str], rounds: int, requests: int, log_stream: TextI
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
+    limited = 0  # responses that carry the rate-limit fields
+
     async def send(message: Message) -> None:
+        nonlocal limited
         if message["type"] == "http.response.start":
             statuses.add(message["status"])
+            limited += any(name == b"ratelimit" for name, _ in message["headers"])
 
     def scope(i: int) -> Scope:
         path = f"{PREFIX}/deals/{1000 + i % 5000}"
@@ -116,7 +135,7 @@ async def run(variants: list[str], rounds: int, requests: int, log_stream: TextI
                 floor_app: Any = floor.app
                 apps[name] = (await stack.enter_async_context(LifespanManager(floor_app))).app
                 continue
-            app = create_app(settings)
+            app = create_app(make_settings(url, **production, **OVERRIDES.get(name, {})))
             PREPARE[name](app)
             apps[name] = (await stack.enter_async_context(LifespanManager(app))).app
         # after create_app, which points the root handler at stdout: keep formatting and
@@ -137,6 +156,8 @@ async def run(variants: list[str], rounds: int, requests: int, log_stream: TextI
             print(f"  round {done}/{rounds} done", flush=True)
     if statuses != {200}:
         raise SystemExit(f"unexpected statuses: {sorted(statuses)}")
+    if "rate-limits" in variants and not limited:
+        raise SystemExit("rate-limits: no response carried the RateLimit fields")
     rows = []
     for name, values in samples.items():
         ordered = sorted(values)

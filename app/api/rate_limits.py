@@ -23,10 +23,12 @@ have their own throttle); a limit set to 0 is off and not announced.
 
 from __future__ import annotations
 
+import functools
+
 from fastapi import Request
 from fastapi.dependencies.models import Dependant
 from fastapi.security import HTTPBearer
-from starlette.types import Message, Scope, Send
+from starlette.types import Scope
 
 from app.core.errors import RateLimited
 from app.core.rate_limit import WINDOW_SECONDS, Quota
@@ -66,27 +68,24 @@ def _record(request: Request, quota: Quota) -> None:
         raise RateLimited(headers={"Retry-After": str(quota.retry_after)})
 
 
-def rate_limit_headers(quotas: list[Quota]) -> list[tuple[bytes, bytes]]:
-    policy = ", ".join(f'"{q.policy}";q={q.limit};w={WINDOW_SECONDS}' for q in quotas)
-    state = ", ".join(f'"{q.policy}";r={q.remaining};t={q.reset_seconds}' for q in quotas)
+@functools.cache
+def _policy_item(policy: str, limit: int) -> str:
+    """`"credential";q=600;w=60`: the same for every request under the same settings."""
+    return f'"{policy}";q={limit};w={WINDOW_SECONDS}'
+
+
+def rate_limit_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """The fields of whatever the request counted against (none if it counted against
+    nothing). The outermost middleware adds them to every response, errors included, as the
+    response starts: one pass over the headers it copies anyway."""
+    quotas: list[Quota] | None = scope.get(_QUOTAS)
+    if not quotas:
+        return []
+    policy = ", ".join([_policy_item(q.policy, q.limit) for q in quotas])
+    state = ", ".join([f'"{q.policy}";r={q.remaining};t={q.reset_seconds}' for q in quotas])
     return [(b"ratelimit-policy", policy.encode()), (b"ratelimit", state.encode())]
 
 
 def forget_counted(scope: Scope) -> None:
     """Before a request runs again (`StrictJSONRoute`): its second run records its own."""
     scope.pop(_QUOTAS, None)
-
-
-def sending_rate_limit_headers(scope: Scope, send: Send) -> Send:
-    """`send`, adding the fields of whatever the request counted against to its response
-    (the 429 and every other error included)."""
-
-    async def send_with_headers(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            quotas = scope.get(_QUOTAS)
-            if quotas:
-                headers = [*message.get("headers", ()), *rate_limit_headers(quotas)]
-                message = {**message, "headers": headers}
-        await send(message)
-
-    return send_with_headers

@@ -12,10 +12,10 @@ place of the body's 422, so authentication and membership are still checked firs
 and like any refused body it is answered before the endpoint runs: nothing is written.
 
 The same route class runs a request again whose database connection was dead on arrival,
-gives every POST route `Idempotency-Key` (`app.api.idempotency`), adds the rate-limit fields to
-every response (`app.api.rate_limits`), answers `HEAD` wherever `GET` is answered (the GET's
-status and headers, no body; FastAPI's routes answer only the methods they name), and answers
-`If-None-Match` for any GET that sends an `ETag` (`app.api.conditional`)."""
+gives every POST route `Idempotency-Key` (`app.api.idempotency`), answers `HEAD` wherever
+`GET` is answered (the GET's status and headers, no body; FastAPI's routes answer only the
+methods they name), and answers `If-None-Match` for any GET that sends an `ETag`
+(`app.api.conditional`)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from app.api import idempotency
 from app.api.conditional import not_modified
-from app.api.rate_limits import forget_counted, is_counted, sending_rate_limit_headers
+from app.api.rate_limits import forget_counted, is_counted
 from app.api.responses import problem_response
 from app.core.errors import AppError, UnsupportedMediaType
 from app.db.session import lost_before_first_statement
@@ -135,7 +135,6 @@ class StrictJSONRoute(APIRoute):
             received.append(message)
             return message
 
-        send = sending_rate_limit_headers(scope, send)
         if scope["method"] == "HEAD" and self.answers_head:
             send = _without_body(send)
         # A route without a body reads nothing before the endpoint runs: nothing to replay.

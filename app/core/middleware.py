@@ -6,6 +6,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -21,14 +22,28 @@ _error_logger = logging.getLogger("app.errors")
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+ResponseHeaders = Callable[[Scope], list[tuple[bytes, bytes]]]
+
+
 class RequestContextMiddleware:
     """Gives every request an id (echoed from `X-Request-ID` when it is sane), caps the body
     size, writes one access-log line, and turns any exception that escaped the app into a
-    problem+json 500 that still carries the request id."""
+    problem+json 500 that still carries the request id.
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    `response_headers` adds fields that depend on what the request did (the rate limits it
+    counted against, `app.api.rate_limits`) to every response, errors included: read from the
+    scope as the response starts, in the header copy made here anyway."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        response_headers: ResponseHeaders | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.response_headers = response_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,6 +64,8 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
+                if self.response_headers is not None:
+                    headers += self.response_headers(scope)
                 message = {**message, "headers": headers}
             await send(message)
 
