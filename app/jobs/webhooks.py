@@ -10,8 +10,9 @@ event committed is an event delivered: its delivery row is written before the po
 past it, and a delivery is `pending` until a receiver answered 2xx.
 
 **One endpoint, one worker.** A worker leases an endpoint (`claimed_by`, `claimed_until`;
-PostgreSQL picks candidates `FOR UPDATE SKIP LOCKED`), renews the lease before each delivery,
-and gives it back when done. So no two workers send to one endpoint at the same time, and
+PostgreSQL picks candidates `FOR UPDATE SKIP LOCKED`), renews the lease before each delivery
+(in the transaction that read it, or that recorded the one before), and gives it back when
+done. So no two workers send to one endpoint at the same time, and
 order holds. A worker killed mid-delivery leaves the delivery pending and the lease to run out
 (`WEBHOOK_LEASE_SECONDS`); the next worker sends it again (at least once: a receiver dedupes
 on `webhook-id`).
@@ -64,6 +65,8 @@ MAX_RESPONSE_BYTES = 1024
 # the endpoint back (so one busy endpoint does not starve the others).
 EVENTS_PER_BATCH = 500
 DELIVERIES_PER_LEASE = 200
+# Pending deliveries read at once; each is still recorded in its own transaction as it is sent.
+DELIVERIES_PER_PAGE = 50
 JITTER = 0.1
 
 
@@ -135,43 +138,60 @@ class WebhookDeliverer:
             return True
 
     async def _serve(self, session: AsyncSession, endpoint: Row[Any]) -> None:
-        """Queue the endpoint's new events, then send its due deliveries in order, until one
-        fails (the others wait behind it) or none is due."""
-        await self._queue_new_events(session, endpoint)
-        for _ in range(DELIVERIES_PER_LEASE):
-            now = self.clock()
+        """Queue the endpoint's new events and send its due deliveries in order, a page at a
+        time, until one fails (the others wait behind it), none is due, or the lease's share
+        of deliveries is sent. Every transaction renews the lease (the one recording a
+        delivery included), so the lease is fresh whenever a request starts, and a worker
+        that lost it (or whose endpoint was disabled) stops before the next request."""
+        sent = 0
+        position: int = endpoint.position
+        while sent < DELIVERIES_PER_LEASE:
+            queued_to = await self._queue_new_events(session, endpoint, position)
+            if queued_to is None:
+                return
+            position = queued_to
             async with session.begin():
                 if not await outbox.renew(session, endpoint.id, self.name, self._lease_end()):
-                    return  # disabled, or the lease was lost: nothing more here
-                head = await outbox.first_pending(session, endpoint.id)
-            if head is None or (head.next_attempt_at is not None and head.next_attempt_at > now):
+                    return
+                due = await outbox.pending_head(
+                    session, endpoint.id, min(DELIVERIES_PER_PAGE, DELIVERIES_PER_LEASE - sent)
+                )
+            if not due:
                 return
-            if not await self._attempt(session, endpoint, head):
-                return
+            for delivery in due:
+                if delivery.next_attempt_at is not None and delivery.next_attempt_at > self.clock():
+                    return
+                sent += 1
+                if not await self._attempt(session, endpoint, delivery):
+                    return
 
-    async def _queue_new_events(self, session: AsyncSession, endpoint: Row[Any]) -> None:
+    async def _queue_new_events(
+        self, session: AsyncSession, endpoint: Row[Any], position: int
+    ) -> int | None:
+        """Turn the events after `position` (the last event looked at) into the endpoint's
+        deliveries; the new position, or None if the lease is lost."""
         types = type_filter(endpoint.event_types)
-        position = endpoint.position
         while True:
             async with session.begin():
                 # Only while the lease holds: two workers never queue the same events.
                 if not await outbox.renew(session, endpoint.id, self.name, self._lease_end()):
-                    return
+                    return None
                 rows = await outbox.events_after(
                     session, endpoint.organization_id, position, EVENTS_PER_BATCH
                 )
                 if not rows:
-                    return
+                    return position
                 matched = [(row.id, row.type) for row in rows if _wanted(row, endpoint.id, types)]
                 position = rows[-1].id
                 await outbox.add_deliveries(
                     session, endpoint.organization_id, endpoint.id, matched, position, self.clock()
                 )
             if len(rows) < EVENTS_PER_BATCH:
-                return
+                return position
 
     async def _attempt(self, session: AsyncSession, endpoint: Row[Any], delivery: Row[Any]) -> bool:
-        """Send one delivery and record what happened; whether to go on with the next."""
+        """Send one delivery and record what happened; whether to go on with the next (a
+        success, recorded with the lease renewed for the next request)."""
         if delivery.type is None:  # the event was pruned by retention before it could be sent
             async with session.begin():
                 await outbox.record_attempt(
@@ -181,8 +201,9 @@ class WebhookDeliverer:
                     next_attempt_at=None,
                     last_error="The event is no longer retained.",
                 )
+                held = await outbox.renew(session, endpoint.id, self.name, self._lease_end())
             WEBHOOK_DELIVERIES.labels("failed").inc()
-            return True
+            return held
         # `delivery` carries its event as `event_json` reads one (`id` is the event's).
         outcome = await self.send(
             endpoint.url,
@@ -203,11 +224,12 @@ class WebhookDeliverer:
                 await outbox.record_attempt(
                     session, delivery.delivery_id, status=SUCCEEDED, next_attempt_at=None, **attempt
                 )
+                held = await outbox.renew(session, endpoint.id, self.name, self._lease_end())
             WEBHOOK_DELIVERIES.labels("succeeded").inc()
             lag = max(0.0, (now - delivery.occurred_at).total_seconds())
             WEBHOOK_LAG.observe(lag)
             WEBHOOK_QUEUE_LAG.set(lag)
-            return True
+            return held
         failures = delivery.failures + 1
         schedule = self.settings.WEBHOOK_RETRY_SCHEDULE_SECONDS
         if failures <= len(schedule):

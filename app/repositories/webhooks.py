@@ -227,36 +227,35 @@ async def add_deliveries(
     )
 
 
-async def first_pending(session: AsyncSession, endpoint_id: int) -> Row[Any] | None:
-    """The endpoint's oldest pending delivery (nothing after it goes before it does), with
-    its event, as `app.services.events.event_json` reads one (`id` is the event's, the
-    delivery's is `delivery_id`; `type` None: the event was pruned before it could be sent)."""
-    row = (
-        await session.execute(
-            select(
-                deliveries.c.id.label("delivery_id"),
-                deliveries.c.event_id.label("id"),
-                deliveries.c.failures,
-                deliveries.c.next_attempt_at,
-                events.c.type,
-                events.c.occurred_at,
-                events.c.actor_type,
-                events.c.actor_id,
-                events.c.data,
-            )
-            .select_from(
-                deliveries.outerjoin(
-                    events,
-                    (events.c.organization_id == deliveries.c.organization_id)
-                    & (events.c.id == deliveries.c.event_id),
-                )
-            )
-            .where(deliveries.c.endpoint_id == endpoint_id, deliveries.c.status == PENDING)
-            .order_by(deliveries.c.event_id)
-            .limit(1)
+async def pending_head(session: AsyncSession, endpoint_id: int, limit: int) -> Sequence[Row[Any]]:
+    """The endpoint's oldest pending deliveries, oldest first (nothing after the first goes
+    before it does), each with its event as `app.services.events.event_json` reads one (`id`
+    is the event's, the delivery's is `delivery_id`; `type` None: the event was pruned before
+    it could be sent)."""
+    result = await session.execute(
+        select(
+            deliveries.c.id.label("delivery_id"),
+            deliveries.c.event_id.label("id"),
+            deliveries.c.failures,
+            deliveries.c.next_attempt_at,
+            events.c.type,
+            events.c.occurred_at,
+            events.c.actor_type,
+            events.c.actor_id,
+            events.c.data,
         )
-    ).first()
-    return cast(Row[Any] | None, row)
+        .select_from(
+            deliveries.outerjoin(
+                events,
+                (events.c.organization_id == deliveries.c.organization_id)
+                & (events.c.id == deliveries.c.event_id),
+            )
+        )
+        .where(deliveries.c.endpoint_id == endpoint_id, deliveries.c.status == PENDING)
+        .order_by(deliveries.c.event_id)
+        .limit(limit)
+    )
+    return cast(Sequence[Row[Any]], result.all())
 
 
 async def record_attempt(session: AsyncSession, delivery_id: int, **values: Any) -> None:
