@@ -65,6 +65,7 @@ check: lint typecheck migration-check
 
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.webhooks
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.* htmlcov mini_crm.db mini_crm.db-wal mini_crm.db-shm
