@@ -16,7 +16,9 @@ Variants: `app` (as served); `no-access-log` (the `app.access` logger disabled d
 batches); `no-middleware` (without `RequestContextMiddleware`: no request id, body limit,
 access log or metrics); `rate-limits` (every request counted against its credential and its
 organization, synced through Redis at `BENCH_REDIS_URL`, limits too high to refuse any: its
-difference to `app` is the CPU price of rate limiting); `floor` (`bench/floor.py`, the
+difference to `app` is the CPU price of rate limiting); `api-key` (the app as served, called
+with an admin API key of the organization, minted for the run and deleted after it, instead of
+the owner's access token); `floor` (`bench/floor.py`, the
 like-for-like floor of `bench.run`, served the same way: the ratio of `app` to it is the
 in-process price of the framework stack).
 """
@@ -33,6 +35,7 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any, TextIO
 
+import asyncpg
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from starlette.types import Message, Scope
@@ -42,7 +45,14 @@ from app.core.middleware import RequestContextMiddleware
 from app.main import create_app
 from bench import floor
 from bench.analytics import login, make_settings, running
-from bench.common import code_fingerprint, database_url, measured_code, table
+from bench.common import (
+    BIG_ORG_ID,
+    asyncpg_dsn,
+    code_fingerprint,
+    database_url,
+    measured_code,
+    table,
+)
 from bench.load import ensure_dataset
 
 PREFIX = "/api/v1"
@@ -58,6 +68,7 @@ PREPARE: dict[str, Callable[[FastAPI], None]] = {
     "no-access-log": lambda app: None,
     "no-middleware": _without_middleware,
     "rate-limits": lambda app: None,
+    "api-key": lambda app: None,
 }
 REDIS_URL = os.environ.get("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/12"
 # Settings a variant changes from the app's (which, as `bench.run`'s main server, has rate
@@ -80,8 +91,23 @@ async def run(variants: list[str], rounds: int, requests: int, log_stream: TextI
     settings = make_settings(url, **production)
     async with running(settings) as (client, _, _):
         headers = await login(client)
-    raw_headers = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    raw_headers.append((b"host", b"bench"))
+        key: dict[str, Any] | None = None
+        if "api-key" in variants:
+            minted = await client.post(
+                f"{PREFIX}/organizations/{BIG_ORG_ID}/api-keys",
+                json={"name": "bench.inprocess", "role": "admin"},
+                headers={"Authorization": headers["Authorization"]},
+            )
+            minted.raise_for_status()
+            key = minted.json()
+
+    def raw(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+        pairs = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        return [*pairs, (b"host", b"bench")]
+
+    raw_headers = {name: raw(headers) for name in variants}
+    if key is not None:
+        raw_headers["api-key"] = raw({**headers, "Authorization": f"Bearer {key['key']}"})
     access_log = logging.getLogger("app.access")
     statuses: set[int] = set()
 
@@ -96,7 +122,7 @@ async def run(variants: list[str], rounds: int, requests: int, log_stream: TextI
             statuses.add(message["status"])
             limited += any(name == b"ratelimit" for name, _ in message["headers"])
 
-    def scope(i: int) -> Scope:
+    def scope(i: int, headers: list[tuple[bytes, bytes]]) -> Scope:
         path = f"{PREFIX}/deals/{1000 + i % 5000}"
         return {
             "type": "http",
@@ -108,18 +134,19 @@ async def run(variants: list[str], rounds: int, requests: int, log_stream: TextI
             "raw_path": path.encode(),
             "query_string": b"",
             "root_path": "",
-            "headers": raw_headers,
+            "headers": headers,
             "client": ("127.0.0.1", 50000),
             "server": ("bench", 80),
             "state": {},
         }
 
-    async def batch(asgi: Any, n: int) -> None:
+    async def batch(name: str, asgi: Any, n: int) -> None:
         slots = asyncio.Semaphore(CONCURRENCY)
+        headers = raw_headers[name]
 
         async def one(i: int) -> None:
             async with slots:
-                await asgi(scope(i), receive, send)
+                await asgi(scope(i, headers), receive, send)
 
         await asyncio.gather(*(one(i) for i in range(n)))
 
@@ -143,17 +170,23 @@ async def run(variants: list[str], rounds: int, requests: int, log_stream: TextI
         for handler in logging.getLogger().handlers:
             if isinstance(handler, logging.StreamHandler):
                 handler.setStream(log_stream)
-        for asgi in apps.values():
-            await batch(asgi, 500)  # warm-up: pool, statement caches, token memory
+        for name, asgi in apps.items():
+            await batch(name, asgi, 500)  # warm-up: pool, statement caches, token memory
         samples: dict[str, list[float]] = {name: [] for name in variants}
         for done in range(1, rounds + 1):
             for name, asgi in apps.items():
                 access_log.disabled = name == "no-access-log"
                 started = time.process_time()
-                await batch(asgi, requests)
+                await batch(name, asgi, requests)
                 samples[name].append((time.process_time() - started) / requests * 1e6)
             access_log.disabled = False
             print(f"  round {done}/{rounds} done", flush=True)
+    if key is not None:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        try:
+            await conn.execute("DELETE FROM api_keys WHERE id = $1", key["id"])
+        finally:
+            await conn.close()
     if statuses != {200}:
         raise SystemExit(f"unexpected statuses: {sorted(statuses)}")
     if "rate-limits" in variants and not limited:
