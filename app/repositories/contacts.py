@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import Select, exists, func, insert, select
 
 from app.core.text import fold
 from app.models import Contact, Deal
@@ -77,3 +77,28 @@ class ContactRepository(TenantRepository):
     async def delete(self, contact: Contact) -> None:
         await self.session.delete(contact)
         await self.session.flush()
+
+    async def by_emails(
+        self, emails: Collection[str], *, lock: RowLock | None = None
+    ) -> Sequence[Contact]:
+        """The contacts whose email is one of `emails` (lower-cased), case-insensitively;
+        oldest first (several contacts may share an email)."""
+        if not emails:
+            return []
+        query = (
+            select(Contact)
+            .where(
+                Contact.organization_id == self.organization_id,
+                func.lower(Contact.email).in_(sorted(emails)),
+            )
+            .order_by(Contact.id)
+        )
+        return (await self.session.scalars(with_lock(query, lock))).all()
+
+    async def add_many(self, rows: Sequence[Mapping[str, object]]) -> Sequence[Contact]:
+        """Insert `rows` (column values) in one statement; the contacts, in the rows' order."""
+        if not rows:
+            return []
+        values = [{**row, "organization_id": self.organization_id} for row in rows]
+        statement = insert(Contact).returning(Contact, sort_by_parameter_order=True)
+        return (await self.session.scalars(statement, values)).all()
