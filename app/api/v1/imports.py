@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Path, UploadFile, status
+from fastapi import APIRouter, Depends, Form, Path, status
 
 from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
@@ -21,9 +21,8 @@ from app.schemas.common import MAX_ID, Page
 from app.schemas.imports import (
     ImportDetail,
     ImportErrorRead,
-    ImportKind,
     ImportRead,
-    OnConflict,
+    ImportUpload,
 )
 from app.services.imports import ImportService, Upload
 
@@ -48,35 +47,9 @@ ServiceDep = Annotated[ImportService, Depends(get_import_service)]
     ),
 )
 async def create_import(
+    form: Annotated[ImportUpload, Form(media_type="multipart/form-data")],
     service: ServiceDep,
     resources: ResourcesDep,
-    file: Annotated[
-        UploadFile,
-        File(
-            description="CSV (UTF-8, with or without BOM; `,` or `;` separated; a header row) "
-            "or JSON Lines (one object per line). Named `.csv`, `.jsonl` or `.ndjson`, or "
-            "sent as `text/csv` or `application/x-ndjson`."
-        ),
-    ],
-    kind: Annotated[ImportKind, Form(description="What each row is.")],
-    mapping: Annotated[
-        str | None,
-        Form(
-            description='A JSON object from file column to field, e.g. `{"E-mail": "email", '
-            '"Id": null}` (null: ignore the column). Other columns match fields by name, '
-            "case-insensitively."
-        ),
-    ] = None,
-    dry_run: Annotated[
-        bool, Form(description="Check every row and count what would happen; write nothing.")
-    ] = False,
-    on_conflict: Annotated[
-        OnConflict,
-        Form(
-            description="A contact row whose email (case-insensitive) is already a contact's: "
-            "leave that contact (`skip`) or set the row's fields on it (`update`)."
-        ),
-    ] = OnConflict.SKIP,
 ) -> ImportRead:
     """Queues the import and answers at once (202); `GET /imports/{id}` follows it. The file
     is read whole first: one that cannot be imported at all (not UTF-8, no header, a column
@@ -88,17 +61,17 @@ async def create_import(
     status, stage and owner); a row that fails changes nothing and is reported with its row
     number, column and code, and the others go on."""
     limit = resources.settings.IMPORT_MAX_BYTES
-    content = await file.read(limit + 1)
+    content = await form.file.read(limit + 1)
     if len(content) > limit:
         raise ImportFileTooLarge()
     upload = Upload(
         content=content,
-        filename=file.filename,
-        content_type=file.content_type,
-        kind=kind,
-        mapping=mapping,
-        dry_run=dry_run,
-        on_conflict=on_conflict,
+        filename=form.file.filename,
+        content_type=form.file.content_type,
+        kind=form.kind,
+        mapping=form.mapping,
+        dry_run=form.dry_run,
+        on_conflict=form.on_conflict,
     )
     return ImportRead.model_validate(await service.create(upload))
 
