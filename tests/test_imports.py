@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +16,15 @@ import pytest
 
 from app.db.types import utcnow
 from app.jobs.imports import ImportRunner
-from tests.support import Api, User, assert_problem, count_rows, engine_of, sessions_of
+from tests.support import (
+    Api,
+    User,
+    assert_problem,
+    count_rows,
+    engine_of,
+    run_cli,
+    sessions_of,
+)
 
 
 def runner(
@@ -477,3 +486,37 @@ def test_the_separator_is_sniffed_from_the_header(separator: str) -> None:
     text = separator.join(["Name", "Email"]) + "\n" + separator.join(['"A, B; C"', "a@x.io"])
     parsed = parse(text.encode(), FileFormat.CSV, CONTACT_FIELDS, {})
     assert parsed.records[0].values == {"name": "A, B; C", "email": "a@x.io"}
+
+
+async def test_minicrm_import_runs_the_file_as_the_owner_and_reports(
+    tmp_path: Path, any_api: Api
+) -> None:
+    owner = await any_api.register()
+    member = await any_api.member_of(owner, "member")
+    path = tmp_path / "people.csv"
+    path.write_text("Name;Email\nAnn;ann@example.com\n;bad@example.com\n", encoding="utf-8-sig")
+    org = str(owner.organization_id)
+    result = await run_cli(
+        any_api, tmp_path, "import", str(path), "--org", org, "--kind", "contacts"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "status=succeeded" in result.stdout
+    assert "created=1" in result.stdout
+    assert "failed=1" in result.stdout
+    assert "row 2 column 'Name': VALIDATION_ERROR" in result.stderr
+    [ann] = await contacts_of(member)
+    assert (ann["name"], ann["owner_id"]) == ("Ann", owner.id)
+    feed = (await owner.get("/events", params={"types": "contact.*"})).json()["items"]
+    assert [(e["type"], e["actor"]) for e in feed] == [
+        ("contact.created", {"type": "user", "id": owner.id})
+    ]
+    dry = await run_cli(
+        any_api, tmp_path, "import", str(path), "--org", org, "--kind", "contacts", "--dry-run"
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "skipped=1" in dry.stdout
+    missing = await run_cli(
+        any_api, tmp_path, "import", "nope.csv", "--org", org, "--kind", "deals"
+    )
+    assert missing.returncode == 2
+    assert "cannot read nope.csv" in missing.stderr
