@@ -51,10 +51,10 @@ _LOCKED_INSERT = insert(events).from_select(
 
 
 _LOCK = select(func.pg_advisory_xact_lock(bindparam("lock_namespace"), bindparam("lock_key")))
+_INSERT = insert(events)
 # From this many events of one organization in one transaction, `append` takes the lock on its
-# own and inserts them in multi-row statements (a round trip per 1,000 rather than per event).
+# own, once, and then inserts them.
 BULK_EVENTS = 32
-_ROWS_PER_INSERT = 1000
 
 
 def append(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -78,11 +78,11 @@ def append(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         if len(mine) < BULK_EVENTS:
             connection.execute(_LOCKED_INSERT, [{**row, **lock} for row in mine])
             continue
-        # Many events (an import's batch): the lock once, then one multi-row INSERT, instead
-        # of a statement per event that each takes the lock again.
+        # Many events (an import's batch): the lock once, then a plain INSERT of them all
+        # (one statement, sent for every row in one pipelined exchange), instead of a
+        # statement per event that each takes the lock again.
         connection.execute(_LOCK, lock)
-        for start in range(0, len(mine), _ROWS_PER_INSERT):
-            connection.execute(insert(events).values(mine[start : start + _ROWS_PER_INSERT]))
+        connection.execute(_INSERT, mine)
 
 
 @dataclass(frozen=True, slots=True)

@@ -286,13 +286,9 @@ class RowImporter:
             result.progress.failed = len({e.row for e in result.errors})
         if not new and not updated:
             return result
-        for contact in await self.contacts.add_many(new):
-            events.record(
-                self.session,
-                self.ctx,
-                EventType.CONTACT_CREATED,
-                ContactRead.model_validate(contact),
-            )
+        for created in await self.contacts.add_many(new):
+            resource = ContactRead.model_validate(created)
+            events.record(self.session, self.ctx, EventType.CONTACT_CREATED, resource)
         if updated:
             await self.session.flush()
             for before, contact in updated:
