@@ -57,6 +57,7 @@ async def upload(
     kind: str = "contacts",
     filename: str = "contacts.csv",
     content_type: str = "text/csv",
+    headers: dict[str, str] | None = None,
     **form: Any,
 ) -> httpx.Response:
     data = content.encode() if isinstance(content, str) else content
@@ -64,7 +65,9 @@ async def upload(
         "kind": kind,
         **{k: str(v).lower() if isinstance(v, bool) else v for k, v in form.items()},
     }
-    return await user.post("/imports", files={"file": (filename, data, content_type)}, data=fields)
+    return await user.post(
+        "/imports", files={"file": (filename, data, content_type)}, data=fields, headers=headers
+    )
 
 
 async def imported(user: User, content: bytes | str, **kwargs: Any) -> dict[str, Any]:
@@ -520,3 +523,29 @@ async def test_minicrm_import_runs_the_file_as_the_owner_and_reports(
     )
     assert missing.returncode == 2
     assert "cannot read nope.csv" in missing.stderr
+
+
+async def test_an_upload_retried_with_its_idempotency_key_queues_one_import(any_api: Api) -> None:
+    owner = await any_api.register()
+    key = {"Idempotency-Key": "import-contacts-1"}
+    content = "name,email\nAnn,ann@example.com\n"
+    # Each send is encoded afresh (another multipart boundary): the same form all the same.
+    first = await upload(owner, content, headers=key)
+    again = await upload(owner, content, headers=key)
+    assert first.status_code == again.status_code == 202
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    other = await upload(owner, content.replace("Ann", "Bob"), headers=key)
+    assert_problem(other, 422, "IDEMPOTENCY_KEY_REUSED")
+    assert await count_rows(engine_of(any_api), "imports") == 1
+
+
+async def test_what_a_file_says_is_stored_as_text_even_with_nul_characters(any_api: Api) -> None:
+    owner = await any_api.register()
+    lines = '{"na\\u0000me": "", "email": "a@example.com"}\n'
+    mapping = json.dumps({"na\u0000me": "name"})
+    body = await imported(
+        owner, lines, filename="a.jsonl", content_type="application/x-ndjson", mapping=mapping
+    )
+    # The column is the file's key, less its NUL.
+    assert errors_of(body) == [(1, "name", "VALIDATION_ERROR")]

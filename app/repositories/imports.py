@@ -210,9 +210,10 @@ async def record_batch(
                 {
                     "import_id": import_id,
                     "row": error.row,
-                    "column": error.column[:200] if error.column else None,
+                    # What a file says goes back as text: never a NUL (PostgreSQL refuses it).
+                    "column": _text(error.column, 200),
                     "code": error.code,
-                    "message": error.message[:1000],
+                    "message": _text(error.message, 1000) or "",
                 }
                 for error in errors
             ],
@@ -251,3 +252,7 @@ async def prune_files(session: AsyncSession) -> int:
     finished = select(imports.c.id).where(imports.c.status.not_in(_ACTIVE))
     result = await session.execute(delete(files).where(files.c.import_id.in_(finished)))
     return int(getattr(result, "rowcount", 0) or 0)
+
+
+def _text(value: str | None, length: int) -> str | None:
+    return value.replace("\x00", "")[:length] if value else None

@@ -121,7 +121,7 @@ class ImportService:
             api_key_id=self.ctx.api_key_id,
             kind=upload.kind.value,
             file_format=file_format.value,
-            filename=(upload.filename or None) and upload.filename[:255],
+            filename=_filename(upload.filename),
             mapping=json.dumps(mapping) if mapping else None,
             dry_run=upload.dry_run,
             on_conflict=upload.on_conflict.value,
@@ -413,3 +413,9 @@ def _deal_column(exc: AppError, record: Record, row: DealImportRow) -> str | Non
     else:
         return None
     return record.columns.get(name, name)
+
+
+def _filename(name: str | None) -> str | None:
+    """The file's name as sent, without control characters, at most 255 characters."""
+    cleaned = "".join(ch for ch in name or "" if ch.isprintable())[:255]
+    return cleaned or None
