@@ -610,26 +610,30 @@ def rebuild_stats_command(args: argparse.Namespace) -> int:
 @command(
     "prune",
     "Delete expired data: Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS, events "
-    "and settled webhook deliveries older than EVENTS_RETENTION_DAYS.",
+    "and settled webhook deliveries older than EVENTS_RETENTION_DAYS, and the uploaded files "
+    "of finished imports.",
 )
 def prune_command(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
     from app.db.types import utcnow
-    from app.repositories import webhooks
+    from app.repositories import imports, webhooks
     from app.repositories.idempotency import IdempotencyRepository
     from app.services import events
 
     settings = load_settings()
 
-    async def prune(session: AsyncSession, resources: Resources) -> tuple[int, int, int]:
+    async def prune(session: AsyncSession, resources: Resources) -> tuple[int, int, int, int]:
         now = utcnow()
         keys = await IdempotencyRepository(session).delete_expired(now)
         pruned_events = await events.prune(session, settings.EVENTS_RETENTION_DAYS, now)
         cutoff = now - timedelta(days=settings.EVENTS_RETENTION_DAYS)
-        return keys, pruned_events, await webhooks.prune_deliveries(session, cutoff)
+        deliveries = await webhooks.prune_deliveries(session, cutoff)
+        return keys, pruned_events, deliveries, await imports.prune_files(session)
 
-    keys, pruned_events, pruned_deliveries = asyncio.run(_with_session(settings, prune))
+    keys, pruned_events, pruned_deliveries, import_files = asyncio.run(
+        _with_session(settings, prune)
+    )
     days = settings.EVENTS_RETENTION_DAYS
     logger.info("deleted %d expired Idempotency-Key answer(s)", keys)
     logger.info("deleted %d event(s) older than %d day(s)", pruned_events, days)
@@ -639,7 +643,166 @@ def prune_command(args: argparse.Namespace) -> int:
     print(f"idempotency_keys_deleted={keys}")
     print(f"events_deleted={pruned_events}")
     print(f"webhook_deliveries_deleted={pruned_deliveries}")
+    print(f"import_files_deleted={import_files}")
     return 0
+
+
+# --- import -------------------------------------------------------------------------------------
+
+
+def _progress_line(job: Any) -> str:
+    total = max(job.rows_total, 1)
+    width = 30
+    filled = min(width, width * job.rows_done // total)
+    return (
+        f"[{'#' * filled}{'-' * (width - filled)}] {job.rows_done}/{job.rows_total} rows "
+        f"{job.status}: {job.created} created, {job.updated} updated, {job.skipped} skipped, "
+        f"{job.failed} failed"
+    )
+
+
+async def run_import(
+    settings: Settings,
+    path: Path,
+    content: bytes,
+    organization_id: int,
+    kind: str,
+    *,
+    dry_run: bool,
+    on_conflict: str,
+    mapping: str | None,
+) -> Any:
+    """Queue the file as the organization's owner would (`POST /imports`), then work on it
+    here until it is done, showing progress; a `minicrm worker` that took it first does the
+    work instead, and this only shows its progress."""
+    from app.core.errors import AppError
+    from app.core.tenancy import TenantContext
+    from app.db.session import create_engine, create_session_factory
+    from app.jobs.imports import ImportRunner
+    from app.jobs.webhooks import worker_name
+    from app.models import Import, Membership, Role
+    from app.schemas.imports import ImportKind, ImportStatus, OnConflict
+    from app.services.imports import ImportService, Upload
+
+    if len(content) > settings.IMPORT_MAX_BYTES:
+        raise CliError(f"{path} is larger than IMPORT_MAX_BYTES ({settings.IMPORT_MAX_BYTES})")
+    engine = create_engine(settings)
+    factory = create_session_factory(engine)
+    interactive = sys.stderr.isatty()
+    try:
+        async with factory() as session:
+            owner_id = await session.scalar(
+                select(Membership.user_id).where(
+                    Membership.organization_id == organization_id, Membership.role == Role.OWNER
+                )
+            )
+            if owner_id is None:
+                raise CliError(f"there is no organization {organization_id}", exit_code=2)
+            ctx = TenantContext(user_id=owner_id, organization_id=organization_id, role=Role.OWNER)
+            upload = Upload(
+                content=content,
+                filename=path.name,
+                content_type=None,
+                kind=ImportKind(kind),
+                mapping=mapping,
+                dry_run=dry_run,
+                on_conflict=OnConflict(on_conflict),
+            )
+            try:
+                job = await ImportService(session, ctx).create(upload)
+            except AppError as exc:
+                raise CliError(f"{path} cannot be imported: {exc.detail}") from None
+            await session.commit()
+            import_id = job.id
+        logger.info("import %d queued: %d rows", import_id, job.rows_total)
+        runner = ImportRunner(factory, settings, name=f"cli:{worker_name()}", slice_seconds=0.5)
+        shown = 0.0
+        while True:
+            worked = await runner.run_once(import_id)
+            async with factory() as session:
+                current = await session.scalar(select(Import).where(Import.id == import_id))
+            if current is None:
+                raise CliError(f"import {import_id} is gone (its organization was deleted?)")
+            finished = ImportStatus(current.status).finished
+            line = _progress_line(current)
+            if interactive:
+                print(f"\r{line}", end="\n" if finished else "", file=sys.stderr)
+            elif finished or time.monotonic() - shown >= 5:
+                print(line, file=sys.stderr)
+                shown = time.monotonic()
+            if finished:
+                return current
+            if not worked:
+                await asyncio.sleep(0.5)  # a worker has it: follow its progress
+    finally:
+        await engine.dispose()
+
+
+@command(
+    "import",
+    "Import contacts or deals from a CSV or JSON Lines file into an organization, as its "
+    "owner, and show the progress until it is done.",
+    argument("file", type=Path, help="a .csv, .jsonl or .ndjson file"),
+    argument("--org", type=_positive_int, required=True, metavar="ID", help="organization id"),
+    argument("--kind", choices=("contacts", "deals"), required=True),
+    argument("--dry-run", action="store_true", help="check every row, write nothing"),
+    argument(
+        "--on-conflict",
+        choices=("skip", "update"),
+        default="skip",
+        help="a contact whose email exists: leave it (default) or update it",
+    ),
+    argument("--mapping", metavar="JSON", help='file column -> field, e.g. {"E-mail": "email"}'),
+)
+def import_command(args: argparse.Namespace) -> int:
+    from app.services.imports import FIRST_ERRORS
+
+    settings = load_settings()
+    try:
+        content = args.file.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}", exit_code=2) from None
+    check_database(settings)
+    job = asyncio.run(
+        run_import(
+            settings,
+            args.file,
+            content,
+            args.org,
+            args.kind,
+            dry_run=args.dry_run,
+            on_conflict=args.on_conflict,
+            mapping=args.mapping,
+        )
+    )
+    asyncio.run(_print_import_errors(settings, job.id, FIRST_ERRORS))
+    print(f"import_id={job.id}")
+    print(f"status={job.status}")
+    for counter in ("rows_total", "rows_done", "created", "updated", "skipped", "failed"):
+        print(f"{counter}={getattr(job, counter)}")
+    if job.error:
+        logger.error("the import failed: %s", job.error)
+    return 0 if job.status == "succeeded" else 1
+
+
+async def _print_import_errors(settings: Settings, import_id: int, limit: int) -> None:
+    from app.db.session import create_engine, create_session_factory
+    from app.models import ImportRowError
+
+    engine = create_engine(settings)
+    try:
+        async with create_session_factory(engine)() as session:
+            errors = await session.scalars(
+                select(ImportRowError)
+                .where(ImportRowError.import_id == import_id)
+                .order_by(ImportRowError.row, ImportRowError.id)
+                .limit(limit)
+            )
+            for error in errors:
+                column = f" column {error.column!r}" if error.column else ""
+                logger.warning("row %d%s: %s %s", error.row, column, error.code, error.message)
+    finally:
+        await engine.dispose()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from app.api.v1 import (
     contacts,
     deals,
     events,
+    imports,
     organizations,
     tasks,
     webhooks,
@@ -172,6 +173,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "analytics", "description": "Summary and funnel of an organization's deals."},
             {"name": "events", "description": "The change feed: every change, in commit order."},
             {"name": "webhooks", "description": "Signed deliveries of events to your endpoints."},
+            {"name": "imports", "description": "Contacts and deals from CSV or JSON Lines files."},
             {"name": "health", "description": "Liveness, readiness and metrics."},
         ],
         openapi_url=f"{settings.API_V1_PREFIX}/openapi.json",
@@ -203,13 +205,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.MAX_REQUEST_BODY_BYTES,
+        # The file plus the form around it (boundaries, the other fields).
+        body_limits={f"{settings.API_V1_PREFIX}/imports": settings.IMPORT_MAX_BYTES + 65_536},
         response_headers=rate_limit_headers,
     )
 
     # Included straight into the app, not through a parent /api/v1 router: each nesting level
     # is one more router to match on every request. FastAPI tries routes in order and the
     # prefixes do not overlap: the busiest go first.
-    modules = (deals, analytics, contacts, tasks, events, webhooks, organizations, api_keys, auth)
+    modules = (
+        deals,
+        analytics,
+        contacts,
+        tasks,
+        events,
+        webhooks,
+        imports,
+        organizations,
+        api_keys,
+        auth,
+    )
     for module in modules:
         app.include_router(module.router, prefix=settings.API_V1_PREFIX)
     app.include_router(health.router)

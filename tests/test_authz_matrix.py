@@ -163,6 +163,8 @@ class Req:
     path: str
     json: Any = None
     actor: User | None = None  # overrides the role's user (e.g. a fresh user who leaves)
+    files: Any = None  # a multipart form (file uploads) instead of `json`
+    data: Any = None
 
 
 @dataclass
@@ -193,7 +195,14 @@ async def send(ctx: Ctx, req: Req) -> httpx.Response:
     if ctx.role != "anonymous":
         headers["Authorization"] = f"Bearer {actor.access_token}"
     api = ctx.world.api
-    return await api.client.request(req.method, api.url(req.path), json=req.json, headers=headers)
+    return await api.client.request(
+        req.method,
+        api.url(req.path),
+        json=req.json,
+        files=req.files,
+        data=req.data,
+        headers=headers,
+    )
 
 
 def fixed(method: str, template: str, body: Any = None) -> Builder:
@@ -365,6 +374,25 @@ async def retry_delivery(ctx: Ctx) -> Req:
     return Req("POST", f"/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")
 
 
+IMPORT_FILE = {"file": ("contacts.csv", b"name,email\nImported,imported@example.com\n", "text/csv")}
+
+
+async def new_import(ctx: Ctx) -> Req:
+    return Req("POST", "/imports", files=IMPORT_FILE, data={"kind": "contacts"})
+
+
+def on_import(method: str, suffix: str = "") -> Builder:
+    """A request on a fresh (queued) import of the target organization, by its owner."""
+
+    async def build(ctx: Ctx) -> Req:
+        owner = ctx.target.owner
+        response = await owner.post("/imports", files=IMPORT_FILE, data={"kind": "contacts"})
+        assert response.status_code == 202, response.text
+        return Req(method, f"/imports/{response.json()['id']}{suffix}")
+
+    return build
+
+
 ROUTES: dict[tuple[str, str], Route] = {
     # auth (section 2)
     ("POST", "/auth/register"): Route(register, public(201)),
@@ -477,6 +505,15 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): Route(
         retry_delivery, in_org(202, 202, 403)
+    ),
+    # imports (section 16): anyone who may create records imports them (each row under the
+    # rules of its role); the starter or a manager and above cancels
+    ("POST", "/imports"): Route(new_import, in_org(202)),
+    ("GET", "/imports"): Route(fixed("GET", "/imports"), in_org(200)),
+    ("GET", "/imports/{import_id}"): Route(on_import("GET"), in_org(200)),
+    ("GET", "/imports/{import_id}/errors"): Route(on_import("GET", "/errors"), in_org(200)),
+    ("POST", "/imports/{import_id}/cancel"): Route(
+        on_import("POST", "/cancel"), in_org(200, 200, 200, 403)
     ),
 }
 

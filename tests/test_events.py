@@ -231,6 +231,37 @@ async def test_every_write_route_appends_its_event(any_api: Api) -> None:
     )
 
 
+async def test_imported_rows_append_the_events_of_the_same_writes(any_api: Api) -> None:
+    """`POST /imports` itself changes no contact or deal (no event); the rows the worker
+    writes append exactly what `POST /contacts` and `POST /deals` would, with the importer
+    as actor, in the transaction of their batch."""
+    from app.jobs.imports import ImportRunner
+
+    owner = await any_api.register()
+    manager = await any_api.member_of(owner, "manager")
+    feed = Consumer(owner)
+    await feed.skip_to_end()
+    created: list[dict[str, Any]] = []
+    for kind, content in (
+        ("contacts", b"name,email\nAnn,ann@example.com\n"),
+        ("deals", b"title,contact_email,amount,status\nD,ann@example.com,5,won\n"),
+    ):
+        response = await manager.post(
+            "/imports", files={"file": ("f.csv", content, "text/csv")}, data={"kind": kind}
+        )
+        assert response.status_code == 202, response.text
+        assert await feed.drain() == []
+        worker = ImportRunner(sessions_of(any_api), any_api.app.state.settings, name="w")
+        while await worker.run_once():
+            pass
+        created.extend(await feed.drain())
+    contact = await ok(await owner.get("/contacts/" + str(created[0]["data"]["object"]["id"])))
+    deal = await ok(await owner.get("/deals/" + str(created[1]["data"]["object"]["id"])))
+    assert_event(created[0], "contact.created", manager, contact)
+    assert_event(created[1], "deal.created", manager, deal)
+    assert (deal["status"], deal["amount"], deal["owner_id"]) == ("won", 5.0, manager.id)
+
+
 async def test_registering_and_creating_an_organization_add_its_owner(any_api: Api) -> None:
     owner = await any_api.register()
     [founded] = await Consumer(owner).drain()

@@ -31,8 +31,15 @@ async def fixture_ids(owner: User) -> dict[str, int]:
         "/webhooks", json={"url": "https://93.184.215.14/hook", "event_types": ["*"]}
     )
     assert webhook.status_code == 201, webhook.text
+    queued = await owner.post(
+        "/imports",
+        files={"file": ("contacts.csv", b"name\nAnn\n", "text/csv")},
+        data={"kind": "contacts"},
+    )
+    assert queued.status_code == 202, queued.text
     return {
         "webhook_id": webhook.json()["id"],
+        "import_id": queued.json()["id"],
         "contact_id": contact_id,
         "deal_id": deal["id"],
         "task_id": task.json()["id"],

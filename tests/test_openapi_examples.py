@@ -30,7 +30,9 @@ def request_bodies(document: dict[str, Any]) -> dict[tuple[str, str], str]:
     for path, operations in document["paths"].items():
         for method, operation in operations.items():
             if "requestBody" in operation:
-                schema = operation["requestBody"]["content"]["application/json"]["schema"]
+                # JSON, or a form (file uploads: `multipart/form-data`).
+                [content] = operation["requestBody"]["content"].values()
+                schema = content["schema"]
                 bodies[(method.upper(), path)] = schema["$ref"].rsplit("/", 1)[1]
     return bodies
 

@@ -171,10 +171,17 @@ def _valid_key(raw: str) -> str:
 
 async def request_hash_of(request: Request) -> str:
     """What a retry must repeat: the query string and the body, as canonical JSON (so key
-    order and spacing do not matter), or its bytes if it is not JSON."""
-    body = await request.body()
+    order and spacing do not matter), a form's fields and files, or its bytes."""
     digest = hashlib.sha256(request.scope.get("query_string", b""))
     digest.update(b"\x00")
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        # A form's bytes differ on every send (a random boundary): its fields and files are
+        # what a retry repeats. The form is the one the endpoint reads (Starlette keeps it;
+        # its body was streamed into it, not kept).
+        await _hash_form(request, digest)
+        return digest.hexdigest()
+    body = await request.body()
     if body:
         try:
             canonical = json.dumps(await request.json(), sort_keys=True, separators=(",", ":"))
@@ -182,6 +189,21 @@ async def request_hash_of(request: Request) -> str:
         except ValueError:
             digest.update(body)
     return digest.hexdigest()
+
+
+async def _hash_form(request: Request, digest: Any) -> None:
+    form = await request.form()
+    for name, value in sorted(form.multi_items(), key=lambda item: item[0]):
+        digest.update(json.dumps(name).encode() + b"=")
+        if isinstance(value, str):
+            digest.update(json.dumps(value).encode())
+        else:  # a file: its name, its type and its bytes
+            digest.update(json.dumps([value.filename, value.content_type]).encode())
+            await value.seek(0)
+            while chunk := await value.read(1 << 20):
+                digest.update(chunk)
+            await value.seek(0)
+        digest.update(b"\x00")
 
 
 async def _take_key(request: Request, session: AsyncSession) -> None:

@@ -114,8 +114,10 @@ _DESCRIPTIONS: dict[int | str, str] = {
     409: "Conflict with the current state.",
     410: "The cursor points before events that retention has deleted.",
     412: "`If-Match` does not match the resource's current `ETag`; nothing was changed.",
-    413: "The request body is too large (`MAX_REQUEST_BODY_BYTES`).",
-    415: "The request body is not JSON (its Content-Type is not application/json).",
+    413: "The request body is too large (`MAX_REQUEST_BODY_BYTES`; for imports "
+    "`IMPORT_MAX_BYTES`).",
+    415: "The request body is not JSON (its Content-Type is not application/json); for a "
+    "file upload: not a multipart/form-data form, or a file of a format not taken.",
     422: "The request does not match the schema: `VALIDATION_ERROR`, with `errors`.",
     429: "Too many requests; see Retry-After.",
     503: "The database is unavailable or too busy (`DATABASE_UNAVAILABLE`, `DATABASE_BUSY`); "

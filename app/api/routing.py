@@ -9,7 +9,8 @@ malformed JSON.
 A body sent as something else than JSON (`text/plain`, a form, XML) is 415, not the 422 FastAPI
 gives for it: the client sent the wrong kind of body, not a wrong JSON object. The 415 takes the
 place of the body's 422, so authentication and membership are still checked first (401, 403),
-and like any refused body it is answered before the endpoint runs: nothing is written.
+and like any refused body it is answered before the endpoint runs: nothing is written. A
+route that takes a form (a file upload) answers 415 the same way to a body that is not a form.
 
 The same route class runs a request again whose database connection was dead on arrival,
 gives every POST route `Idempotency-Key` (`app.api.idempotency`), answers `HEAD` wherever
@@ -82,6 +83,11 @@ def is_json_media_type(content_type: str | None) -> bool:
     return main == "application" and (sub == "json" or sub.endswith("+json"))
 
 
+def is_form_media_type(content_type: str | None) -> bool:
+    media_type = (content_type or "").partition(";")[0].strip().lower()
+    return media_type in ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
 class StrictJSONRoute(APIRoute):
     """Parses bodies with `StrictJSONRequest`. Also runs a request once more when the database
     connection it was given turned out to be gone before its first statement (the server
@@ -107,7 +113,7 @@ class StrictJSONRoute(APIRoute):
         # a body too large (the middleware) or not JSON; a rate limit; the database lost or
         # busy (any route with dependencies reaches it; liveness has none); and anything else.
         statuses = []
-        if self.takes_json:
+        if self.takes_json or self.takes_form:
             statuses += [413, 415]
         if is_counted(self.dependant):
             statuses.append(429)
@@ -126,6 +132,11 @@ class StrictJSONRoute(APIRoute):
     def takes_json(self) -> bool:
         body = self.body_field
         return body is not None and not isinstance(body.field_info, params.Form)
+
+    @cached_property
+    def takes_form(self) -> bool:
+        body = self.body_field
+        return body is not None and isinstance(body.field_info, params.Form)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         received: list[Message] = []
@@ -168,6 +179,7 @@ class StrictJSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         takes_json = self.takes_json
+        takes_form = self.takes_form
 
         async def strict_handler(request: Request) -> Response:
             # Without a JSON body nothing calls `json()`: no need for a second request object.
@@ -191,6 +203,10 @@ class StrictJSONRoute(APIRoute):
                     and await strict.body()
                 ):
                     raise UnsupportedMediaType() from None
+                if takes_form and not is_form_media_type(strict.headers.get("content-type")):
+                    raise UnsupportedMediaType(
+                        "The request body must be a form, sent as multipart/form-data."
+                    ) from None
                 raise
             except Exception as exc:
                 if request.scope.get(_RAN_AGAIN) or not lost_before_first_statement(exc):

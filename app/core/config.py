@@ -127,6 +127,13 @@ class Settings(BaseSettings):
 
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
+    # Imports (app/jobs/imports.py): the largest file `POST /imports` takes (its request body
+    # may be this much larger than MAX_REQUEST_BODY_BYTES), rows per transaction, and how long
+    # a worker owns a job it claimed (renewed with every batch): a worker killed mid-import
+    # leaves the job to another after this.
+    IMPORT_MAX_BYTES: int = Field(default=50 * 1_048_576, ge=1024)
+    IMPORT_BATCH_SIZE: int = Field(default=1000, ge=1, le=10_000)
+    IMPORT_LEASE_SECONDS: float = Field(default=60, gt=0)
 
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod

@@ -307,3 +307,38 @@ class DatabaseUnavailable(AppError):
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "1"})
+
+
+# --- imports ------------------------------------------------------------------------------
+
+
+class ImportNotFound(NotFound):
+    code = "IMPORT_NOT_FOUND"
+    detail = "Import not found."
+
+
+class ImportAlreadyFinished(Conflict):
+    code = "IMPORT_FINISHED"
+    detail = "The import has already finished; there is nothing to cancel."
+
+
+class ImportFileTooLarge(PayloadTooLarge):
+    detail = "The file is larger than IMPORT_MAX_BYTES."
+
+
+class ImportFormatUnsupported(UnsupportedMediaType):
+    code = "IMPORT_FORMAT_UNSUPPORTED"
+    detail = (
+        "Send the file as multipart/form-data field `file`: CSV (.csv, text/csv) or "
+        "JSON Lines (.jsonl, .ndjson, application/x-ndjson)."
+    )
+
+
+class ImportFileInvalid(AppError):
+    """The file as a whole cannot be read (not UTF-8, no header row, no column the kind
+    needs, a mapping that names unknown fields): nothing is stored."""
+
+    status = 422
+    code = "IMPORT_FILE_INVALID"
+    title = "Unprocessable Content"
+    detail = "The file cannot be imported."

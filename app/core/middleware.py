@@ -6,7 +6,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -39,10 +39,13 @@ class RequestContextMiddleware:
         app: ASGIApp,
         *,
         max_body_bytes: int,
+        body_limits: Mapping[str, int] | None = None,
         response_headers: ResponseHeaders | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths that take larger bodies than the rest (file uploads), and their limits.
+        self.body_limits = dict(body_limits or {})
         self.response_headers = response_headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -128,10 +131,11 @@ class RequestContextMiddleware:
 
     async def _limited_receive(self, scope: Scope, receive: Receive) -> Receive | None:
         """Read the body up front (bounded); None when it is over the limit."""
+        limit = self.body_limits.get(scope["path"], self.max_body_bytes)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    if int(value) > self.max_body_bytes:
+                    if int(value) > limit:
                         return None
                 except ValueError:
                     return None
@@ -146,7 +150,7 @@ class RequestContextMiddleware:
                 return receive  # client went away; let the app see the disconnect
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -1,5 +1,6 @@
 """The worker loop: `minicrm worker`, and the same loop inside the API process when
-`BACKGROUND_WORKER` says so (by default on SQLite only, so webhooks work with `make run`)."""
+`BACKGROUND_WORKER` says so (by default on SQLite only, so webhooks and imports work with
+`make run`). Each turn serves one webhook endpoint and a slice of one import."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import logging
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
-from app.jobs.webhooks import WebhookDeliverer
+from app.jobs.imports import ImportRunner
+from app.jobs.webhooks import WebhookDeliverer, worker_name
 
 logger = logging.getLogger(__name__)
 
@@ -22,17 +24,25 @@ async def run_worker(
     *,
     name: str | None = None,
 ) -> None:
-    """Deliver webhooks until `stop` is set: serve one endpoint after another while there is
-    work, else look again every `WORKER_POLL_SECONDS`. A failure is logged and the loop goes
-    on (the lease of the endpoint it was serving runs out, and it is served again)."""
+    """Deliver webhooks and run imports until `stop` is set: serve one endpoint and a slice
+    of one import after another while there is work, else look again every
+    `WORKER_POLL_SECONDS`. A failure is logged and the loop goes on (the lease of the
+    endpoint or import it was serving runs out, and it is served again)."""
+    name = name or worker_name()
     deliverer = WebhookDeliverer(session_factory, settings, name=name)
+    importer = ImportRunner(session_factory, settings, name=name)
     try:
         while not stop.is_set():
+            worked = False
             try:
                 worked = await deliverer.run_once()
             except Exception:
                 logger.exception("webhook delivery failed; retrying after a pause")
-                worked = False
+            try:
+                worked = await importer.run_once() or worked
+            except Exception:
+                logger.exception("import failed; retrying after a pause")
+                importer.forget()
             if not worked:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.WORKER_POLL_SECONDS)

@@ -9,6 +9,7 @@ from app.models.deal_stats import DealDailyCount, DealStat
 from app.models.enums import ActivityType, DealStage, DealStatus, Role
 from app.models.event import Event, EventPruneMark
 from app.models.idempotency import IdempotencyKey
+from app.models.imports import Import, ImportFile, ImportRowError
 from app.models.organization import Membership, Organization
 from app.models.signing_key import SigningKey
 from app.models.task import Task
@@ -30,6 +31,9 @@ __all__ = [
     "Event",
     "EventPruneMark",
     "IdempotencyKey",
+    "Import",
+    "ImportFile",
+    "ImportRowError",
     "Membership",
     "Organization",
     "RefreshToken",

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId
@@ -39,3 +39,7 @@ class Contact(Base):
     search_text: Mapped[str] = mapped_column(Text())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+# Imports upsert by email, case-insensitively: one lookup per batch of rows.
+Index("ix_contacts_org_email_lower", Contact.organization_id, func.lower(Contact.email))

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, exists, select
+from sqlalchemy import ARRAY, Select, Table, Text, any_, bindparam, exists, func, insert, select
 
 from app.core.text import fold
+from app.db.types import utcnow
 from app.models import Contact, Deal
 from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
@@ -77,3 +78,43 @@ class ContactRepository(TenantRepository):
     async def delete(self, contact: Contact) -> None:
         await self.session.delete(contact)
         await self.session.flush()
+
+    async def by_emails(
+        self, emails: Collection[str], *, lock: RowLock | None = None
+    ) -> Sequence[Contact]:
+        """The contacts whose email is one of `emails` (lower-cased), case-insensitively;
+        oldest first (several contacts may share an email)."""
+        if not emails:
+            return []
+        lowered = func.lower(Contact.email)
+        if self.session.get_bind().dialect.name == "postgresql":
+            # One array parameter: the same statement (prepared once) whatever the count.
+            matches = lowered == any_(bindparam("emails", sorted(emails), type_=ARRAY(Text())))
+        else:
+            matches = lowered.in_(sorted(emails))
+        query = (
+            select(Contact)
+            .where(Contact.organization_id == self.organization_id, matches)
+            .order_by(Contact.id)
+        )
+        return (await self.session.scalars(with_lock(query, lock))).all()
+
+    async def add_many(self, rows: Sequence[Mapping[str, Any]]) -> Sequence[dict[str, Any]]:
+        """Insert `rows` (column values) in one statement; each row with the columns the
+        database gave it (id, timestamps), in the rows' order."""
+        if not rows:
+            return []
+        now = utcnow()
+        values = [
+            {**row, "organization_id": self.organization_id, "created_at": now, "updated_at": now}
+            for row in rows
+        ]
+        result = await self.session.execute(_INSERT_RETURNING, values)
+        return [
+            {**row, "id": contact_id}
+            for row, contact_id in zip(values, result.scalars(), strict=True)
+        ]
+
+
+_contacts = cast(Table, Contact.__table__)
+_INSERT_RETURNING = insert(_contacts).returning(_contacts.c.id, sort_by_parameter_order=True)

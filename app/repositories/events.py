@@ -50,6 +50,13 @@ _LOCKED_INSERT = insert(events).from_select(
 )
 
 
+_LOCK = select(func.pg_advisory_xact_lock(bindparam("lock_namespace"), bindparam("lock_key")))
+_INSERT = insert(events)
+# From this many events of one organization in one transaction, `append` takes the lock on its
+# own, once, and then inserts them.
+BULK_EVENTS = 32
+
+
 def append(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert `rows` (events of this transaction) as its last statements.
 
@@ -67,8 +74,15 @@ def append(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         return
     for organization_id in sorted({row["organization_id"] for row in rows}):
         lock = {"lock_namespace": _LOCK_NAMESPACE, "lock_key": _int4(organization_id)}
-        mine = [{**row, **lock} for row in rows if row["organization_id"] == organization_id]
-        connection.execute(_LOCKED_INSERT, mine)
+        mine = [row for row in rows if row["organization_id"] == organization_id]
+        if len(mine) < BULK_EVENTS:
+            connection.execute(_LOCKED_INSERT, [{**row, **lock} for row in mine])
+            continue
+        # Many events (an import's batch): the lock once, then a plain INSERT of them all
+        # (one statement, sent for every row in one pipelined exchange), instead of a
+        # statement per event that each takes the lock again.
+        connection.execute(_LOCK, lock)
+        connection.execute(_INSERT, mine)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from app.core.errors import ContactReferenceInvalid, DealNotFound, DealWonRequir
 from app.core.tenancy import AnyCaller, TenantContext
 from app.core.text import fold
 from app.core.versioning import ExpectedVersion, ensure_version
-from app.models import ActivityType, Deal, DealStatus
+from app.models import ActivityType, Deal, DealStage, DealStatus
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
 from app.repositories.contacts import ContactRepository
@@ -86,16 +86,34 @@ class DealService:
             raise DealNotFound()
         return deal
 
-    async def create(self, data: DealCreate) -> Deal:
+    async def create(
+        self,
+        data: DealCreate,
+        *,
+        status: DealStatus | None = None,
+        stage: DealStage | None = None,
+        owner_id: int | None = None,
+    ) -> Deal:
+        """`POST /deals`. An import may also give the status, stage and owner a PATCH could
+        set, under the same rules, checked against the new deal (a new deal's stage is the
+        first, so any stage is forward)."""
         await self._ensure_contact(data.contact_id)
+        owner = self.ctx.user_id if owner_id is None else owner_id
+        await ensure_owner_assignable(self.session, self.ctx, self.ctx.user_id, owner)
+        status = status or DealStatus.NEW
+        stage = stage or DealStage.QUALIFICATION
+        ensure_can_move_stage(self.ctx, DealStage.QUALIFICATION, stage)
+        if status is DealStatus.WON and data.amount <= 0:
+            raise DealWonRequiresAmount()
         deal = Deal(
             contact_id=data.contact_id,
-            owner_id=self.ctx.user_id,
+            owner_id=owner,
             title=data.title,
             search_text=fold(data.title),
             amount=data.amount,
             currency=data.currency,
-            status=DealStatus.NEW,
+            status=status,
+            stage=stage,
         )
         try:
             await self.deals.add(deal)
