@@ -44,6 +44,14 @@ ROWS_PER_SECOND_TARGET = 50_000
 RSS_TARGET_MB = 200
 
 
+def cpu_reference() -> float:
+    """Seconds one core takes for a fixed pure-Python loop here and now: on a shared machine,
+    how much of a core this process got (compare runs by it)."""
+    started = time.perf_counter()
+    sum(range(10_000_000))
+    return time.perf_counter() - started
+
+
 def vm_rss_kib(pid: int) -> int:
     try:
         for entry in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -150,6 +158,7 @@ def main(rounds: int, export_format: str, batch_rows: int | None) -> None:
             )
             rates = []
             peaks = []
+            reference = [cpu_reference()]
             for number in range(1, rounds + 1):
                 reset_hwm(workers)
                 load = load_average()
@@ -172,6 +181,11 @@ def main(rounds: int, export_format: str, batch_rows: int | None) -> None:
                 )
                 if not ok:
                     raise SystemExit("the export did not hold every row once")
+            reference.append(cpu_reference())
+            print(
+                "CPU reference (sum(range(10**7)) in this process, before and after): "
+                + ", ".join(f"{seconds:.2f} s" for seconds in reference)
+            )
             print(
                 f"median {statistics.median(rates):,.0f} rows/s "
                 f"(target >= {ROWS_PER_SECOND_TARGET:,}); highest worker RSS "
