@@ -1,6 +1,7 @@
 """Export throughput: every deal of the big organization as one CSV, over HTTP.
 
     .venv/bin/python -m bench.export [--rounds 3] [--format csv|jsonl] [--batch-rows N]
+                                     [--json out.json]
 
 Serves the app as `make bench` does (`uvicorn --workers 2`, ENVIRONMENT=production, rate
 limits off; no Redis: nothing here uses it), logs in as the big organization's owner and
@@ -12,6 +13,9 @@ the peak resident memory of the worker that served it: VmRSS of both workers sam
 
 Targets: at least 50,000 rows/s, and the worker under 200 MB, whatever the export's size.
 
+With `--json`, the figures (every round, the machine, the code, the CPU reference) are also
+written to that file (docs/bench-runs/<date>-<sha>-export.json by convention).
+
 The dataset must be loaded already (`bench.load`); this only reads it (the database of
 BENCH_DATABASE_URL, `minicrm_bench` by default).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import tempfile
@@ -87,7 +92,7 @@ class RssSampler:
         self._thread.join()
 
 
-async def expected_rows(url: str) -> int:
+async def expected_rows(url: str) -> tuple[int, str]:
     connection = await asyncpg.connect(asyncpg_dsn(url))
     try:
         count = await connection.fetchval(
@@ -98,8 +103,7 @@ async def expected_rows(url: str) -> int:
         await connection.close()
     if not count:
         raise SystemExit("no deals in the big organization: load the dataset (bench.load)")
-    print(machine_info(str(version)))
-    return int(count)
+    return int(count), machine_info(str(version))
 
 
 def download(base_url: str, token: str, export_format: str) -> dict[str, float]:
@@ -136,10 +140,12 @@ def download(base_url: str, token: str, export_format: str) -> dict[str, float]:
     }
 
 
-def main(rounds: int, export_format: str, batch_rows: int | None) -> None:
+def main(rounds: int, export_format: str, batch_rows: int | None, json_path: str | None) -> None:
     url = database_url()
     at_start = code_fingerprint()
-    rows_expected = asyncio.run(expected_rows(url))
+    rows_expected, machine = asyncio.run(expected_rows(url))
+    print(machine)
+    results: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="minicrm-bench-export-") as workdir:
         env = app_env(url, Path(workdir))
         env.pop("REDIS_URL", None)
@@ -172,6 +178,16 @@ def main(rounds: int, export_format: str, batch_rows: int | None) -> None:
                 ok = result["rows"] == rows_expected and result["header_ok"]
                 rates.append(rate)
                 peaks.append(max(peak_mb, hwm_mb))
+                results.append(
+                    {
+                        **result,
+                        "rows_per_second": rate,
+                        "worker_rss_peak_mib": peak_mb,
+                        "worker_vmhwm_mib": hwm_mb,
+                        "worker_idle_rss_mib": idle[served] / 1024,
+                        "load_average": load,
+                    }
+                )
                 print(
                     f"  round {number}: {int(result['rows']):,} rows "
                     f"({'all' if ok else 'WRONG COUNT/HEADER'}), {result['mib']:.0f} MiB, "
@@ -191,7 +207,23 @@ def main(rounds: int, export_format: str, batch_rows: int | None) -> None:
                 f"(target >= {ROWS_PER_SECOND_TARGET:,}); highest worker RSS "
                 f"{max(peaks):.0f} MiB (target < {RSS_TARGET_MB} MB)"
             )
-            print(f"measured: {measured_code(at_start)}; nproc={os.cpu_count()}")
+            measured = measured_code(at_start)
+            print(f"measured: {measured}; nproc={os.cpu_count()}")
+    if json_path:
+        summary = {
+            "command": "python -m bench.export",
+            "format": export_format,
+            "batch_rows": batch_rows,
+            "rows_expected": rows_expected,
+            "machine": machine,
+            "code": measured,
+            "cpu_reference_seconds": reference,
+            "rounds": results,
+            "median_rows_per_second": statistics.median(rates),
+            "highest_worker_rss_mib": max(peaks),
+            "targets": {"rows_per_second": ROWS_PER_SECOND_TARGET, "rss_mb": RSS_TARGET_MB},
+        }
+        Path(json_path).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":
@@ -199,5 +231,6 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     parser.add_argument("--batch-rows", type=int, default=None)
+    parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
-    main(args.rounds, args.format, args.batch_rows)
+    main(args.rounds, args.format, args.batch_rows, args.json)
