@@ -455,3 +455,23 @@ def test_timestamps_are_written_as_the_api_writes_them() -> None:
     # Another offset is converted to UTC first.
     plus_two = datetime(2026, 1, 15, 12, 0, tzinfo=timezone(timedelta(hours=2)))
     assert instant(plus_two) == "2026-01-15T10:00:00Z"
+
+
+async def test_a_rule_added_to_the_lists_where_clause_applies_to_exports(
+    owner: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exports build on the list's own WHERE clause (`_matching`), so a rule the lists gain
+    (leaving out trashed records, say) holds for exports with no change to them."""
+    from app.models import Deal
+    from app.repositories.deals import DealRepository
+
+    await sample_data(owner)
+    matching = DealRepository._matching
+
+    def without_won(self: DealRepository, filters: Any) -> Any:
+        return matching(self, filters).where(Deal.status != "won")
+
+    monkeypatch.setattr(DealRepository, "_matching", without_won)
+    exported = parse_jsonl(await export(owner, "deals", format="jsonl"))
+    assert [deal["status"] for deal in exported] == ["new", "new"]
+    assert exported == await listed(owner, "deals")

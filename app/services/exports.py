@@ -25,7 +25,8 @@ in its order.
 CSV cells a spreadsheet would run as a formula (first character `=`, `+`, `-`, `@`, tab or
 carriage return) get a leading `'` (OWASP, "CSV injection"): `=HYPERLINK(...)` is exported as
 `'=HYPERLINK(...)`. The import strips a `'` that precedes one of those characters, so an
-export imports back unchanged. JSON Lines values are never altered."""
+export imports back unchanged (but for a value that itself begins with `'` and a trigger: it
+comes back without its quote). JSON Lines values are never altered."""
 
 from __future__ import annotations
 
