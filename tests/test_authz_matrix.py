@@ -443,6 +443,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     # contacts (section 5): the record belongs to the organization's owner
     ("GET", "/contacts"): Route(fixed("GET", "/contacts"), in_org(200)),
+    ("GET", "/contacts/export"): Route(fixed("GET", "/contacts/export"), in_org(200)),
     ("POST", "/contacts"): Route(fixed("POST", "/contacts", {"name": "New"}), in_org(201)),
     ("GET", "/contacts/{contact_id}"): Route(fixed("GET", "/contacts/{contact}"), in_org(200)),
     ("PATCH", "/contacts/{contact_id}"): Route(
@@ -451,6 +452,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("DELETE", "/contacts/{contact_id}"): Route(delete_contact, in_org(204, 204, 204, 403)),
     # deals (section 6)
     ("GET", "/deals"): Route(fixed("GET", "/deals"), in_org(200)),
+    ("GET", "/deals/export"): Route(fixed("GET", "/deals/export"), in_org(200)),
     ("POST", "/deals"): Route(
         fixed("POST", "/deals", lambda ctx: {"contact_id": ctx.target.contact_id, "title": "D"}),
         in_org(201),
@@ -468,6 +470,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     # tasks (section 7): on the owner's deal
     ("GET", "/tasks"): Route(fixed("GET", "/tasks"), in_org(200)),
+    ("GET", "/tasks/export"): Route(fixed("GET", "/tasks/export"), in_org(200)),
     ("POST", "/tasks"): Route(
         fixed("POST", "/tasks", lambda ctx: {"deal_id": ctx.target.deal_id, "title": "T"}),
         in_org(201, 201, 201, 403),

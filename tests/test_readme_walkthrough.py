@@ -76,4 +76,5 @@ def test_every_walkthrough_command_works_when_pasted_in_order(tmp_path: Path) ->
     assert '"status":"won"' in result.stdout
     assert "X-Cache:" in result.stdout or "x-cache:" in result.stdout
     assert "signature ok: deal.updated" in result.stdout
+    assert "id,organization_id,contact_id,owner_id,title,amount," in result.stdout  # the export
     assert result.stdout.rstrip().endswith("204")

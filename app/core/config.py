@@ -94,6 +94,9 @@ class Settings(BaseSettings):
     # Events older than this are deleted by `minicrm prune`; a feed cursor from before the
     # pruned ones answers 410 CURSOR_EXPIRED.
     EVENTS_RETENTION_DAYS: int = Field(default=30, ge=1)
+    # Rows an export (`GET /deals/export` ...) reads per statement: its memory is about one
+    # batch, whatever the export's size.
+    EXPORT_BATCH_ROWS: int = Field(default=5_000, ge=1, le=100_000)
     # Webhooks (app/jobs/webhooks.py). Private, loopback and link-local receivers (and plain
     # http) are refused unless this is on: for tests and local use only.
     WEBHOOK_ALLOW_PRIVATE_URLS: bool = False

@@ -6,7 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, select
+from sqlalchemy import Row, Select, and_, bindparam, select
 
 from app.core.text import fold
 from app.db.session import plan_for_values
@@ -116,6 +116,14 @@ class DealRepository(TenantRepository):
         return await scroll(
             self.session, self._matching(filters), _key_order(filters), after, limit
         )
+
+    async def export_batch(
+        self, filters: DealFilters, fields: Sequence[str], after_id: int | None, limit: int
+    ) -> Sequence[Row[Any]]:
+        """An export's next batch: up to `limit` matching deals after `after_id`, in id
+        order, as rows of the columns `fields`. The filters (and their sort, ignored) are the
+        list's own, so an export answers what the list does."""
+        return await self.id_batch(self._matching(filters), Deal.id, fields, after_id, limit)
 
     def _matching(self, filters: DealFilters) -> Select[Any]:
         query = select(Deal).where(Deal.organization_id == self.organization_id)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Row, Select, select
 
 from app.models import Deal, Task
 from app.repositories.base import RowLock, TenantRepository
@@ -49,6 +49,14 @@ class TaskRepository(TenantRepository):
     ) -> tuple[Sequence[Task], Keyset | None]:
         """Up to `limit` matching tasks after `after`, and where the next page starts."""
         return await scroll(self.session, self._matching(filters), _ORDER, after, limit)
+
+    async def export_batch(
+        self, filters: TaskFilters, fields: Sequence[str], after_id: int | None, limit: int
+    ) -> Sequence[Row[Any]]:
+        """An export's next batch: up to `limit` matching tasks after `after_id`, in id
+        order, as rows of the columns `fields`. The filters (and their sort, ignored) are the
+        list's own, so an export answers what the list does."""
+        return await self.id_batch(self._matching(filters), Task.id, fields, after_id, limit)
 
     def _matching(self, filters: TaskFilters) -> Select[Any]:
         query = select(Task).where(Task.organization_id == self.organization_id)

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
+from starlette.responses import StreamingResponse
 
 from app.api.conditional import IfMatch, send_etag
 from app.api.cursors import cursor_page
+from app.api.exports import ExportQuery, export_response, export_responses
 from app.api.responses import TENANT, TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import (
@@ -17,14 +20,15 @@ from app.core.errors import (
     PermissionDenied,
     PreconditionFailed,
 )
-from app.dependencies.auth import OrgContext
+from app.dependencies.auth import OrganizationIdHeader, OrgContext, TokenCaller
 from app.dependencies.db import ResourcesDep, SessionDep
+from app.dependencies.filters import ContactFilterQuery
 from app.dependencies.pagination import ListWindow
-from app.repositories.contacts import ContactFilters
-from app.schemas.common import MAX_ID, CursorPage, CursorParams, Id, Page, SearchText, SortOrder
+from app.schemas.common import MAX_ID, CursorPage, CursorParams, Page, SortOrder
 from app.schemas.contact import ContactCreate, ContactOrderBy, ContactRead, ContactUpdate
 from app.services.contacts import ContactService
 from app.services.cursors import CursorScope
+from app.services.exports import CONTACTS
 
 router = APIRouter(prefix="/contacts", tags=["contacts"], route_class=StrictJSONRoute)
 
@@ -45,16 +49,12 @@ async def list_contacts(
     request: Request,
     service: ServiceDep,
     page: ListWindow,
-    search: Annotated[
-        SearchText | None,
-        Query(description="Case-insensitive substring of name, email or phone (any language)."),
-    ] = None,
-    owner_id: Annotated[Id | None, Query()] = None,
+    filtered: ContactFilterQuery,
     order_by: ContactOrderBy = ContactOrderBy.CREATED_AT,
     order: SortOrder = SortOrder.DESC,
 ) -> Page[ContactRead] | CursorPage[ContactRead]:
     """Page mode, or cursor mode with `limit` (and `cursor`): see the README."""
-    filters = ContactFilters(search=search, owner_id=owner_id, order_by=order_by, order=order)
+    filters = replace(filtered, order_by=order_by, order=order)
     if isinstance(page, CursorParams):
         scope = CursorScope(service.ctx.organization_id, "contacts", filters)
         scroll = partial(service.scroll, filters)
@@ -63,6 +63,27 @@ async def list_contacts(
     return Page.build(
         [ContactRead.model_validate(c) for c in items], total, page.page, page.page_size
     )
+
+
+@router.get(
+    "/export",
+    summary="Export contacts",
+    response_class=StreamingResponse,
+    responses={**export_responses(CONTACTS), **problems(*TENANT_ERRORS)},
+)
+async def export_contacts(
+    request: Request,
+    caller: TokenCaller,
+    x_organization_id: OrganizationIdHeader,
+    filters: ContactFilterQuery,
+    options: ExportQuery,
+) -> Response:
+    """Every contact the list's filters match (the same filters as `GET /contacts`), as CSV
+    (`format=csv`, the default; `bom=true` for Excel) or JSON Lines (`format=jsonl`),
+    streamed in id order from one consistent snapshot. The values are the API's. CSV cells
+    starting with `=`, `+`, `-`, `@`, a tab or a carriage return are prefixed with `'` so
+    that no spreadsheet runs them as formulas: see the README."""
+    return await export_response(request, caller, x_organization_id, CONTACTS, filters, options)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Create a contact", responses=TENANT)

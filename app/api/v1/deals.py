@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
+from starlette.responses import StreamingResponse
 
 from app.api.conditional import IfMatch, send_etag
 from app.api.cursors import cursor_page
+from app.api.exports import ExportQuery, export_response, export_responses
 from app.api.rendering import rendered
 from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
@@ -28,29 +31,25 @@ from app.dependencies.auth import (
     bind_tenant,
 )
 from app.dependencies.db import ResourcesDep, SessionDep, resources_of
+from app.dependencies.filters import DealFilterQuery
 from app.dependencies.pagination import ListWindow
-from app.models import DealStage, DealStatus
-from app.repositories.deals import DealFilters
 from app.schemas.activity import ActivityCreate, ActivityRead
 from app.schemas.common import (
     MAX_ID,
     CursorPage,
     CursorParams,
-    Id,
-    Money,
     Page,
-    SearchText,
     SortOrder,
 )
 from app.schemas.deal import DealCreate, DealOrderBy, DealRead, DealUpdate
 from app.services.activities import ActivityService
 from app.services.cursors import CursorScope
 from app.services.deals import DealService
+from app.services.exports import DEALS
 
 router = APIRouter(prefix="/deals", tags=["deals"], route_class=StrictJSONRoute)
 
 DealId = Annotated[int, Path(ge=1, le=MAX_ID)]
-AmountQuery = Annotated[Money | None, Query(description="Inclusive.")]
 
 
 async def get_deal_service(
@@ -72,39 +71,40 @@ async def list_deals(
     request: Request,
     service: ServiceDep,
     page: ListWindow,
-    status_: Annotated[
-        list[DealStatus] | None, Query(alias="status", description="Repeatable.")
-    ] = None,
-    stage: Annotated[list[DealStage] | None, Query(description="Repeatable.")] = None,
-    min_amount: AmountQuery = None,
-    max_amount: AmountQuery = None,
-    owner_id: Annotated[Id | None, Query()] = None,
-    contact_id: Annotated[Id | None, Query()] = None,
-    search: Annotated[
-        SearchText | None, Query(description="Case-insensitive substring of the title.")
-    ] = None,
+    filtered: DealFilterQuery,
     order_by: DealOrderBy = DealOrderBy.CREATED_AT,
     order: SortOrder = SortOrder.DESC,
 ) -> Page[DealRead] | CursorPage[DealRead]:
     """Filters combine with AND; `min_amount`/`max_amount` are inclusive. The last sort key is
     always `id`, so paging is stable. With `limit` (and `cursor`), cursor mode: see the
     README."""
-    filters = DealFilters(
-        statuses=tuple(status_ or ()),
-        stages=tuple(stage or ()),
-        min_amount=min_amount,
-        max_amount=max_amount,
-        owner_id=owner_id,
-        contact_id=contact_id,
-        search=search,
-        order_by=order_by,
-        order=order,
-    )
+    filters = replace(filtered, order_by=order_by, order=order)
     if isinstance(page, CursorParams):
         scope = CursorScope(service.ctx.organization_id, "deals", filters)
         return await cursor_page(request, page, scope, partial(service.scroll, filters), _deal)
     items, total = await service.list(filters, page)
     return Page.build([_deal(d) for d in items], total, page.page, page.page_size)
+
+
+@router.get(
+    "/export",
+    summary="Export deals",
+    response_class=StreamingResponse,
+    responses={**export_responses(DEALS), **problems(*TENANT_ERRORS)},
+)
+async def export_deals(
+    request: Request,
+    caller: TokenCaller,
+    x_organization_id: OrganizationIdHeader,
+    filters: DealFilterQuery,
+    options: ExportQuery,
+) -> Response:
+    """Every deal the list's filters match (the same filters as `GET /deals`), as CSV
+    (`format=csv`, the default; `bom=true` for Excel) or JSON Lines (`format=jsonl`),
+    streamed in id order from one consistent snapshot. The values are the API's. CSV cells
+    starting with `=`, `+`, `-`, `@`, a tab or a carriage return are prefixed with `'` so
+    that no spreadsheet runs them as formulas: see the README."""
+    return await export_response(request, caller, x_organization_id, DEALS, filters, options)
 
 
 def _deal(deal: object) -> DealRead:

@@ -3,10 +3,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
+from starlette.responses import StreamingResponse
 
 from app.api.conditional import IfMatch, send_etag
 from app.api.cursors import cursor_page
+from app.api.exports import ExportQuery, export_response, export_responses
 from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import (
@@ -17,13 +19,14 @@ from app.core.errors import (
     PreconditionFailed,
     TaskNotFound,
 )
-from app.dependencies.auth import OrgContext
+from app.dependencies.auth import OrganizationIdHeader, OrgContext, TokenCaller
 from app.dependencies.db import SessionDep
+from app.dependencies.filters import TaskFilterQuery
 from app.dependencies.pagination import ListWindow
-from app.repositories.tasks import TaskFilters
-from app.schemas.common import MAX_ID, CursorPage, CursorParams, DueDate, Id, Page
+from app.schemas.common import MAX_ID, CursorPage, CursorParams, Page
 from app.schemas.task import TaskCreate, TaskRead, TaskUpdate
 from app.services.cursors import CursorScope
+from app.services.exports import TASKS
 from app.services.tasks import TaskService
 
 router = APIRouter(prefix="/tasks", tags=["tasks"], route_class=StrictJSONRoute)
@@ -40,25 +43,37 @@ ServiceDep = Annotated[TaskService, Depends(get_task_service)]
 
 @router.get("", summary="List tasks", responses=problems(*TENANT_ERRORS, InvalidCursor))
 async def list_tasks(
-    request: Request,
-    service: ServiceDep,
-    page: ListWindow,
-    deal_id: Annotated[Id | None, Query()] = None,
-    only_open: Annotated[bool, Query(description="Only tasks not done.")] = False,
-    due_before: Annotated[DueDate | None, Query(description="Inclusive.")] = None,
-    due_after: Annotated[DueDate | None, Query(description="Inclusive.")] = None,
+    request: Request, service: ServiceDep, page: ListWindow, filters: TaskFilterQuery
 ) -> Page[TaskRead] | CursorPage[TaskRead]:
     """Ordered by `due_date` (tasks without one last), then `id`. Page mode, or cursor mode
     with `limit` (and `cursor`): see the README."""
-    filters = TaskFilters(
-        deal_id=deal_id, only_open=only_open, due_before=due_before, due_after=due_after
-    )
     if isinstance(page, CursorParams):
         scope = CursorScope(service.ctx.organization_id, "tasks", filters)
         scroll = partial(service.scroll, filters)
         return await cursor_page(request, page, scope, scroll, TaskRead.model_validate)
     items, total = await service.list(filters, page)
     return Page.build([TaskRead.model_validate(t) for t in items], total, page.page, page.page_size)
+
+
+@router.get(
+    "/export",
+    summary="Export tasks",
+    response_class=StreamingResponse,
+    responses={**export_responses(TASKS), **problems(*TENANT_ERRORS)},
+)
+async def export_tasks(
+    request: Request,
+    caller: TokenCaller,
+    x_organization_id: OrganizationIdHeader,
+    filters: TaskFilterQuery,
+    options: ExportQuery,
+) -> Response:
+    """Every task the list's filters match (the same filters as `GET /tasks`), as CSV
+    (`format=csv`, the default; `bom=true` for Excel) or JSON Lines (`format=jsonl`),
+    streamed in id order from one consistent snapshot. The values are the API's. CSV cells
+    starting with `=`, `+`, `-`, `@`, a tab or a carriage return are prefixed with `'` so
+    that no spreadsheet runs them as formulas: see the README."""
+    return await export_response(request, caller, x_organization_id, TASKS, filters, options)
 
 
 @router.post(
