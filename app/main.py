@@ -24,6 +24,7 @@ from app.api.v1 import (
     events,
     organizations,
     tasks,
+    trash,
     webhooks,
 )
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
@@ -204,7 +205,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Included straight into the app, not through a parent /api/v1 router: each nesting level
     # is one more router to match on every request. FastAPI tries routes in order and the
     # prefixes do not overlap: the busiest go first.
-    modules = (deals, analytics, contacts, tasks, events, webhooks, organizations, api_keys, auth)
+    modules = (
+        deals,
+        analytics,
+        contacts,
+        tasks,
+        events,
+        webhooks,
+        trash,
+        organizations,
+        api_keys,
+        auth,
+    )
     for module in modules:
         app.include_router(module.router, prefix=settings.API_V1_PREFIX)
     app.include_router(health.router)

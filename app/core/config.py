@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     # Events older than this are deleted by `minicrm prune`; a feed cursor from before the
     # pruned ones answers 410 CURSOR_EXPIRED.
     EVENTS_RETENTION_DAYS: int = Field(default=30, ge=1)
+    # Deleted contacts, deals and tasks stay in the trash (restorable) this long; then the
+    # worker loop and `minicrm prune` delete them for good. 0: at the next purge.
+    TRASH_RETENTION_DAYS: int = Field(default=30, ge=0)
+    # How often, at most, each worker process (or the API's background work) purges the trash.
+    TRASH_PURGE_INTERVAL_SECONDS: float = Field(default=60, gt=0)
     # Webhooks (app/jobs/webhooks.py). Private, loopback and link-local receivers (and plain
     # http) are refused unless this is on: for tests and local use only.
     WEBHOOK_ALLOW_PRIVATE_URLS: bool = False

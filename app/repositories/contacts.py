@@ -2,13 +2,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, exists, select
 
 from app.core.text import fold
 from app.models import Contact, Deal
-from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
+from app.repositories.base import RowLock, TenantRepository, live, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.contact import ContactOrderBy
@@ -26,9 +27,7 @@ class ContactFilters:
 
 class ContactRepository(TenantRepository):
     async def get(self, contact_id: int, *, lock: RowLock | None = None) -> Contact | None:
-        query = select(Contact).where(
-            Contact.organization_id == self.organization_id, Contact.id == contact_id
-        )
+        query = self.live_rows(Contact).where(Contact.id == contact_id)
         return await self.session.scalar(with_lock(query, lock))
 
     async def count_matching(self, filters: ContactFilters) -> int:
@@ -50,7 +49,7 @@ class ContactRepository(TenantRepository):
         return await scroll(self.session, self._matching(filters), order, after, limit)
 
     def _matching(self, filters: ContactFilters) -> Select[Any]:
-        query = select(Contact).where(Contact.organization_id == self.organization_id)
+        query = self.live_rows(Contact)
         if filters.search:
             query = query.where(Contact.search_text.contains(fold(filters.search), autoescape=True))
         if filters.owner_id is not None:
@@ -64,16 +63,19 @@ class ContactRepository(TenantRepository):
         return contact
 
     async def has_deals(self, contact_id: int) -> bool:
+        """Whether a live deal refers to the contact (deals in the trash do not count)."""
         return bool(
             await self.session.scalar(
                 select(
                     exists().where(
-                        Deal.organization_id == self.organization_id, Deal.contact_id == contact_id
+                        Deal.organization_id == self.organization_id,
+                        Deal.contact_id == contact_id,
+                        live(Deal),
                     )
                 )
             )
         )
 
-    async def delete(self, contact: Contact) -> None:
-        await self.session.delete(contact)
+    async def trash(self, contact: Contact, at: datetime) -> None:
+        contact.deleted_at = at
         await self.session.flush()

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Select, select
 
 from app.models import Deal, Task
-from app.repositories.base import RowLock, TenantRepository
+from app.repositories.base import RowLock, TenantRepository, live
 from app.repositories.cursor import KeyOrder, Keyset, scroll
 from app.schemas.common import PageParams
 
@@ -33,7 +33,7 @@ class TaskRepository(TenantRepository):
         query = (
             select(Task, Deal.owner_id)
             .join(Deal, (Deal.organization_id == Task.organization_id) & (Deal.id == Task.deal_id))
-            .where(Task.organization_id == self.organization_id, Task.id == task_id)
+            .where(Task.organization_id == self.organization_id, Task.id == task_id, live(Task))
         )
         if lock is not None:
             query = query.with_for_update(of=Task, read=lock is RowLock.SHARE)
@@ -51,7 +51,7 @@ class TaskRepository(TenantRepository):
         return await scroll(self.session, self._matching(filters), _ORDER, after, limit)
 
     def _matching(self, filters: TaskFilters) -> Select[Any]:
-        query = select(Task).where(Task.organization_id == self.organization_id)
+        query = self.live_rows(Task)
         if filters.deal_id is not None:
             query = query.where(Task.deal_id == filters.deal_id)
         if filters.only_open:
@@ -63,10 +63,9 @@ class TaskRepository(TenantRepository):
         return query
 
     async def of_deal(self, deal_id: int) -> Sequence[Task]:
+        """The deal's live tasks."""
         rows = await self.session.scalars(
-            select(Task)
-            .where(Task.organization_id == self.organization_id, Task.deal_id == deal_id)
-            .order_by(Task.id)
+            self.live_rows(Task).where(Task.deal_id == deal_id).order_by(Task.id)
         )
         return rows.all()
 
@@ -76,6 +75,6 @@ class TaskRepository(TenantRepository):
         await self.session.flush()
         return task
 
-    async def delete(self, task: Task) -> None:
-        await self.session.delete(task)
+    async def trash(self, task: Task, at: datetime) -> None:
+        task.deleted_at = at
         await self.session.flush()
