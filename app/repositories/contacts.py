@@ -11,6 +11,7 @@ from app.core.text import fold
 from app.models import Contact, Deal
 from app.repositories.base import RowLock, TenantRepository, live, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
+from app.repositories.trash import put_in_trash
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.contact import ContactOrderBy
 
@@ -77,5 +78,5 @@ class ContactRepository(TenantRepository):
         )
 
     async def trash(self, contact: Contact, at: datetime) -> None:
-        contact.deleted_at = at
+        put_in_trash(contact, at)
         await self.session.flush()

@@ -14,6 +14,7 @@ from app.models import Deal, DealStage, DealStatus
 from app.repositories.base import RowLock, TenantRepository, live, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
 from app.repositories.tenancy import ORGANIZATION_ID, tenant_query
+from app.repositories.trash import put_in_trash
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.deal import DealOrderBy
 
@@ -146,5 +147,5 @@ class DealRepository(TenantRepository):
         return deal
 
     async def trash(self, deal: Deal, at: datetime) -> None:
-        deal.deleted_at = at
+        put_in_trash(deal, at)
         await self.session.flush()

@@ -10,6 +10,7 @@ from sqlalchemy import Select, select
 from app.models import Deal, Task
 from app.repositories.base import RowLock, TenantRepository, live
 from app.repositories.cursor import KeyOrder, Keyset, scroll
+from app.repositories.trash import put_in_trash
 from app.schemas.common import PageParams
 
 # Due date ascending, tasks without one last, then id.
@@ -76,5 +77,5 @@ class TaskRepository(TenantRepository):
         return task
 
     async def trash(self, task: Task, at: datetime) -> None:
-        task.deleted_at = at
+        put_in_trash(task, at)
         await self.session.flush()

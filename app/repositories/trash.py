@@ -19,6 +19,7 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import flag_modified
 
 from app.models import Contact, Deal, Task
 from app.repositories.base import RowLock, TenantRepository, with_lock
@@ -36,6 +37,15 @@ _MODELS: dict[TrashType, Any] = {
 def trashed(model: Any) -> Any:
     """In the trash: the opposite of `live`."""
     return model.deleted_at.is_not(None)
+
+
+def put_in_trash(record: Contact | Deal | Task, at: datetime) -> None:
+    """Mark `record` trashed at `at` (written at the next flush). Its `updated_at` is kept (not
+    moved by the UPDATE), so the trash shows the record exactly as it was deleted, as its
+    `*.deleted` event does. Restoring it is a change like any other and moves it."""
+    record.deleted_at = at
+    record.updated_at = record.updated_at
+    flag_modified(record, "updated_at")  # sent as is, so its onupdate does not replace it
 
 
 @dataclass(frozen=True, slots=True)

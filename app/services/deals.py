@@ -28,7 +28,7 @@ from app.repositories.contacts import ContactRepository
 from app.repositories.cursor import Keyset
 from app.repositories.deals import TENANT_AND_DEAL, DealFilters, DealRepository
 from app.repositories.tasks import TaskRepository
-from app.repositories.trash import TrashRepository
+from app.repositories.trash import TrashRepository, put_in_trash
 from app.schemas.common import PageParams
 from app.schemas.deal import DealCreate, DealRead, DealUpdate
 from app.schemas.event import EventType
@@ -190,7 +190,7 @@ class DealService:
         gone_tasks = [TaskRead.model_validate(task) for task in tasks]
         at = utcnow()
         for task in tasks:
-            task.deleted_at = at
+            put_in_trash(task, at)
         await self.deals.trash(deal, at)
         await self.read_models.deal_written(before=before, after=None)
         for task_read in gone_tasks:
