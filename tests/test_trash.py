@@ -21,7 +21,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.db.types import utcnow
@@ -523,3 +523,47 @@ async def test_the_worker_loop_purges_the_trash(make_api: Any, database_url: str
         await asyncio.sleep(0.05)
     assert await count_rows(engine, "tasks", "id = :id", id=task["id"]) == 0
     assert await ids(owner, "/deals") == [deal["id"]]
+
+
+# --- the list indexes stay usable (PostgreSQL plans) ------------------------------------------
+
+
+async def test_list_totals_are_index_only_scans_of_the_partial_indexes(pg_api: Api) -> None:
+    """A page's `total` counts live rows from the partial list index alone (`WHERE deleted_at
+    IS NULL`): no heap visit to check `deleted_at`, trashed rows not even in the index."""
+    owner = await pg_api.register()
+    contact = await create_contact(owner)
+    deal = await create_deal(owner, contact)
+    await new_task(owner, deal["id"])
+    trashed_deal = await create_deal(owner, contact)
+    await ok(await owner.delete(f"/deals/{trashed_deal['id']}"), 204)
+    engine = engine_of(pg_api)
+    cases = [
+        ("/deals", "ix_deals_org_"),  # any of the partial list indexes will do
+        ("/contacts", "ix_contacts_org_"),
+        ("/tasks", "ix_tasks_org_due"),
+    ]
+    captured: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "count(" in statement:
+            captured.append((statement, parameters))
+
+    for path, index in cases:
+        captured.clear()
+        event.listen(engine.sync_engine, "before_cursor_execute", record)
+        try:
+            # A filter set of its own: the total is not served from the cache.
+            response = await owner.get(path, params={"page_size": 7})
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", record)
+        assert response.status_code == 200, response.text
+        assert captured, path
+        statement, parameters = captured[0]
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SET enable_seqscan = off")
+            result = await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters)
+            plan = "\n".join(row[0] for row in result)
+            await conn.rollback()
+        assert f"Index Only Scan using {index}" in plan, (path, plan)
+        assert "Filter" not in plan, (path, plan)
