@@ -37,7 +37,12 @@ transaction, and only if it changed something: a PATCH that sends the current va
 nothing, moves no version and drops nothing. A transaction that changed a deal or a contact
 through the ORM without moving its version is refused at commit (`ReadModelNotMoved`), so a
 new kind of write (events, trash, imports) fails loudly in its first test instead of serving
-stale totals. Raw SQL (`text()`) is not seen by that guard.
+stale totals. Raw SQL (`text()`) is not seen by that guard. The trash's purge declares itself
+(`purging`): it deletes only rows that left every read model when they were trashed.
+
+**The trash.** Trashing a deal is, for the read models, deleting it (`deal_written(after=None)`)
+and restoring it creating it again; trashing or restoring a contact moves the contacts'
+version. Only live records are in any read model (`app.repositories.base.live`).
 
 **Precomputed figures** that analytics read instead of the deals (not a cache; always exact):
 `deal_stats` running totals per (currency, status, stage), maintained by `deal_written`; and
