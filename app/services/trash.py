@@ -81,7 +81,8 @@ async def purge(session: AsyncSession, retention_days: int, now: datetime | None
 
 class TrashPurger:
     """The purge step of the worker loop: at most once per `TRASH_PURGE_INTERVAL_SECONDS` in
-    a process, however many loops share it (one transaction of its own)."""
+    a process, however many loops share it (one transaction of its own). The first purge comes
+    one interval after the process starts, not during its start-up."""
 
     def __init__(
         self, session_factory: async_sessionmaker[AsyncSession], settings: Settings
@@ -89,7 +90,7 @@ class TrashPurger:
         self.session_factory = session_factory
         self.settings = settings
         self._lock = asyncio.Lock()
-        self._last: float | None = None
+        self._last = time.monotonic()
 
     async def run_if_due(self) -> Purged | None:
         """Purge if the interval has passed since the last purge of this process (None: not
@@ -112,5 +113,4 @@ class TrashPurger:
         return purged
 
     def _due(self) -> bool:
-        interval = self.settings.TRASH_PURGE_INTERVAL_SECONDS
-        return self._last is None or time.monotonic() - self._last >= interval
+        return time.monotonic() - self._last >= self.settings.TRASH_PURGE_INTERVAL_SECONDS
