@@ -417,6 +417,7 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
 
     from app.db.session import create_engine, create_session_factory
     from app.jobs.worker import run_worker
+    from app.services.trash import TrashPurger
 
     engine = create_engine(settings)
     stop = asyncio.Event()
@@ -426,7 +427,10 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
     try:
         factory = create_session_factory(engine)
         logger.info("delivering webhooks with %d loop(s)", concurrency)
-        await asyncio.gather(*(run_worker(factory, settings, stop) for _ in range(concurrency)))
+        purger = TrashPurger(factory, settings)  # once per interval for the whole process
+        await asyncio.gather(
+            *(run_worker(factory, settings, stop, purger=purger) for _ in range(concurrency))
+        )
     finally:
         await engine.dispose()
     logger.info("worker stopped")
@@ -434,7 +438,7 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
 
 @command(
     "worker",
-    "Run background work (webhook delivery) until stopped; run as many as wanted.",
+    "Run background work (webhook delivery, trash purge) until stopped; run as many as wanted.",
     argument(
         "--concurrency",
         type=_positive_int,
@@ -610,8 +614,8 @@ def rebuild_stats_command(args: argparse.Namespace) -> int:
 @command(
     "prune",
     "Delete expired data: Idempotency-Key answers older than IDEMPOTENCY_TTL_HOURS, events "
-    "and settled webhook deliveries older than EVENTS_RETENTION_DAYS, and the uploaded files "
-    "of finished imports.",
+    "and settled webhook deliveries older than EVENTS_RETENTION_DAYS, trashed contacts, deals "
+    "and tasks older than TRASH_RETENTION_DAYS, and the uploaded files of finished imports.",
 )
 def prune_command(args: argparse.Namespace) -> int:
     from datetime import timedelta
@@ -619,19 +623,28 @@ def prune_command(args: argparse.Namespace) -> int:
     from app.db.types import utcnow
     from app.repositories import imports, webhooks
     from app.repositories.idempotency import IdempotencyRepository
-    from app.services import events
+    from app.repositories.trash import Purged
+    from app.services import events, trash
 
     settings = load_settings()
 
-    async def prune(session: AsyncSession, resources: Resources) -> tuple[int, int, int, int]:
+    async def prune(
+        session: AsyncSession, resources: Resources
+    ) -> tuple[int, int, int, Purged, int]:
         now = utcnow()
         keys = await IdempotencyRepository(session).delete_expired(now)
         pruned_events = await events.prune(session, settings.EVENTS_RETENTION_DAYS, now)
         cutoff = now - timedelta(days=settings.EVENTS_RETENTION_DAYS)
         deliveries = await webhooks.prune_deliveries(session, cutoff)
-        return keys, pruned_events, deliveries, await imports.prune_files(session)
+        return (
+            keys,
+            pruned_events,
+            deliveries,
+            await trash.purge(session, settings.TRASH_RETENTION_DAYS, now),
+            await imports.prune_files(session),
+        )
 
-    keys, pruned_events, pruned_deliveries, import_files = asyncio.run(
+    keys, pruned_events, pruned_deliveries, purged, import_files = asyncio.run(
         _with_session(settings, prune)
     )
     days = settings.EVENTS_RETENTION_DAYS
@@ -642,7 +655,17 @@ def prune_command(args: argparse.Namespace) -> int:
     )
     print(f"idempotency_keys_deleted={keys}")
     print(f"events_deleted={pruned_events}")
+    logger.info(
+        "purged from the trash after %d day(s): %d contact(s), %d deal(s), %d task(s)",
+        settings.TRASH_RETENTION_DAYS,
+        purged.contacts,
+        purged.deals,
+        purged.tasks,
+    )
     print(f"webhook_deliveries_deleted={pruned_deliveries}")
+    print(f"trash_contacts_purged={purged.contacts}")
+    print(f"trash_deals_purged={purged.deals}")
+    print(f"trash_tasks_purged={purged.tasks}")
     print(f"import_files_deleted={import_files}")
     return 0
 

@@ -26,6 +26,7 @@ from app.api.v1 import (
     imports,
     organizations,
     tasks,
+    trash,
     webhooks,
 )
 from app.core.cache import Cache, MemoryCache, NullCache, RedisCache
@@ -221,6 +222,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events,
         webhooks,
         imports,
+        trash,
         organizations,
         api_keys,
         auth,

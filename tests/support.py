@@ -144,6 +144,16 @@ async def count_rows(engine: AsyncEngine, table: str, where: str = "1=1", **para
         return int(result.scalar_one())
 
 
+async def count_live(engine: AsyncEngine, table: str, where: str = "1=1", **params: Any) -> int:
+    """`count_rows` of the rows not in the trash (contacts, deals, tasks)."""
+    return await count_rows(engine, table, f"({where}) AND deleted_at IS NULL", **params)
+
+
+async def count_trashed(engine: AsyncEngine, table: str, where: str = "1=1", **params: Any) -> int:
+    """`count_rows` of the rows in the trash (contacts, deals, tasks)."""
+    return await count_rows(engine, table, f"({where}) AND deleted_at IS NOT NULL", **params)
+
+
 @dataclass
 class Team:
     """An organization's owner and one member of every other role."""

@@ -272,7 +272,7 @@ async def test_timeline_needs_credentials_and_membership(
     assert await activities_of(engine, deal["id"]) == 0
 
 
-async def test_deleting_a_deal_deletes_its_timeline(owner: User, engine: AsyncEngine) -> None:
+async def test_deleting_a_deal_hides_its_timeline(owner: User, engine: AsyncEngine) -> None:
     deal = await new_deal(owner)
     kept = await new_deal(owner, "Kept")
     await comment(owner, deal["id"], "bye")
@@ -281,5 +281,9 @@ async def test_deleting_a_deal_deletes_its_timeline(owner: User, engine: AsyncEn
     assert (await owner.delete(f"/deals/{deal['id']}")).status_code == 204
 
     assert_problem(await owner.get(f"/deals/{deal['id']}/activities"), 404)
-    assert await activities_of(engine, deal["id"]) == 0
+    assert_problem(await owner.get(f"/deals/{deal['id']}/activities", params={"limit": 5}), 404)
+    comment_body = {"type": "comment", "payload": {"text": "late"}}
+    assert_problem(await owner.post(f"/deals/{deal['id']}/activities", json=comment_body), 404)
+    # Kept with the deal in the trash (restoring it brings them back; the purge deletes them).
+    assert await activities_of(engine, deal["id"]) == 1
     assert await activities_of(engine, kept["id"]) == 1

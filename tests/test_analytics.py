@@ -22,7 +22,7 @@ SUMMARY = "/analytics/deals/summary"
 FUNNEL = "/analytics/deals/funnel"
 
 # The running totals (summed over their slots) must always equal this aggregate over the
-# deals themselves.
+# live deals themselves (the trash counts nowhere).
 STATS_SQL = text(
     "SELECT organization_id, currency, status, stage, sum(deal_count), sum(amount_sum) "
     "FROM deal_stats GROUP BY organization_id, currency, status, stage "
@@ -30,7 +30,7 @@ STATS_SQL = text(
 )
 DEALS_SQL = text(
     "SELECT organization_id, currency, status, stage, count(*), sum(amount) FROM deals "
-    "GROUP BY organization_id, currency, status, stage"
+    "WHERE deleted_at IS NULL GROUP BY organization_id, currency, status, stage"
 )
 
 
@@ -517,7 +517,7 @@ async def test_running_totals_survive_concurrent_writes(owner: User, engine: Asy
     summary = await read(owner, SUMMARY, days=2)  # a fresh cache key
     async with engine.connect() as conn:
         count = await conn.scalar(
-            text("SELECT count(*) FROM deals WHERE organization_id = :o"),
+            text("SELECT count(*) FROM deals WHERE organization_id = :o AND deleted_at IS NULL"),
             {"o": owner.organization_id},
         )
     assert summary["total"]["count"] == count

@@ -275,6 +275,29 @@ async def delete_task(ctx: Ctx) -> Req:
     return Req("DELETE", f"/tasks/{task_id}")
 
 
+async def trashed(by: User, path: str) -> None:
+    response = await by.delete(path)
+    assert response.status_code == 204, response.text
+
+
+async def restore_contact(ctx: Ctx) -> Req:
+    contact_id = await ctx.world.new_contact(ctx.target.owner)
+    await trashed(ctx.target.owner, f"/contacts/{contact_id}")
+    return Req("POST", f"/contacts/{contact_id}/restore")
+
+
+async def restore_deal(ctx: Ctx) -> Req:
+    deal_id = await ctx.world.new_deal(ctx.target.owner)
+    await trashed(ctx.target.owner, f"/deals/{deal_id}")
+    return Req("POST", f"/deals/{deal_id}/restore")
+
+
+async def restore_task(ctx: Ctx) -> Req:
+    task_id = await ctx.world.new_task(ctx.target.owner)
+    await trashed(ctx.target.owner, f"/tasks/{task_id}")
+    return Req("POST", f"/tasks/{task_id}/restore")
+
+
 # --- expectations ------------------------------------------------------------------------
 
 NOT_A_MEMBER: Expected = (403, "NOT_A_MEMBER")
@@ -450,6 +473,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         fixed("PATCH", "/contacts/{contact}", {"name": "Renamed"}), in_org(200, 200, 200, 403)
     ),
     ("DELETE", "/contacts/{contact_id}"): Route(delete_contact, in_org(204, 204, 204, 403)),
+    ("POST", "/contacts/{contact_id}/restore"): Route(restore_contact, in_org(200, 200, 200, 403)),
     # deals (section 6)
     ("GET", "/deals"): Route(fixed("GET", "/deals"), in_org(200)),
     ("GET", "/deals/export"): Route(fixed("GET", "/deals/export"), in_org(200)),
@@ -462,6 +486,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         fixed("PATCH", "/deals/{deal}", {"title": "Renamed"}), in_org(200, 200, 200, 403)
     ),
     ("DELETE", "/deals/{deal_id}"): Route(delete_deal, in_org(204, 204, 204, 403)),
+    ("POST", "/deals/{deal_id}/restore"): Route(restore_deal, in_org(200, 200, 200, 403)),
     ("GET", "/deals/{deal_id}/activities"): Route(
         fixed("GET", "/deals/{deal}/activities"), in_org(200)
     ),
@@ -480,6 +505,9 @@ ROUTES: dict[tuple[str, str], Route] = {
         fixed("PATCH", "/tasks/{task}", {"is_done": True}), in_org(200, 200, 200, 403)
     ),
     ("DELETE", "/tasks/{task_id}"): Route(delete_task, in_org(204, 204, 204, 403)),
+    ("POST", "/tasks/{task_id}/restore"): Route(restore_task, in_org(200, 200, 200, 403)),
+    # the trash (section 16): restoring needs what deleting needs
+    ("GET", "/trash"): Route(fixed("GET", "/trash"), in_org(200)),
     # analytics (section 9)
     ("GET", "/analytics/deals/summary"): Route(
         fixed("GET", "/analytics/deals/summary"), in_org(200)

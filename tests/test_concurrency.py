@@ -19,7 +19,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app.models import Activity, DealStat
-from tests.support import PASSWORD, Api, User, count_rows, engine_of
+from tests.support import PASSWORD, Api, User, count_live, count_rows, engine_of
 
 STATUSES = ("in_progress", "won", "lost", "new")
 STAGES = ("proposal", "negotiation", "closed", "qualification")
@@ -226,8 +226,8 @@ async def test_deleting_a_contact_while_deals_are_created_for_it(race_api: Api) 
 
     engine = engine_of(api)
     for contact_id, result in outcome.items():
-        exists = await count_rows(engine, "contacts", "id = :id", id=contact_id)
-        deals = await count_rows(engine, "deals", "contact_id = :id", id=contact_id)
+        exists = await count_live(engine, "contacts", "id = :id", id=contact_id)
+        deals = await count_live(engine, "deals", "contact_id = :id", id=contact_id)
         if result["delete"] == [204]:
             assert result["create"] == [400, 400], result
             assert (exists, deals) == (0, 0)
@@ -241,7 +241,8 @@ async def test_deleting_a_contact_while_deals_are_created_for_it(race_api: Api) 
             text(
                 "SELECT count(*) FROM deals d LEFT JOIN contacts c"
                 " ON c.id = d.contact_id AND c.organization_id = d.organization_id"
-                " WHERE c.id IS NULL"
+                " AND c.deleted_at IS NULL"
+                " WHERE c.id IS NULL AND d.deleted_at IS NULL"
             )
         )
         deal_total = await conn.scalar(select(func.count()).select_from(text("deals")))

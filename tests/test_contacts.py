@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Api, Team, User, assert_problem, count_rows
+from tests.support import Api, Team, User, assert_problem, count_live, count_rows, count_trashed
 
 CONTACT_KEYS = {
     "id",
@@ -189,7 +189,8 @@ async def test_delete_contact(owner: User, engine: AsyncEngine) -> None:
     assert response.status_code == 204
     assert response.content == b""
     assert_problem(await owner.get(f"/contacts/{contact['id']}"), 404, "CONTACT_NOT_FOUND")
-    assert await count_rows(engine, "contacts") == 0
+    assert await count_live(engine, "contacts") == 0
+    assert await count_trashed(engine, "contacts") == 1  # in the trash, restorable
     assert_problem(await owner.delete(f"/contacts/{contact['id']}"), 404, "CONTACT_NOT_FOUND")
 
 
@@ -207,7 +208,7 @@ async def test_contact_referenced_by_a_deal_cannot_be_deleted(
     assert await count_rows(engine, "contacts", "id = :id", id=contact["id"]) == 1
     assert await count_rows(engine, "deals", "contact_id = :id", id=contact["id"]) == 1
 
-    # Once the deal is gone, so is the reason to refuse.
+    # Once the deal is gone (in the trash), so is the reason to refuse.
     assert (await owner.delete(f"/deals/{deal.json()['id']}")).status_code == 204
     assert (await owner.delete(f"/contacts/{contact['id']}")).status_code == 204
 
@@ -440,7 +441,7 @@ async def test_manager_and_above_may_update_and_delete_anyones_contact(
             assert stored["email"] == "m@example.com"
 
             assert (await actor.delete(f"/contacts/{contact['id']}")).status_code == 204
-            assert await count_rows(engine, "contacts", "id = :id", id=contact["id"]) == 0
+            assert await count_live(engine, "contacts", "id = :id", id=contact["id"]) == 0
 
 
 async def test_member_may_not_reassign_owner(team: Team, engine: AsyncEngine) -> None:
@@ -515,8 +516,8 @@ async def race_contact_delete_against_deal_create(api: Api) -> None:
         pair = (deleted.status_code, created.status_code)
         outcomes.add(pair)
 
-        contacts = await count_rows(engine, "contacts", "id = :id", id=contact["id"])
-        deals = await count_rows(engine, "deals", "contact_id = :id", id=contact["id"])
+        contacts = await count_live(engine, "contacts", "id = :id", id=contact["id"])
+        deals = await count_live(engine, "deals", "contact_id = :id", id=contact["id"])
         if pair == (204, 400):
             assert_problem(created, 400, "CONTACT_NOT_FOUND")
             assert (contacts, deals) == (0, 0)
@@ -526,8 +527,11 @@ async def race_contact_delete_against_deal_create(api: Api) -> None:
         else:
             pytest.fail(f"round {round_}: delete {deleted.text!r}, create {created.text!r}")
 
-    orphans = await count_rows(
-        engine, "deals", "NOT EXISTS (SELECT 1 FROM contacts c WHERE c.id = deals.contact_id)"
+    orphans = await count_live(
+        engine,
+        "deals",
+        "NOT EXISTS (SELECT 1 FROM contacts c WHERE c.id = deals.contact_id"
+        " AND c.deleted_at IS NULL)",
     )
     assert orphans == 0
     assert outcomes <= {(204, 400), (409, 201)}

@@ -23,7 +23,9 @@ from alembic import command
 from app.core.cache import NullCache
 from app.models import Deal
 from app.repositories.analytics import AnalyticsRepository
+from app.repositories.base import live
 from app.services import analytics as analytics_service
+from app.services import trash
 from app.services.read_models import ReadModels
 from tests.conftest import AppFactory
 from tests.support import Api, User, create_contact, create_deal, engine_of, sessions_of
@@ -49,7 +51,7 @@ async def set_created_at(api: Api, deal_id: int, created_at: datetime) -> None:
 
 async def fresh_count(api: Api, organization_id: int, since: datetime, currency: str | None) -> int:
     query = select(func.count()).where(
-        Deal.organization_id == organization_id, Deal.created_at >= since
+        Deal.organization_id == organization_id, Deal.created_at >= since, live(Deal)
     )
     if currency is not None:
         query = query.where(Deal.currency == currency)
@@ -135,6 +137,22 @@ async def test_counts_stay_exact_through_creates_deletes_and_moves(api: Api) -> 
     # New deals, counted where they land.
     for at in times[:3]:
         await place_deal(api, owner, contact, at, "EUR")
+    await assert_exact(api, org, sinces)
+
+    # Deals in the trash count nowhere, even moved (plain UPDATE statements) ...
+    trashed = deals[::3]
+    for deal_id, at in zip(trashed, times, strict=False):
+        await set_created_at(api, deal_id, at - timedelta(days=2))
+    await assert_exact(api, org, sinces)
+    # ... restored, they count on the day they were created ...
+    for deal_id in trashed[::2]:
+        assert (await owner.post(f"/deals/{deal_id}/restore")).status_code == 200
+    await assert_exact(api, org, sinces)
+    # ... and purging the rest of the trash changes nothing.
+    async with sessions_of(api)() as session:
+        purged = await trash.purge(session, retention_days=0)
+        await session.commit()
+    assert purged.deals == len(trashed[1::2])
     await assert_exact(api, org, sinces)
 
 

@@ -13,7 +13,9 @@ from tests.support import (
     Api,
     User,
     assert_problem,
+    count_live,
     count_rows,
+    count_trashed,
     create_contact,
     create_deal,
     patch_deal,
@@ -220,7 +222,7 @@ async def test_member_may_change_and_delete_own_deal(team: Team, engine: AsyncEn
 
     assert (patched["title"], patched["amount"]) == ("Renamed", 9)
     assert (await team.member.delete(f"/deals/{deal['id']}")).status_code == 204
-    assert await count_rows(engine, "deals", "id = :id", id=deal["id"]) == 0
+    assert await count_live(engine, "deals", "id = :id", id=deal["id"]) == 0
 
 
 async def test_manager_and_above_change_and_delete_anyones_deal(
@@ -239,7 +241,7 @@ async def test_manager_and_above_change_and_delete_anyones_deal(
                 status_changed("new", "in_progress", actor)
             ]
             assert (await actor.delete(f"/deals/{deal['id']}")).status_code == 204
-            assert await count_rows(engine, "deals", "id = :id", id=deal["id"]) == 0
+            assert await count_live(engine, "deals", "id = :id", id=deal["id"]) == 0
 
 
 async def test_member_may_not_reassign_a_deal(team: Team, engine: AsyncEngine) -> None:
@@ -362,7 +364,7 @@ async def test_refused_patches_leave_no_activity(
             await assert_refused_without_trace(engine, team.owner, deal, 1)
 
 
-async def test_deleting_a_deal_removes_its_tasks_and_timeline(
+async def test_deleting_a_deal_trashes_its_tasks_and_timeline(
     team: Team, engine: AsyncEngine
 ) -> None:
     deal = await create_deal(team.owner, team.contact_id, amount=10)
@@ -391,9 +393,10 @@ async def test_deleting_a_deal_removes_its_tasks_and_timeline(
     response = await team.owner.delete(f"/deals/{deal['id']}")
 
     assert response.status_code == 204
-    assert await count_rows(engine, "deals", "id = :id", id=deal["id"]) == 0
-    assert await count_rows(engine, "tasks", where, id=deal["id"]) == 0
-    assert await activity_count(engine, deal["id"]) == 0
+    assert await count_live(engine, "deals", "id = :id", id=deal["id"]) == 0
+    assert await count_live(engine, "tasks", where, id=deal["id"]) == 0
+    assert await count_trashed(engine, "tasks", where, id=deal["id"]) == 2
+    assert await activity_count(engine, deal["id"]) == 4  # hidden with the deal, restorable
     assert_problem(await team.owner.get(f"/deals/{deal['id']}"), 404, "DEAL_NOT_FOUND")
     assert_problem(await team.owner.get(f"/deals/{deal['id']}/activities"), 404)
     for task_id in task_ids[:2]:

@@ -14,7 +14,9 @@ from tests.support import (
     Api,
     User,
     assert_problem,
+    count_live,
     count_rows,
+    count_trashed,
     create_contact,
     create_deal,
     patch_deal,
@@ -282,7 +284,8 @@ async def test_delete_deal(owner: User, contact_id: int, engine: AsyncEngine) ->
     assert response.status_code == 204
     assert response.content == b""
     assert_problem(await owner.get(f"/deals/{deal['id']}"), 404, "DEAL_NOT_FOUND")
-    assert await count_rows(engine, "deals") == 0
+    assert await count_live(engine, "deals") == 0
+    assert await count_trashed(engine, "deals") == 1  # in the trash, restorable
 
 
 # --- the list ------------------------------------------------------------------------------

@@ -189,6 +189,24 @@ async def test_every_write_route_appends_its_event(any_api: Api) -> None:
     [contact_deleted] = await feed.drain()
     assert_event(contact_deleted, "contact.deleted", owner, contact_now)
 
+    # Restores, each with the object as its GET answers it afterwards: the contact; the deal
+    # with the task deleted with it (the deal first); the task deleted on its own.
+    restored_contact = await ok(await owner.post(f"/contacts/{contact['id']}/restore"))
+    [contact_restored] = await feed.drain()
+    assert_event(contact_restored, "contact.restored", owner, restored_contact)
+    assert restored_contact == await ok(await owner.get(f"/contacts/{contact['id']}"))
+    restored_deal = await ok(await owner.post(f"/deals/{deal['id']}/restore"))
+    back = await feed.drain()
+    assert types_of(back) == ["deal.restored", "task.restored"]
+    assert_event(back[0], "deal.restored", owner, restored_deal)
+    assert restored_deal == await ok(await owner.get(f"/deals/{deal['id']}"))
+    other_task_now = await ok(await owner.get(f"/tasks/{other_task['id']}"))
+    assert_event(back[1], "task.restored", owner, other_task_now)
+    restored_task = await ok(await member.post(f"/tasks/{task['id']}/restore"))
+    [task_restored] = await feed.drain()
+    assert_event(task_restored, "task.restored", member, restored_task)
+    assert restored_task == await ok(await owner.get(f"/tasks/{task['id']}"))
+
     # Members: added, role changed, removed (by an admin), and leaving (by themself).
     newcomer = await any_api.register()
     added = await ok(
@@ -287,6 +305,12 @@ async def test_refused_writes_append_nothing(any_api: Api) -> None:
     contact_id = await create_contact(owner)
     deal = await create_deal(owner, contact_id)
     foreign_contact = await create_contact(stranger)
+    # In the trash: a deal (its contact then too) of the owner's, a contact of the stranger's.
+    trashed_contact = await create_contact(owner)
+    trashed_deal = await create_deal(owner, trashed_contact)
+    await ok(await owner.delete(f"/deals/{trashed_deal['id']}"), 204)
+    await ok(await owner.delete(f"/contacts/{trashed_contact}"), 204)
+    await ok(await stranger.delete(f"/contacts/{foreign_contact}"), 204)
     feed = Consumer(owner)
     await feed.skip_to_end()
     stranger_feed = Consumer(stranger)
@@ -298,6 +322,10 @@ async def test_refused_writes_append_nothing(any_api: Api) -> None:
         (await owner.patch(f"/contacts/{foreign_contact}", json={"name": "x"}), 404),
         (await owner.delete(f"/contacts/{foreign_contact}"), 404),
         (await owner.delete(f"/contacts/{contact_id}"), 409),
+        (await owner.post(f"/contacts/{foreign_contact}/restore"), 404),
+        (await owner.post(f"/contacts/{contact_id}/restore"), 404),  # not in the trash
+        (await owner.post(f"/deals/{trashed_deal['id']}/restore"), 409),  # CONTACT_IN_TRASH
+        (await member.post(f"/contacts/{trashed_contact}/restore"), 403),
         (await owner.post("/deals", json={"contact_id": foreign_contact, "title": "x"}), 400),
         (await owner.post("/contacts", json={"name": ""}), 422),
         (

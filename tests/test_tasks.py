@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Date, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.support import Api, Team, User, assert_problem, count_rows
+from tests.support import Api, Team, User, assert_problem, count_live, count_rows, count_trashed
 
 TASK_KEYS = {
     "id",
@@ -69,7 +69,8 @@ async def timeline(user: User, deal_id: int) -> list[dict[str, Any]]:
 
 
 async def tasks_of(engine: AsyncEngine, deal_id: int) -> int:
-    return await count_rows(engine, "tasks", "deal_id = :d", d=deal_id)
+    """The deal's tasks that are not in the trash."""
+    return await count_live(engine, "tasks", "deal_id = :d", d=deal_id)
 
 
 async def activities_of(engine: AsyncEngine, deal_id: int) -> int:
@@ -486,7 +487,7 @@ async def test_delete_removes_the_task(owner: User, engine: AsyncEngine) -> None
     assert await tasks_of(engine, deal["id"]) == 1
 
 
-async def test_deleting_a_deal_deletes_its_tasks(owner: User, engine: AsyncEngine) -> None:
+async def test_deleting_a_deal_trashes_its_tasks(owner: User, engine: AsyncEngine) -> None:
     deal = await new_deal(owner)
     other = await new_deal(owner, "Other")
     task = await new_task(owner, deal["id"])
@@ -496,7 +497,7 @@ async def test_deleting_a_deal_deletes_its_tasks(owner: User, engine: AsyncEngin
 
     assert_problem(await owner.get(f"/tasks/{task['id']}"), 404)
     assert await tasks_of(engine, deal["id"]) == 0
-    assert await activities_of(engine, deal["id"]) == 0
+    assert await count_trashed(engine, "tasks", "deal_id = :d", d=deal["id"]) == 1
     assert await tasks_of(engine, other["id"]) == 1
 
 

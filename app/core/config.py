@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # Rows an export (`GET /deals/export` ...) reads per statement: its memory is about one
     # batch, whatever the export's size.
     EXPORT_BATCH_ROWS: int = Field(default=5_000, ge=1, le=100_000)
+    # Deleted contacts, deals and tasks stay in the trash (restorable) this long; then the
+    # worker loop and `minicrm prune` delete them for good. 0: at the next purge.
+    TRASH_RETENTION_DAYS: int = Field(default=30, ge=0)
+    # How often, at most, each worker process (or the API's background work) purges the trash.
+    TRASH_PURGE_INTERVAL_SECONDS: float = Field(default=60, gt=0)
     # Webhooks (app/jobs/webhooks.py). Private, loopback and link-local receivers (and plain
     # http) are refused unless this is on: for tests and local use only.
     WEBHOOK_ALLOW_PRIVATE_URLS: bool = False

@@ -225,6 +225,20 @@ class ContactHasDeals(Conflict):
     detail = "The contact is referenced by deals and cannot be deleted."
 
 
+class ContactInTrash(Conflict):
+    """Restoring a deal whose contact is in the trash: restore the contact first."""
+
+    code = "CONTACT_IN_TRASH"
+    detail = "The deal's contact is in the trash: restore the contact first."
+
+
+class DealInTrash(Conflict):
+    """Restoring a task whose deal is in the trash: restore the deal first."""
+
+    code = "DEAL_IN_TRASH"
+    detail = "The task's deal is in the trash: restore the deal first."
+
+
 class DealWonRequiresAmount(BusinessRuleViolation):
     code = "DEAL_WON_REQUIRES_AMOUNT"
     detail = "A deal can only be won with an amount greater than 0."

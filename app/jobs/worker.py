@@ -1,6 +1,9 @@
 """The worker loop: `minicrm worker`, and the same loop inside the API process when
-`BACKGROUND_WORKER` says so (by default on SQLite only, so webhooks and imports work with
-`make run`). Each turn serves one webhook endpoint and a slice of one import."""
+`BACKGROUND_WORKER` says so (by default on SQLite only, so webhooks, imports and the trash's
+purge work with `make run`).
+
+Each turn purges the trash when due (at most once per `TRASH_PURGE_INTERVAL_SECONDS` per
+process, `TrashPurger`), then serves one webhook endpoint and a slice of one import."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.core.config import Settings
 from app.jobs.imports import ImportRunner
 from app.jobs.webhooks import WebhookDeliverer, worker_name
+from app.services.trash import TrashPurger
 
 logger = logging.getLogger(__name__)
 
@@ -23,17 +27,25 @@ async def run_worker(
     stop: asyncio.Event,
     *,
     name: str | None = None,
+    purger: TrashPurger | None = None,
 ) -> None:
-    """Deliver webhooks and run imports until `stop` is set: serve one endpoint and a slice
-    of one import after another while there is work, else look again every
-    `WORKER_POLL_SECONDS`. A failure is logged and the loop goes on (the lease of the
-    endpoint or import it was serving runs out, and it is served again)."""
+    """Purge the trash when due, deliver webhooks and run imports until `stop` is set: serve
+    one endpoint and a slice of one import after another while there is work, else look again
+    every `WORKER_POLL_SECONDS`. A failure is logged and the loop goes on (the lease of the
+    endpoint or import it was serving runs out, and it is served again).
+
+    Loops of one process share one `purger`, so the process purges once per interval."""
     name = name or worker_name()
     deliverer = WebhookDeliverer(session_factory, settings, name=name)
     importer = ImportRunner(session_factory, settings, name=name)
+    purger = purger or TrashPurger(session_factory, settings)
     try:
         while not stop.is_set():
             worked = False
+            try:
+                await purger.run_if_due()
+            except Exception:
+                logger.exception("purging the trash failed; trying again at the next interval")
             try:
                 worked = await deliverer.run_once()
             except Exception:
@@ -60,8 +72,11 @@ class BackgroundWork:
         concurrency: int = 1,
     ) -> None:
         self.stop = asyncio.Event()
+        purger = TrashPurger(session_factory, settings)
         self.tasks = [
-            asyncio.get_running_loop().create_task(run_worker(session_factory, settings, self.stop))
+            asyncio.get_running_loop().create_task(
+                run_worker(session_factory, settings, self.stop, purger=purger)
+            )
             for _ in range(concurrency)
         ]
 

@@ -7,17 +7,19 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId
 from app.db.types import UTCDateTime, utcnow
+from app.models._columns import Trashable, live_index, trash_index
 
 
-class Contact(Base):
+class Contact(Trashable, Base):
     __tablename__ = "contacts"
     __table_args__ = (
         # Target of the deals' composite foreign key: a deal can only point at a contact of
         # its own organization, enforced by the database itself.
         UniqueConstraint("organization_id", "id"),
-        Index("ix_contacts_org_created", "organization_id", "created_at", "id"),
-        Index("ix_contacts_org_name", "organization_id", "name", "id"),
-        Index("ix_contacts_org_owner", "organization_id", "owner_id", "created_at", "id"),
+        live_index("ix_contacts_org_created", "organization_id", "created_at", "id"),
+        live_index("ix_contacts_org_name", "organization_id", "name", "id"),
+        live_index("ix_contacts_org_owner", "organization_id", "owner_id", "created_at", "id"),
+        trash_index("ix_contacts_trash"),
         Index(
             "ix_contacts_search_trgm",
             "search_text",

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId
 from app.db.types import Money, UTCDateTime, utcnow
-from app.models._columns import str_enum
+from app.models._columns import Trashable, live_index, str_enum, trash_index
 from app.models.enums import DealStage, DealStatus
 
 
-class Deal(Base):
+class Deal(Trashable, Base):
     __tablename__ = "deals"
     __table_args__ = (
         UniqueConstraint("organization_id", "id"),
@@ -31,16 +31,20 @@ class Deal(Base):
             name="fk_deals_contact_same_org",
         ),
         CheckConstraint("amount >= 0", name="amount_not_negative"),
-        Index("ix_deals_org_created", "organization_id", "created_at", "id"),
+        # The list and count indexes cover live deals only (`live_index`).
+        live_index("ix_deals_org_created", "organization_id", "created_at", "id"),
         # Analytics: "deals created in the last N days", optionally per currency.
-        Index("ix_deals_org_currency_created", "organization_id", "currency", "created_at"),
-        Index("ix_deals_org_updated", "organization_id", "updated_at", "id"),
-        Index("ix_deals_org_amount", "organization_id", "amount", "id"),
-        Index("ix_deals_org_title", "organization_id", "title", "id"),
-        Index("ix_deals_org_status_amount", "organization_id", "status", "amount", "id"),
-        Index("ix_deals_org_stage_created", "organization_id", "stage", "created_at", "id"),
-        Index("ix_deals_org_owner", "organization_id", "owner_id", "created_at", "id"),
+        live_index("ix_deals_org_currency_created", "organization_id", "currency", "created_at"),
+        live_index("ix_deals_org_updated", "organization_id", "updated_at", "id"),
+        live_index("ix_deals_org_amount", "organization_id", "amount", "id"),
+        live_index("ix_deals_org_title", "organization_id", "title", "id"),
+        live_index("ix_deals_org_status_amount", "organization_id", "status", "amount", "id"),
+        live_index("ix_deals_org_stage_created", "organization_id", "stage", "created_at", "id"),
+        live_index("ix_deals_org_owner", "organization_id", "owner_id", "created_at", "id"),
+        # Whole, not partial: the foreign key's check when a contact is purged reads it, and
+        # the purge finds a trashed contact's deals by it.
         Index("ix_deals_org_contact", "organization_id", "contact_id"),
+        trash_index("ix_deals_trash"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)

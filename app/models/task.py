@@ -7,9 +7,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId
 from app.db.types import UTCDateTime, utcnow
+from app.models._columns import Trashable, live_index, trash_index
 
 
-class Task(Base):
+class Task(Trashable, Base):
     __tablename__ = "tasks"
     __table_args__ = (
         ForeignKeyConstraint(
@@ -18,8 +19,10 @@ class Task(Base):
             ondelete="CASCADE",
             name="fk_tasks_deal_same_org",
         ),
-        Index("ix_tasks_org_due", "organization_id", "due_date", "id"),
+        live_index("ix_tasks_org_due", "organization_id", "due_date", "id"),
+        # Whole, not partial: deleting a deal cascades to its tasks through it.
         Index("ix_tasks_org_deal_due", "organization_id", "deal_id", "due_date", "id"),
+        trash_index("ix_tasks_trash"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)

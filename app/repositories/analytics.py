@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Select, bindparam, func, select
 
 from app.models import Deal, DealDailyCount, DealStage, DealStat, DealStatus
-from app.repositories.base import TenantRepository
+from app.repositories.base import TenantRepository, live
 from app.repositories.read_models import DEALS_VERSION
 from app.repositories.tenancy import tenant_query
 
@@ -43,6 +43,7 @@ def _created_since(currency: bool) -> Select[Any]:
         Deal.organization_id == bindparam("organization_id"),
         Deal.created_at >= bindparam("since"),
         Deal.created_at < bindparam("next_day"),
+        live(Deal),
     )
     if currency:
         days = days.where(DealDailyCount.currency == bindparam("currency"))

@@ -4,7 +4,17 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any, TypeVar
 
-from sqlalchemy import DateTime, Numeric, Row, Select, String, func, select, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    DateTime,
+    Numeric,
+    Row,
+    Select,
+    String,
+    func,
+    select,
+    type_coerce,
+)
 from sqlalchemy import Enum as EnumType
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +24,22 @@ from app.schemas.common import PageParams, SortOrder
 
 T = TypeVar("T")
 S = TypeVar("S", bound=Select[Any])
+
+
+# --- the live-record rule (the trash, contract section 16) ---------------------------------
+
+
+def live(model: Any) -> ColumnElement[bool]:
+    """THE LIVE-RECORD RULE: a contact, deal or task is live while it is not in the trash.
+
+    Every read of those tables goes through `TenantRepository.live_rows` (or, for statements
+    built once on the tables, adds this condition itself: `TENANT_AND_DEAL`, analytics), so
+    a trashed record is missing everywhere — by id (404), in lists, counts, search, exports,
+    analytics — and a new read gets the rule by starting from `live_rows`. Only the trash
+    itself (`app.repositories.trash`: listing, restore, purge) reads trashed rows. The hot
+    list indexes are partial on the same condition (`app.models._columns.live_index`)."""
+    condition: ColumnElement[bool] = model.deleted_at.is_(None)
+    return condition
 
 
 class RowLock(Enum):
@@ -44,6 +70,12 @@ class TenantRepository:
     def __init__(self, session: AsyncSession, organization_id: int) -> None:
         self.session = session
         self.organization_id = organization_id
+
+    def live_rows(self, model: type[T]) -> Select[T]:
+        """`SELECT model` of this organization's live rows (see `live`): where every read of
+        contacts, deals and tasks starts."""
+        entity: Any = model
+        return select(model).where(entity.organization_id == self.organization_id, live(entity))
 
     async def paginate(
         self, query: Select[Any], page: PageParams, *, id_column: Any = None

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -21,8 +22,9 @@ from sqlalchemy import (
 from app.core.text import fold
 from app.db.types import utcnow
 from app.models import Contact, Deal
-from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
+from app.repositories.base import RowLock, TenantRepository, live, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
+from app.repositories.trash import put_in_trash
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.contact import ContactOrderBy
 
@@ -39,9 +41,7 @@ class ContactFilters:
 
 class ContactRepository(TenantRepository):
     async def get(self, contact_id: int, *, lock: RowLock | None = None) -> Contact | None:
-        query = select(Contact).where(
-            Contact.organization_id == self.organization_id, Contact.id == contact_id
-        )
+        query = self.live_rows(Contact).where(Contact.id == contact_id)
         return await self.session.scalar(with_lock(query, lock))
 
     async def count_matching(self, filters: ContactFilters) -> int:
@@ -71,7 +71,7 @@ class ContactRepository(TenantRepository):
         return await self.id_batch(self._matching(filters), Contact.id, fields, after_id, limit)
 
     def _matching(self, filters: ContactFilters) -> Select[Any]:
-        query = select(Contact).where(Contact.organization_id == self.organization_id)
+        query = self.live_rows(Contact)
         if filters.search:
             query = query.where(Contact.search_text.contains(fold(filters.search), autoescape=True))
         if filters.owner_id is not None:
@@ -85,18 +85,21 @@ class ContactRepository(TenantRepository):
         return contact
 
     async def has_deals(self, contact_id: int) -> bool:
+        """Whether a live deal refers to the contact (deals in the trash do not count)."""
         return bool(
             await self.session.scalar(
                 select(
                     exists().where(
-                        Deal.organization_id == self.organization_id, Deal.contact_id == contact_id
+                        Deal.organization_id == self.organization_id,
+                        Deal.contact_id == contact_id,
+                        live(Deal),
                     )
                 )
             )
         )
 
-    async def delete(self, contact: Contact) -> None:
-        await self.session.delete(contact)
+    async def trash(self, contact: Contact, at: datetime) -> None:
+        put_in_trash(contact, at)
         await self.session.flush()
 
     async def by_emails(
@@ -112,11 +115,7 @@ class ContactRepository(TenantRepository):
             matches = lowered == any_(bindparam("emails", sorted(emails), type_=ARRAY(Text())))
         else:
             matches = lowered.in_(sorted(emails))
-        query = (
-            select(Contact)
-            .where(Contact.organization_id == self.organization_id, matches)
-            .order_by(Contact.id)
-        )
+        query = self.live_rows(Contact).where(matches).order_by(Contact.id)
         return (await self.session.scalars(with_lock(query, lock))).all()
 
     async def add_many(self, rows: Sequence[Mapping[str, Any]]) -> Sequence[dict[str, Any]]:

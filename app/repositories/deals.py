@@ -6,14 +6,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, Select, and_, bindparam, select
+from sqlalchemy import Row, Select, and_, bindparam
 
 from app.core.text import fold
 from app.db.session import plan_for_values
 from app.models import Deal, DealStage, DealStatus
-from app.repositories.base import RowLock, TenantRepository, sorted_by, with_lock
+from app.repositories.base import RowLock, TenantRepository, live, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
 from app.repositories.tenancy import ORGANIZATION_ID, tenant_query
+from app.repositories.trash import put_in_trash
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.deal import DealOrderBy
 
@@ -32,7 +33,11 @@ TENANT_AND_DEAL = tenant_query(
     *_deals.c,
     extend=lambda query: query.outerjoin(
         _deals,
-        and_(_deals.c.organization_id == ORGANIZATION_ID, _deals.c.id == bindparam("deal_id")),
+        and_(
+            _deals.c.organization_id == ORGANIZATION_ID,
+            _deals.c.id == bindparam("deal_id"),
+            live(_deals.c),
+        ),
     ),
 )
 
@@ -86,7 +91,7 @@ class PageStart:
 
 class DealRepository(TenantRepository):
     async def get(self, deal_id: int, *, lock: RowLock | None = None) -> Deal | None:
-        query = select(Deal).where(Deal.organization_id == self.organization_id, Deal.id == deal_id)
+        query = self.live_rows(Deal).where(Deal.id == deal_id)
         return await self.session.scalar(with_lock(query, lock))
 
     async def count_matching(self, filters: DealFilters) -> int:
@@ -126,7 +131,7 @@ class DealRepository(TenantRepository):
         return await self.id_batch(self._matching(filters), Deal.id, fields, after_id, limit)
 
     def _matching(self, filters: DealFilters) -> Select[Any]:
-        query = select(Deal).where(Deal.organization_id == self.organization_id)
+        query = self.live_rows(Deal)
         if filters.statuses:
             query = query.where(Deal.status.in_(filters.statuses))
         if filters.stages:
@@ -149,6 +154,6 @@ class DealRepository(TenantRepository):
         await self.session.flush()
         return deal
 
-    async def delete(self, deal: Deal) -> None:
-        await self.session.delete(deal)
+    async def trash(self, deal: Deal, at: datetime) -> None:
+        put_in_trash(deal, at)
         await self.session.flush()

@@ -25,7 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from app.models import Deal, DealDailyCount, DealStage, DealStat, DealStatus, Organization
 from app.models.deal_stats import STAT_SLOTS
-from app.repositories.base import TenantRepository
+from app.repositories.base import TenantRepository, live
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -155,7 +155,7 @@ class ReadModelRepository(TenantRepository):
                     func.count(),
                     func.sum(Deal.amount),
                 )
-                .where(Deal.organization_id == self.organization_id)
+                .where(Deal.organization_id == self.organization_id, live(Deal))
                 .group_by(Deal.organization_id, Deal.currency, Deal.status, Deal.stage),
             )
         )
@@ -194,7 +194,7 @@ class ReadModelRepository(TenantRepository):
                 select(
                     Deal.organization_id, day, Deal.currency, literal(0, SmallInteger), func.count()
                 )
-                .where(Deal.organization_id == self.organization_id)
+                .where(Deal.organization_id == self.organization_id, live(Deal))
                 .group_by(Deal.organization_id, day, Deal.currency),
             )
         )

@@ -2,14 +2,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Row, Select, select
 
 from app.models import Deal, Task
-from app.repositories.base import RowLock, TenantRepository
+from app.repositories.base import RowLock, TenantRepository, live
 from app.repositories.cursor import KeyOrder, Keyset, scroll
+from app.repositories.trash import put_in_trash
 from app.schemas.common import PageParams
 
 # Due date ascending, tasks without one last, then id.
@@ -33,7 +34,7 @@ class TaskRepository(TenantRepository):
         query = (
             select(Task, Deal.owner_id)
             .join(Deal, (Deal.organization_id == Task.organization_id) & (Deal.id == Task.deal_id))
-            .where(Task.organization_id == self.organization_id, Task.id == task_id)
+            .where(Task.organization_id == self.organization_id, Task.id == task_id, live(Task))
         )
         if lock is not None:
             query = query.with_for_update(of=Task, read=lock is RowLock.SHARE)
@@ -59,7 +60,7 @@ class TaskRepository(TenantRepository):
         return await self.id_batch(self._matching(filters), Task.id, fields, after_id, limit)
 
     def _matching(self, filters: TaskFilters) -> Select[Any]:
-        query = select(Task).where(Task.organization_id == self.organization_id)
+        query = self.live_rows(Task)
         if filters.deal_id is not None:
             query = query.where(Task.deal_id == filters.deal_id)
         if filters.only_open:
@@ -71,10 +72,9 @@ class TaskRepository(TenantRepository):
         return query
 
     async def of_deal(self, deal_id: int) -> Sequence[Task]:
+        """The deal's live tasks."""
         rows = await self.session.scalars(
-            select(Task)
-            .where(Task.organization_id == self.organization_id, Task.deal_id == deal_id)
-            .order_by(Task.id)
+            self.live_rows(Task).where(Task.deal_id == deal_id).order_by(Task.id)
         )
         return rows.all()
 
@@ -84,6 +84,6 @@ class TaskRepository(TenantRepository):
         await self.session.flush()
         return task
 
-    async def delete(self, task: Task) -> None:
-        await self.session.delete(task)
+    async def trash(self, task: Task, at: datetime) -> None:
+        put_in_trash(task, at)
         await self.session.flush()

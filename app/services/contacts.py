@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
@@ -11,11 +10,13 @@ from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
 from app.core.text import fold_fields
 from app.core.versioning import ExpectedVersion, ensure_version
+from app.db.types import utcnow
 from app.models import Contact
 from app.repositories.base import RowLock
 from app.repositories.contacts import ContactFilters, ContactRepository
 from app.repositories.cursor import Keyset
 from app.repositories.organizations import OrganizationRepository
+from app.repositories.trash import TrashRepository
 from app.schemas.common import PageParams
 from app.schemas.contact import ContactCreate, ContactRead, ContactUpdate
 from app.schemas.event import EventType
@@ -40,6 +41,7 @@ class ContactService:
         self.session = session
         self.ctx = ctx
         self.contacts = ContactRepository(session, ctx.organization_id)
+        self.trash = TrashRepository(session, ctx.organization_id)
         self.read_models = ReadModels(session, ctx.organization_id, cache)
 
     async def list(
@@ -114,8 +116,11 @@ class ContactService:
         return contact
 
     async def delete(self, contact_id: int, *, expected: ExpectedVersion | None = None) -> None:
-        # Exclusive lock first: a deal being created for this contact (which holds a share lock)
-        # commits before we look for deals, so the check below sees it.
+        """Moves the contact to the trash (`restore` brings it back). Refused while a live
+        deal refers to it; deals in the trash do not count (purging the contact purges them)."""
+        # Exclusive lock first: a deal being created for this contact (which holds a share lock
+        # on the live contact) commits before we look for deals, so the check below sees it;
+        # one created after waits, then finds the contact gone.
         contact = await self.contacts.get(contact_id, lock=RowLock.UPDATE)
         if contact is None:
             raise ContactNotFound()
@@ -124,12 +129,22 @@ class ContactService:
         if await self.contacts.has_deals(contact_id):
             raise ContactHasDeals()
         gone = _read(contact)
-        try:
-            await self.contacts.delete(contact)
-        except IntegrityError as exc:  # a deal for it was created concurrently
-            raise ContactHasDeals() from exc
+        await self.contacts.trash(contact, utcnow())
         await self.read_models.contacts_written()
         events.record(self.session, self.ctx, EventType.CONTACT_DELETED, gone)
+
+    async def restore(self, contact_id: int) -> Contact:
+        """Bring a contact back from the trash (404 if it is not there): who may delete it may
+        restore it."""
+        contact = await self.trash.contact(contact_id, lock=RowLock.UPDATE)
+        if contact is None:
+            raise ContactNotFound()
+        ensure_can_modify(self.ctx, contact.owner_id, "contacts")
+        contact.deleted_at = None
+        await self.session.flush()
+        await self.read_models.contacts_written()
+        events.record(self.session, self.ctx, EventType.CONTACT_RESTORED, _read(contact))
+        return contact
 
 
 def _read(contact: Contact) -> ContactRead:

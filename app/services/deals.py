@@ -11,10 +11,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.cache import Cache
-from app.core.errors import ContactReferenceInvalid, DealNotFound, DealWonRequiresAmount
+from app.core.errors import (
+    ContactInTrash,
+    ContactReferenceInvalid,
+    DealNotFound,
+    DealWonRequiresAmount,
+)
 from app.core.tenancy import AnyCaller, TenantContext
 from app.core.text import fold
 from app.core.versioning import ExpectedVersion, ensure_version
+from app.db.types import utcnow
 from app.models import ActivityType, Deal, DealStage, DealStatus
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
@@ -22,6 +28,7 @@ from app.repositories.contacts import ContactRepository
 from app.repositories.cursor import Keyset
 from app.repositories.deals import TENANT_AND_DEAL, DealFilters, DealRepository
 from app.repositories.tasks import TaskRepository
+from app.repositories.trash import TrashRepository, put_in_trash
 from app.schemas.common import PageParams
 from app.schemas.deal import DealCreate, DealRead, DealUpdate
 from app.schemas.event import EventType
@@ -41,6 +48,7 @@ class DealService:
         self.contacts = ContactRepository(session, ctx.organization_id)
         self.activities = ActivityRepository(session, ctx.organization_id)
         self.tasks = TaskRepository(session, ctx.organization_id)
+        self.trash = TrashRepository(session, ctx.organization_id)
         self.read_models = ReadModels(session, ctx.organization_id, cache)
 
     @staticmethod
@@ -186,22 +194,50 @@ class DealService:
         return deal
 
     async def delete(self, deal_id: int, *, expected: ExpectedVersion | None = None) -> None:
-        """Its tasks and activities go with it (ON DELETE CASCADE)."""
+        """Moves the deal to the trash with its live tasks (hidden with it, and its timeline
+        with it); it leaves the analytics at once. `restore` brings all of it back."""
         deal = await self.get(deal_id, lock=RowLock.UPDATE)
         ensure_can_modify(self.ctx, deal.owner_id, "deals")
         ensure_version(expected, deal.id, deal.updated_at)
         before = DealFigures.of(deal)
         gone = _read(deal)
-        # Its tasks go with it: each has its event, as if deleted one by one. Its comments
-        # and timeline go too, without events of their own (`deal.deleted` says it).
+        # Its tasks go with it, stamped with the deal's own `deleted_at` (which is how restore
+        # knows them); each has its event, as if deleted one by one. Its comments and timeline
+        # are hidden with the deal, without events of their own (`deal.deleted` says it).
         tasks = await self.tasks.of_deal(deal.id)
-        await self.deals.delete(deal)
+        gone_tasks = [TaskRead.model_validate(task) for task in tasks]
+        at = utcnow()
+        for task in tasks:
+            put_in_trash(task, at)
+        await self.deals.trash(deal, at)
         await self.read_models.deal_written(before=before, after=None)
+        for task_read in gone_tasks:
+            events.record(self.session, self.ctx, EventType.TASK_DELETED, task_read)
+        events.record(self.session, self.ctx, EventType.DEAL_DELETED, gone)
+
+    async def restore(self, deal_id: int) -> Deal:
+        """Bring a deal back from the trash with the tasks that went with it and its timeline
+        (404 if it is not in the trash). Who may delete it may restore it. Its contact must be
+        live: 409 `CONTACT_IN_TRASH` otherwise (restore the contact first), nothing changed."""
+        deal = await self.trash.deal(deal_id, lock=RowLock.UPDATE)
+        if deal is None:
+            raise DealNotFound()
+        ensure_can_modify(self.ctx, deal.owner_id, "deals")
+        # A share lock, as on create: the contact cannot go to the trash until we commit.
+        if await self.contacts.get(deal.contact_id, lock=RowLock.SHARE) is None:
+            raise ContactInTrash()
+        tasks = await self.trash.tasks_trashed_with(deal)
+        deal.deleted_at = None
+        for task in tasks:
+            task.deleted_at = None
+        await self.session.flush()
+        await self.read_models.deal_written(before=None, after=deal)
+        events.record(self.session, self.ctx, EventType.DEAL_RESTORED, _read(deal))
         for task in tasks:
             events.record(
-                self.session, self.ctx, EventType.TASK_DELETED, TaskRead.model_validate(task)
+                self.session, self.ctx, EventType.TASK_RESTORED, TaskRead.model_validate(task)
             )
-        events.record(self.session, self.ctx, EventType.DEAL_DELETED, gone)
+        return deal
 
     async def _ensure_contact(self, contact_id: int) -> None:
         # A share lock keeps the contact from being deleted until this transaction commits.

@@ -141,6 +141,12 @@ def backfill(session: AsyncSession) -> None:
     session.info[_BACKFILL] = True
 
 
+def purging(session: AsyncSession) -> None:
+    """Declare that this transaction purges trashed records for good (`app.services.trash`):
+    their `*.deleted` event was written when they went to the trash, and a purge has none."""
+    session.info[_BACKFILL] = True
+
+
 def write_pending(session: Session) -> None:
     """Write this transaction's recorded events now (the commit does it: see the module).
     Public for tests that hold a transaction open right after its events are written."""

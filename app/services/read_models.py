@@ -37,7 +37,12 @@ transaction, and only if it changed something: a PATCH that sends the current va
 nothing, moves no version and drops nothing. A transaction that changed a deal or a contact
 through the ORM without moving its version is refused at commit (`ReadModelNotMoved`), so a
 new kind of write (events, trash, imports) fails loudly in its first test instead of serving
-stale totals. Raw SQL (`text()`) is not seen by that guard.
+stale totals. Raw SQL (`text()`) is not seen by that guard. The trash's purge declares itself
+(`purging`): it deletes only rows that left every read model when they were trashed.
+
+**The trash.** Trashing a deal is, for the read models, deleting it (`deal_written(after=None)`)
+and restoring it creating it again; trashing or restoring a contact moves the contacts'
+version. Only live records are in any read model (`app.repositories.base.live`).
 
 **Precomputed figures** that analytics read instead of the deals (not a cache; always exact):
 `deal_stats` running totals per (currency, status, stage), maintained by `deal_written`; and
@@ -242,6 +247,13 @@ class ReadModels:
         after_commit(self.session, partial(self.cache.invalidate, self.organization_id))
 
 
+def purging(session: AsyncSession) -> None:
+    """Declare that this transaction deletes trashed records for good (`app.services.trash`):
+    they left every read model when they went to the trash (that write moved the versions),
+    so deleting them changes no read model and needs no new version."""
+    session.sync_session.info[_PURGING] = True
+
+
 # --- the guard: no deal or contact write commits without moving its version -----------------
 
 
@@ -254,6 +266,7 @@ _DEALS = "deals"
 _CONTACTS = "contacts"
 _TRACKED = {Deal.__table__: _DEALS, Contact.__table__: _CONTACTS}
 _PENDING = "read_models_pending"
+_PURGING = "read_models_purging"
 
 
 def _pending(session: Session) -> set[str]:
@@ -297,7 +310,7 @@ def _note_bulk_statements(state: ORMExecuteState) -> None:
 @event.listens_for(Session, "before_commit")
 def _refuse_unmoved(session: Session) -> None:
     pending = session.info.get(_PENDING)
-    if pending:
+    if pending and not session.info.get(_PURGING):
         raise ReadModelNotMoved(
             f"{', '.join(sorted(pending))} changed without moving their data version "
             "(call ReadModels.deal_written / contacts_written in the writing transaction)"
@@ -308,3 +321,4 @@ def _refuse_unmoved(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _forget(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_PURGING, None)

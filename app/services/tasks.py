@@ -5,15 +5,17 @@ from collections.abc import Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import DealNotFound, TaskNotFound
+from app.core.errors import DealInTrash, DealNotFound, TaskNotFound
 from app.core.tenancy import TenantContext
 from app.core.versioning import ExpectedVersion, ensure_version
+from app.db.types import utcnow
 from app.models import ActivityType, Task
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
 from app.repositories.cursor import Keyset
 from app.repositories.deals import DealRepository
 from app.repositories.tasks import TaskFilters, TaskRepository
+from app.repositories.trash import TrashRepository
 from app.schemas.common import PageParams
 from app.schemas.event import EventType
 from app.schemas.task import TaskCreate, TaskRead, TaskUpdate
@@ -28,6 +30,7 @@ class TaskService:
         self.tasks = TaskRepository(session, ctx.organization_id)
         self.deals = DealRepository(session, ctx.organization_id)
         self.activities = ActivityRepository(session, ctx.organization_id)
+        self.trash = TrashRepository(session, ctx.organization_id)
 
     async def list(self, filters: TaskFilters, page: PageParams) -> tuple[Sequence[Task], int]:
         return await self.tasks.list(filters, page)
@@ -83,10 +86,31 @@ class TaskService:
         return task
 
     async def delete(self, task_id: int, *, expected: ExpectedVersion | None = None) -> None:
+        """Moves the task to the trash (`restore` brings it back)."""
         task = await self._modifiable(task_id, expected)
         gone = _read(task)
-        await self.tasks.delete(task)
+        await self.tasks.trash(task, utcnow())
         events.record(self.session, self.ctx, EventType.TASK_DELETED, gone)
+
+    async def restore(self, task_id: int) -> Task:
+        """Bring a task back from the trash (404 if it is not there); who may delete it may
+        restore it. Its deal must be live: 409 `DEAL_IN_TRASH` otherwise (restoring the deal
+        brings back the tasks that went with it)."""
+        task = await self.trash.task(task_id, lock=RowLock.UPDATE)
+        if task is None:
+            raise TaskNotFound()
+        # A share lock, as on create: the deal cannot go to the trash until we commit.
+        deal = await self.deals.get(task.deal_id, lock=RowLock.SHARE)
+        if deal is None:
+            trashed_deal = await self.trash.any_deal(task.deal_id)
+            if trashed_deal is not None:  # always: a task's deal is live or in the trash
+                ensure_can_modify(self.ctx, trashed_deal.owner_id, "deals' tasks")
+            raise DealInTrash()
+        ensure_can_modify(self.ctx, deal.owner_id, "deals' tasks")
+        task.deleted_at = None
+        await self.session.flush()
+        events.record(self.session, self.ctx, EventType.TASK_RESTORED, _read(task))
+        return task
 
     async def _modifiable(self, task_id: int, expected: ExpectedVersion | None) -> Task:
         """The task, locked for this write (so `expected` is checked against the version the

@@ -133,6 +133,22 @@ async def update_contact(
     ),
 )
 async def delete_contact(contact_id: ContactId, service: ServiceDep, if_match: IfMatch) -> Response:
-    """409 `CONTACT_HAS_DEALS` while any deal refers to the contact."""
+    """Moves the contact to the trash (`GET /trash`; restorable for `TRASH_RETENTION_DAYS`).
+    409 `CONTACT_HAS_DEALS` while a deal that is not in the trash refers to it."""
     await service.delete(contact_id, expected=if_match)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{contact_id}/restore",
+    summary="Restore a contact from the trash",
+    responses=problems(*TENANT_ERRORS, PermissionDenied, ContactNotFound),
+)
+async def restore_contact(
+    contact_id: ContactId, service: ServiceDep, response: Response
+) -> ContactRead:
+    """Brings a deleted contact back (404 if it is not in the trash). Who may delete it may
+    restore it."""
+    contact = await service.restore(contact_id)
+    send_etag(response, contact)
+    return ContactRead.model_validate(contact)

@@ -14,6 +14,7 @@ from app.api.rendering import rendered
 from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import (
+    ContactInTrash,
     ContactReferenceInvalid,
     DealNotFound,
     DealWonRequiresAmount,
@@ -188,8 +189,24 @@ async def update_deal(
     responses=problems(*TENANT_ERRORS, PermissionDenied, DealNotFound, PreconditionFailed),
 )
 async def delete_deal(deal_id: DealId, service: ServiceDep, if_match: IfMatch) -> Response:
+    """Moves the deal, its tasks and its timeline to the trash (`GET /trash`; restorable for
+    `TRASH_RETENTION_DAYS`); it leaves lists and analytics at once."""
     await service.delete(deal_id, expected=if_match)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{deal_id}/restore",
+    summary="Restore a deal from the trash",
+    responses=problems(*TENANT_ERRORS, PermissionDenied, DealNotFound, ContactInTrash),
+)
+async def restore_deal(deal_id: DealId, service: ServiceDep, response: Response) -> DealRead:
+    """Brings a deleted deal back with the tasks deleted with it and its timeline (404 if it
+    is not in the trash). Who may delete it may restore it. Its contact must not be in the
+    trash: 409 `CONTACT_IN_TRASH` (restore the contact first)."""
+    deal = await service.restore(deal_id)
+    send_etag(response, deal)
+    return DealRead.model_validate(deal)
 
 
 @router.get(

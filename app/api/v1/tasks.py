@@ -12,6 +12,7 @@ from app.api.exports import ExportQuery, export_response, export_responses
 from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import (
+    DealInTrash,
     DealNotFound,
     DueDateInPast,
     InvalidCursor,
@@ -117,5 +118,20 @@ async def update_task(
     responses=problems(*TENANT_ERRORS, PermissionDenied, TaskNotFound, PreconditionFailed),
 )
 async def delete_task(task_id: TaskId, service: ServiceDep, if_match: IfMatch) -> Response:
+    """Moves the task to the trash (`GET /trash`; restorable for `TRASH_RETENTION_DAYS`)."""
     await service.delete(task_id, expected=if_match)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post(
+    "/{task_id}/restore",
+    summary="Restore a task from the trash",
+    responses=problems(*TENANT_ERRORS, PermissionDenied, TaskNotFound, DealInTrash),
+)
+async def restore_task(task_id: TaskId, service: ServiceDep, response: Response) -> TaskRead:
+    """Brings a deleted task back (404 if it is not in the trash). Who may delete it may
+    restore it. Its deal must not be in the trash: 409 `DEAL_IN_TRASH` (restoring the deal
+    brings back the tasks deleted with it)."""
+    task = await service.restore(task_id)
+    send_etag(response, task)
+    return TaskRead.model_validate(task)
