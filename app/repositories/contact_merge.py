@@ -1,0 +1,104 @@
+"""Queries of duplicates and merge: groups of contacts sharing a match key, and the rows a
+merge locks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, func, literal, select, union_all
+from sqlalchemy.orm import aliased
+
+from app.models import Contact, Deal
+from app.repositories.base import TenantRepository
+from app.schemas.common import PageParams
+from app.schemas.contact_merge import MatchReason
+
+_KEY_COLUMNS = {MatchReason.EMAIL: Contact.email_key, MatchReason.PHONE: Contact.phone_key}
+
+
+@dataclass(frozen=True, slots=True)
+class DuplicateKey:
+    reason: MatchReason
+    key: str
+    count: int
+
+
+class ContactMergeRepository(TenantRepository):
+    async def count_groups(self) -> int:
+        return await self.count(self._groups())
+
+    async def group_page(self, page: PageParams) -> list[DuplicateKey]:
+        """One page of the keys shared by two or more contacts: email keys, then phone keys,
+        each in key order. Each half is a scan of one `(organization_id, key)` index."""
+        groups = self._groups().subquery()
+        rows = await self.session.execute(
+            select(groups.c.reason, groups.c.key, groups.c.size)
+            .order_by(groups.c.reason, groups.c.key)
+            .limit(page.page_size)
+            .offset(page.offset)
+        )
+        return [DuplicateKey(MatchReason(reason), key, size) for reason, key, size in rows]
+
+    def _groups(self) -> Select[Any]:
+        halves = [
+            select(
+                literal(reason.value).label("reason"),
+                column.label("key"),
+                func.count().label("size"),
+            )
+            .where(Contact.organization_id == self.organization_id, column.is_not(None))
+            .group_by(column)
+            .having(func.count() > 1)
+            for reason, column in _KEY_COLUMNS.items()
+        ]
+        union = union_all(*halves).subquery()
+        return select(union.c.reason, union.c.key, union.c.size)
+
+    async def group_members(
+        self, reason: MatchReason, keys: Sequence[str], limit: int
+    ) -> dict[str, list[Contact]]:
+        """The first `limit` contacts (by id) of each of these keys."""
+        if not keys:
+            return {}
+        column = _KEY_COLUMNS[reason]
+        ranked = (
+            select(
+                Contact,
+                func.row_number().over(partition_by=column, order_by=Contact.id).label("rank"),
+            )
+            .where(Contact.organization_id == self.organization_id, column.in_(keys))
+            .subquery()
+        )
+        contact = aliased(Contact, ranked)
+        rows = await self.session.scalars(
+            select(contact).where(ranked.c.rank <= limit).order_by(ranked.c.id)
+        )
+        members: dict[str, list[Contact]] = {key: [] for key in keys}
+        for row in rows:
+            key = row.email_key if reason is MatchReason.EMAIL else row.phone_key
+            if key in members:
+                members[key].append(row)
+        return members
+
+    async def lock_contacts(self, contact_ids: Sequence[int]) -> dict[int, Contact]:
+        """These contacts (those that exist in the organization), locked for update in id
+        order: two merges over the same contacts queue up rather than deadlock."""
+        rows = await self.session.scalars(
+            select(Contact)
+            .where(Contact.organization_id == self.organization_id, Contact.id.in_(contact_ids))
+            .order_by(Contact.id)
+            .with_for_update()
+        )
+        return {contact.id: contact for contact in rows}
+
+    async def lock_deals_of(self, contact_ids: Sequence[int]) -> list[Deal]:
+        """The deals of these contacts, locked for update in id order."""
+        rows = await self.session.scalars(
+            select(Deal)
+            .where(Deal.organization_id == self.organization_id, Deal.contact_id.in_(contact_ids))
+            .order_by(Deal.id)
+            .with_for_update()
+        )
+        return list(rows)
