@@ -118,6 +118,8 @@ async def test_duplicates_group_by_email_and_phone_variants_within_one_organizat
     second = await duplicates(owner, page=2, page_size=2)
     assert groups_of(second) == groups_of(body)[2:]
     assert (second["total"], second["pages"]) == (3, 2)
+    past_the_end = await duplicates(owner, page=3, page_size=2)
+    assert (past_the_end["items"], past_the_end["total"]) == ([], 3)
 
     # An edit moves a contact out of (and into) a group.
     response = await owner.patch(f"/contacts/{bob2['id']}", json={"phone": "+1 415 555 0134"})

@@ -29,17 +29,21 @@ class ContactMergeRepository(TenantRepository):
     async def count_groups(self) -> int:
         return await self.count(self._groups())
 
-    async def group_page(self, page: PageParams) -> list[DuplicateKey]:
-        """One page of the keys shared by two or more contacts: email keys, then phone keys,
-        each in key order. Each half is a scan of one `(organization_id, key)` index."""
+    async def group_page(self, page: PageParams) -> tuple[list[DuplicateKey], int | None]:
+        """One page of the keys shared by two or more contacts (email keys, then phone keys,
+        each in key order) and how many such keys there are (None when the page is past the
+        end). Each half is a scan of one `(organization_id, key)` index; the total is counted
+        in the same pass (a window over the groups), not by grouping all over again."""
         groups = self._groups().subquery()
         rows = await self.session.execute(
-            select(groups.c.reason, groups.c.key, groups.c.size)
+            select(groups.c.reason, groups.c.key, groups.c.size, func.count().over().label("total"))
             .order_by(groups.c.reason, groups.c.key)
             .limit(page.page_size)
             .offset(page.offset)
         )
-        return [DuplicateKey(MatchReason(reason), key, size) for reason, key, size in rows]
+        found = rows.all()
+        keys = [DuplicateKey(MatchReason(row.reason), row.key, row.size) for row in found]
+        return keys, (found[0].total if found else None)
 
     def _groups(self) -> Select[Any]:
         halves = [

@@ -68,8 +68,9 @@ class ContactMergeService:
     async def duplicates(self, page: PageParams) -> tuple[list[DuplicateGroup], int]:
         """A page of duplicate groups (email keys first, then phone keys, each in key order)
         and how many groups there are."""
-        total = await self.repository.count_groups()
-        keys = await self.repository.group_page(page)
+        keys, total = await self.repository.group_page(page)
+        if total is None:  # a page past the end: the total still counts
+            total = await self.repository.count_groups()
         groups: list[DuplicateGroup] = []
         members: dict[MatchReason, dict[str, list[Contact]]] = {}
         for reason in MatchReason:
