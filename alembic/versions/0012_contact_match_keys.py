@@ -38,9 +38,10 @@ def downgrade() -> None:
     _activity_types(_TYPES_BEFORE)
     op.drop_index("ix_contacts_org_phone_key", table_name="contacts")
     op.drop_index("ix_contacts_org_email_key", table_name="contacts")
-    with op.batch_alter_table("contacts") as batch:
-        batch.drop_column("phone_key")
-        batch.drop_column("email_key")
+    # Plain ALTER TABLE ... DROP COLUMN (SQLite >= 3.35 too): a batch copy of `contacts` would
+    # drop the table deals refer to.
+    op.drop_column("contacts", "phone_key")
+    op.drop_column("contacts", "email_key")
 
 
 def _backfill_keys() -> None:

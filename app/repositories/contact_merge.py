@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, literal, select, union_all
+from sqlalchemy import ColumnElement, Select, func, literal, select, union_all
 from sqlalchemy.orm import aliased
 
 from app.models import Contact, Deal
@@ -26,6 +26,11 @@ class DuplicateKey:
 
 
 class ContactMergeRepository(TenantRepository):
+    def _contacts(self) -> ColumnElement[bool]:
+        """Which contacts duplicates and merges see: the organization's (every query here
+        starts from this one condition)."""
+        return Contact.organization_id == self.organization_id
+
     async def count_groups(self) -> int:
         return await self.count(self._groups())
 
@@ -52,7 +57,7 @@ class ContactMergeRepository(TenantRepository):
                 column.label("key"),
                 func.count().label("size"),
             )
-            .where(Contact.organization_id == self.organization_id, column.is_not(None))
+            .where(self._contacts(), column.is_not(None))
             .group_by(column)
             .having(func.count() > 1)
             for reason, column in _KEY_COLUMNS.items()
@@ -72,7 +77,7 @@ class ContactMergeRepository(TenantRepository):
                 Contact,
                 func.row_number().over(partition_by=column, order_by=Contact.id).label("rank"),
             )
-            .where(Contact.organization_id == self.organization_id, column.in_(keys))
+            .where(self._contacts(), column.in_(keys))
             .subquery()
         )
         contact = aliased(Contact, ranked)
@@ -91,7 +96,7 @@ class ContactMergeRepository(TenantRepository):
         order: two merges over the same contacts queue up rather than deadlock."""
         rows = await self.session.scalars(
             select(Contact)
-            .where(Contact.organization_id == self.organization_id, Contact.id.in_(contact_ids))
+            .where(self._contacts(), Contact.id.in_(contact_ids))
             .order_by(Contact.id)
             .with_for_update()
         )
