@@ -20,6 +20,7 @@ from app.api.v1 import (
     analytics,
     api_keys,
     auth,
+    contact_merge,
     contacts,
     deals,
     events,
@@ -213,10 +214,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Included straight into the app, not through a parent /api/v1 router: each nesting level
     # is one more router to match on every request. FastAPI tries routes in order and the
-    # prefixes do not overlap: the busiest go first.
+    # prefixes do not overlap: the busiest go first (but contact_merge, whose
+    # `/contacts/duplicates` must come before `/contacts/{contact_id}`, shares the contacts').
     modules = (
         deals,
         analytics,
+        contact_merge,
         contacts,
         tasks,
         events,

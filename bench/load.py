@@ -45,6 +45,7 @@ from typing import Any
 import asyncpg
 
 from app.core.config import Environment, Settings
+from app.core.contact_keys import match_keys
 from app.core.security import PasswordHasher
 from app.core.text import fold, fold_fields
 from app.db.session import create_engine, create_session_factory
@@ -350,6 +351,7 @@ class Generator:
                         email,
                         phone,
                         fold_fields(name, email, phone),
+                        *match_keys(email, phone),
                         created,
                         created,
                     )
@@ -538,6 +540,8 @@ COLUMNS = {
         "email",
         "phone",
         "search_text",
+        "email_key",
+        "phone_key",
         "created_at",
         "updated_at",
     ),

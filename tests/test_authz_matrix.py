@@ -265,6 +265,12 @@ async def delete_contact(ctx: Ctx) -> Req:
     return Req("DELETE", f"/contacts/{contact_id}")
 
 
+async def merge_contact(ctx: Ctx) -> Req:
+    """A fresh duplicate of the target organization's standing contact, merged into it."""
+    source_id = await ctx.world.new_contact(ctx.target.owner)
+    return Req("POST", f"/contacts/{ctx.target.contact_id}/merge", {"source_ids": [source_id]})
+
+
 async def delete_deal(ctx: Ctx) -> Req:
     deal_id = await ctx.world.new_deal(ctx.target.owner)
     return Req("DELETE", f"/deals/{deal_id}")
@@ -474,6 +480,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     ("DELETE", "/contacts/{contact_id}"): Route(delete_contact, in_org(204, 204, 204, 403)),
     ("POST", "/contacts/{contact_id}/restore"): Route(restore_contact, in_org(200, 200, 200, 403)),
+    ("GET", "/contacts/duplicates"): Route(fixed("GET", "/contacts/duplicates"), in_org(200)),
+    ("POST", "/contacts/{contact_id}/merge"): Route(merge_contact, in_org(200, 200, 200, 403)),
     # deals (section 6)
     ("GET", "/deals"): Route(fixed("GET", "/deals"), in_org(200)),
     ("GET", "/deals/export"): Route(fixed("GET", "/deals/export"), in_org(200)),
@@ -650,6 +658,23 @@ async def own_contact_delete(ctx: Ctx) -> Req:
     return Req("DELETE", f"/contacts/{await ctx.world.new_contact(ctx.actor)}")
 
 
+async def own_contacts_merge(ctx: Ctx) -> Req:
+    target_id = await ctx.world.new_contact(ctx.actor)
+    source_id = await ctx.world.new_contact(ctx.actor)
+    await created(ctx.actor.post("/deals", json={"contact_id": source_id, "title": "Mine"}))
+    return Req("POST", f"/contacts/{target_id}/merge", {"source_ids": [source_id]})
+
+
+async def own_contacts_merge_moving_anothers_deal(ctx: Ctx) -> Req:
+    """The contacts are the caller's, but a deal on the source is someone else's."""
+    target_id = await ctx.world.new_contact(ctx.actor)
+    source_id = await ctx.world.new_contact(ctx.actor)
+    await created(
+        someone_else(ctx).post("/deals", json={"contact_id": source_id, "title": "Theirs"})
+    )
+    return Req("POST", f"/contacts/{target_id}/merge", {"source_ids": [source_id]})
+
+
 async def own_deal_patch(ctx: Ctx) -> Req:
     deal_id = await ctx.world.new_deal(ctx.actor)
     body = {"title": "Mine", "status": "in_progress", "stage": "proposal", "amount": "5"}
@@ -768,6 +793,12 @@ OWNER_IMMUTABLE = (409, "OWNER_IMMUTABLE")
 CASES = [
     Case("edit a contact you own", own_contact_patch, in_org(200)),
     Case("delete a contact you own", own_contact_delete, in_org(204)),
+    Case("merge contacts you own, with your deals", own_contacts_merge, in_org(200)),
+    Case(
+        "merge contacts you own, moving another's deal",
+        own_contacts_merge_moving_anothers_deal,
+        in_org(200, 200, 200, FORBIDDEN),
+    ),
     Case("edit a deal you own", own_deal_patch, in_org(200)),
     Case("delete a deal you own", own_deal_delete, in_org(204)),
     Case("comment on a deal you own", own_deal_comment, in_org(201)),
@@ -844,6 +875,11 @@ async def repoints_deal(ctx: Ctx) -> Req:
     return Req("PATCH", f"/deals/{deal_id}", {"contact_id": ctx.target.contact_id})
 
 
+async def merges_contact_of_a(ctx: Ctx) -> Req:
+    target_id = await ctx.world.new_contact(ctx.actor)
+    return Req("POST", f"/contacts/{target_id}/merge", {"source_ids": [ctx.target.contact_id]})
+
+
 async def references_deal(ctx: Ctx) -> Req:
     return Req("POST", "/tasks", {"deal_id": ctx.target.deal_id, "title": "Stolen"})
 
@@ -874,6 +910,7 @@ REFERENCE_CASES = [
     Case("deal for A's contact", references_contact, in_org((400, "CONTACT_NOT_FOUND"))),
     Case("deal moved to A's contact", repoints_deal, in_org((400, "CONTACT_NOT_FOUND"))),
     Case("task on A's deal", references_deal, in_org((404, "DEAL_NOT_FOUND"))),
+    Case("A's contact merged into yours", merges_contact_of_a, in_org((404, "CONTACT_NOT_FOUND"))),
     Case(
         "contact handed to A's member",
         hands_contact_to_stranger,

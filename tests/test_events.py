@@ -207,6 +207,32 @@ async def test_every_write_route_appends_its_event(any_api: Api) -> None:
     assert_event(task_restored, "task.restored", member, restored_task)
     assert restored_task == await ok(await owner.get(f"/tasks/{task['id']}"))
 
+    # A merge: each moved deal is updated, the target's filled fields too, each source deleted.
+    target = await ok(await owner.post("/contacts", json={"name": "Target"}), 201)
+    source = await ok(
+        await owner.post("/contacts", json={"name": "Source", "phone": "+1 415 555 0134"}), 201
+    )
+    moved = await ok(
+        await member.post("/deals", json={"contact_id": source["id"], "title": "M"}), 201
+    )
+    await feed.drain()
+    merged = await ok(
+        await owner.post(f"/contacts/{target['id']}/merge", json={"source_ids": [source["id"]]})
+    )
+    merging = await feed.drain()
+    assert types_of(merging) == ["deal.updated", "contact.updated", "contact.deleted"]
+    assert_event(
+        merging[0],
+        "deal.updated",
+        owner,
+        await ok(await owner.get(f"/deals/{moved['id']}")),
+        {"contact_id": [source["id"], target["id"]]},
+    )
+    assert_event(
+        merging[1], "contact.updated", owner, merged["contact"], {"phone": [None, source["phone"]]}
+    )
+    assert_event(merging[2], "contact.deleted", owner, source)
+
     # Members: added, role changed, removed (by an admin), and leaving (by themself).
     newcomer = await any_api.register()
     added = await ok(
@@ -326,6 +352,16 @@ async def test_refused_writes_append_nothing(any_api: Api) -> None:
         (await owner.post(f"/contacts/{contact_id}/restore"), 404),  # not in the trash
         (await owner.post(f"/deals/{trashed_deal['id']}/restore"), 409),  # CONTACT_IN_TRASH
         (await member.post(f"/contacts/{trashed_contact}/restore"), 403),
+        (
+            await owner.post(f"/contacts/{contact_id}/merge", json={"source_ids": [contact_id]}),
+            400,
+        ),
+        (
+            await owner.post(
+                f"/contacts/{contact_id}/merge", json={"source_ids": [foreign_contact]}
+            ),
+            404,
+        ),
         (await owner.post("/deals", json={"contact_id": foreign_contact, "title": "x"}), 400),
         (await owner.post("/contacts", json={"name": ""}), 422),
         (

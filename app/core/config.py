@@ -7,6 +7,7 @@ from enum import StrEnum
 from functools import lru_cache
 from typing import Annotated, Self
 
+import phonenumbers
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -133,6 +134,10 @@ class Settings(BaseSettings):
     # be the client's, or a request sent just as the server closes is lost.
     KEEPALIVE_TIMEOUT_SECONDS: int = Field(default=75, ge=1)
 
+    # Region whose national phone numbers (without `+country`) are read as E.164 when looking
+    # for duplicate contacts, e.g. `US` or `DE` (see `app.core.contact_keys`); none by default.
+    DEFAULT_PHONE_REGION: str | None = None
+
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(default_factory=list)
     MAX_REQUEST_BODY_BYTES: int = Field(default=1_048_576, ge=1024)
     # Imports (app/jobs/imports.py): the largest file `POST /imports` takes (its request body
@@ -162,6 +167,15 @@ class Settings(BaseSettings):
     def _schedule_not_empty(cls, value: list[float]) -> list[float]:
         if not value or any(delay < 0 for delay in value):
             raise ValueError("give at least one delay, none negative")
+        return value
+
+    @field_validator("DEFAULT_PHONE_REGION", mode="before")
+    @classmethod
+    def _known_region(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().upper() or None
+        if value is not None and value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError("give a region code phone numbers know, such as US, GB or DE")
         return value
 
     @field_validator("API_V1_PREFIX")

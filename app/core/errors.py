@@ -259,6 +259,18 @@ class DueDateInPast(BusinessRuleViolation):
     detail = "due_date cannot be before today (UTC)."
 
 
+class MergeSourceNotFound(NotFound):
+    """A contact named in a merge's `source_ids` is missing (or another organization's)."""
+
+    code = "CONTACT_NOT_FOUND"
+    detail = "A contact in source_ids was not found."
+
+
+class MergeIntoItself(BusinessRuleViolation):
+    code = "MERGE_TARGET_IN_SOURCES"
+    detail = "source_ids must not contain the contact they are merged into."
+
+
 class InvalidCursor(AppError):
     status = 422
     code = "INVALID_CURSOR"

@@ -20,6 +20,9 @@ class Contact(Trashable, Base):
         live_index("ix_contacts_org_name", "organization_id", "name", "id"),
         live_index("ix_contacts_org_owner", "organization_id", "owner_id", "created_at", "id"),
         trash_index("ix_contacts_trash"),
+        # Duplicates (`GET /contacts/duplicates`): groups of equal keys in one organization.
+        Index("ix_contacts_org_email_key", "organization_id", "email_key", "id"),
+        Index("ix_contacts_org_phone_key", "organization_id", "phone_key", "id"),
         Index(
             "ix_contacts_search_trgm",
             "search_text",
@@ -39,6 +42,10 @@ class Contact(Trashable, Base):
     # fold ASCII only, so Unicode-aware matching is done on a folded copy on every database.
     # Unbounded: folding can lengthen text (ß -> ss).
     search_text: Mapped[str] = mapped_column(Text())
+    # Normalised email and phone, maintained by the service: two contacts with an equal key
+    # are duplicates (`app.core.contact_keys`).
+    email_key: Mapped[str | None] = mapped_column(Text())
+    phone_key: Mapped[str | None] = mapped_column(String(50))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

@@ -36,3 +36,5 @@ class ActivityType(StrEnum):
     STAGE_CHANGED = "stage_changed"
     TASK_CREATED = "task_created"
     SYSTEM = "system"
+    # The deal was moved from a merged duplicate contact to the one it was merged into.
+    CONTACT_MERGED = "contact_merged"

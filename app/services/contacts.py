@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
+from app.core.contact_keys import match_keys
 from app.core.errors import ContactHasDeals, ContactNotFound, OwnerNotAMember
 from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
@@ -77,6 +78,7 @@ class ContactService:
             phone=data.phone,
             search_text=fold_fields(data.name, data.email, data.phone),
         )
+        contact.email_key, contact.phone_key = match_keys(data.email, data.phone)
         await self.contacts.add(contact)
         await self.read_models.contacts_written()
         events.record(self.session, self.ctx, EventType.CONTACT_CREATED, _read(contact))
@@ -108,6 +110,7 @@ class ContactService:
         for field, value in changes.items():
             setattr(contact, field, value)
         contact.search_text = fold_fields(contact.name, contact.email, contact.phone)
+        contact.email_key, contact.phone_key = match_keys(contact.email, contact.phone)
         await self.session.flush()
         await self.read_models.contacts_written()
         events.record_update(

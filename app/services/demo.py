@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.contact_keys import match_key_columns
 from app.core.resources import Resources
 from app.core.tenancy import TenantContext
 from app.core.text import fold, fold_fields
@@ -474,6 +475,7 @@ class History:
                     "email": p.email,
                     "phone": p.phone,
                     "search_text": fold_fields(p.name, p.email, p.phone),
+                    **match_key_columns(p.email, p.phone),
                     "created_at": p.created_at,
                     "updated_at": p.created_at,
                 }
