@@ -43,6 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from alembic import command
 from app.core.config import Environment, Settings
+from app.db.session import create_engine
 from app.main import create_app
 from app.models import Base
 from tests.support import Api, Team, User
@@ -211,11 +212,17 @@ async def make_api() -> AsyncIterator[AppFactory]:
     async def factory(database_url: str, **overrides: Any) -> Api:
         await anyio.to_thread.run_sync(migrate, database_url)
         settings = make_settings(database_url, **overrides)
+        if not stack:
+            # Before the app starts: its background work (BACKGROUND_WORKER) would otherwise
+            # hold locks on tables the TRUNCATE takes in another order (a deadlock).
+            engine = create_engine(settings)
+            try:
+                await truncate_all(engine)
+            finally:
+                await engine.dispose()
         app = create_app(settings)
         manager = LifespanManager(app)
         await manager.__aenter__()
-        if not stack:
-            await truncate_all(app.state.resources.engine)
         client = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
             base_url="http://testserver",

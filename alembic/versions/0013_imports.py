@@ -94,10 +94,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_import_errors")),
     )
     op.create_index("ix_import_errors_import_row", "import_errors", ["import_id", "row", "id"])
+    # Over live contacts only, as the lookup reads them (and so never the index a plain
+    # count of an organization's contacts picks over the list's partial ones).
     op.create_index(
         "ix_contacts_org_email_lower",
         "contacts",
         ["organization_id", sa.text("lower(email)")],
+        postgresql_where=sa.text("deleted_at IS NULL"),
+        sqlite_where=sa.text("deleted_at IS NULL"),
     )
 
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId
 from app.db.types import UTCDateTime, utcnow
-from app.models._columns import Trashable, live_index, trash_index
+from app.models._columns import LIVE_ONLY, Trashable, live_index, trash_index
 
 
 class Contact(Trashable, Base):
@@ -50,5 +50,11 @@ class Contact(Trashable, Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
-# Imports upsert by email, case-insensitively: one lookup per batch of rows.
-Index("ix_contacts_org_email_lower", Contact.organization_id, func.lower(Contact.email))
+# Imports upsert by email, case-insensitively: one lookup per batch of rows (of live contacts).
+Index(
+    "ix_contacts_org_email_lower",
+    Contact.organization_id,
+    func.lower(Contact.email),
+    postgresql_where=LIVE_ONLY,
+    sqlite_where=LIVE_ONLY,
+)
