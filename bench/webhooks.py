@@ -13,8 +13,9 @@ owner of the big organization subscribes one endpoint to every event (`["*"]`).
    (`--pairs` times, alternating which goes first). Targets: at least 300 req/s with the
    endpoint subscribed, and within 15 % of the run with none. Between runs the worker is left
    to deliver everything it has, so each run starts from an empty queue.
-2. `--rate` PATCHes a second for `--seconds` (open loop: one request every 1/rate s whatever
-   the answers), then until every event of that phase is delivered (at most 120 s more).
+2. `--rate` PATCHes a second for `--seconds`, sent by wrk on a fixed schedule whatever the
+   answers (`LUA_PACED`; 64 connections), then until every event of that phase is delivered
+   (at most 120 s more).
    Latency is the receiver's clock at arrival minus the event's `occurred_at`, which the API
    takes before its transaction commits: commit → delivered, if anything overstated. Targets:
    p50 ≤ 500 ms, p99 ≤ 2 s, and nothing lost: every event of the phase arrives (counted by
@@ -29,13 +30,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ from bench.common import (
 from bench.load import add_size_options, ensure_dataset
 from bench.run import (
     HOST,
+    LUA_COMMON,
     LUA_PATCH_STAGE,
     PREFIX,
     Scenario,
@@ -71,6 +73,7 @@ from bench.run import (
     login,
     rate,
     restore,
+    run_wrk,
     server_version_of,
     take_snapshot,
 )
@@ -194,48 +197,67 @@ async def events_after(dsn: str, after: int) -> list[int]:
         await conn.close()
 
 
-async def steady_writes(
-    base_url: str, token: str, deal_ids: list[int], per_second: int, seconds: int
+# Phase 2's pacing, appended to `LUA_PATCH_STAGE`: each wrk thread sends its share of the
+# rate on a fixed schedule (request k of a thread at start + k / share), whatever the answers:
+# a connection asks for the next free slot and waits for it (wrk's `delay` hook), and there are
+# enough connections that a slow answer does not hold the schedule back.
+LUA_PACED = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+int clock_gettime(int clock_id, bench_timespec *tp);
+]]
+local clock = ffi.new("bench_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, clock)  -- CLOCK_MONOTONIC
+  return tonumber(clock.tv_sec) * 1000 + tonumber(clock.tv_nsec) / 1e6
+end
+local interval_ms = 1000 * nthreads / %(per_second)d
+local started = nil
+local slots = 0
+function delay()
+  local now = now_ms()
+  if started == nil then started = now end
+  local at = started + slots * interval_ms
+  slots = slots + 1
+  return math.max(0, math.floor(at - now))
+end
+"""
+STEADY_CONNECTIONS = 64
+
+
+def steady_writes(
+    wrk: str, base_url: str, script: Path, per_second: int, seconds: int, ids: tuple[int, int]
 ) -> dict[str, Any]:
-    """PATCH a new deal every 1/per_second s (open loop), for `seconds`."""
-    headers = {"Authorization": f"Bearer {token}", "X-Organization-Id": str(BIG_ORG_ID)}
-    statuses: Counter[int | str] = Counter()
-    latencies: list[float] = []
-    total = per_second * seconds
-    if total > len(deal_ids):
-        raise SystemExit(f"--rate x --seconds needs {total:,} deals at stage proposal")
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(
-        base_url=base_url, headers=headers, limits=limits, timeout=10
-    ) as client:
-
-        async def one(deal_id: int) -> None:
-            started = time.perf_counter()
-            try:
-                response = await client.patch(
-                    f"{PREFIX}/deals/{deal_id}", json={"stage": "negotiation"}
-                )
-                statuses[response.status_code] += 1
-            except httpx.HTTPError as exc:
-                statuses[type(exc).__name__] += 1
-            latencies.append((time.perf_counter() - started) * 1000)
-
-        tasks = []
-        started = time.monotonic()
-        for i in range(total):
-            delay = started + i / per_second - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(deal_ids[i])))
-        sent_for = time.monotonic() - started
-        await asyncio.gather(*tasks)
+    """PATCH a new deal `per_second` times a second for `seconds`, paced by wrk (open loop)."""
+    result = run_wrk(wrk, base_url, script, seconds, STEADY_CONNECTIONS, (str(ids[0]), str(ids[1])))
+    errors = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
     return {
-        "requests": total,
-        "sent_per_second": round(total / sent_for, 1),
-        "statuses": {str(k): v for k, v in statuses.items()},
-        "patch_p50_ms": round(percentile(latencies, 50), 1),
-        "patch_p99_ms": round(percentile(latencies, 99), 1),
+        "requests": result["requests"],
+        "sent_per_second": round(rate(result), 1),
+        "errors": errors,
+        "wrk": result,
+        "patch_p50_ms": round(result["p50_us"] / 1000, 1),
+        "patch_p99_ms": round(result["p99_us"] / 1000, 1),
     }
+
+
+TOLERANCE_S = 300  # Standard Webhooks: a receiver refuses a timestamp further than this from now
+
+
+def valid_at_arrival(verifier: Webhook, arrival: dict[str, Any]) -> bool:
+    """What the library's `verify` checks, with the receiver's clock at arrival as "now" (the
+    report is made minutes later, when `verify` itself would call early messages too old)."""
+    timestamp = int(arrival["timestamp"])
+    if abs(arrival["received_at"] - timestamp) > TOLERANCE_S:
+        return False
+    expected = verifier.sign(
+        arrival["id"], datetime.fromtimestamp(timestamp, tz=UTC), arrival["body"]
+    ).encode()
+    return any(
+        hmac.compare_digest(expected, candidate.encode())
+        for candidate in arrival["signature"].split(" ")
+    )
 
 
 def delivery_report(
@@ -251,16 +273,7 @@ def delivery_report(
         message_id = arrival["id"]
         if message_id not in wanted:
             continue
-        try:
-            verifier.verify(
-                arrival["body"],
-                {
-                    "webhook-id": message_id,
-                    "webhook-timestamp": arrival["timestamp"],
-                    "webhook-signature": arrival["signature"],
-                },
-            )
-        except Exception:
+        if not valid_at_arrival(verifier, arrival):
             invalid += 1
             continue
         if message_id in first_arrival:
@@ -378,8 +391,19 @@ def main() -> None:
                 before = asyncio.run(max_event_id(dsn))
                 label = f"{args.rate} PATCH/s for {args.seconds} s, endpoint subscribed"
                 print(f"  {label} ...", flush=True)
-                load = asyncio.run(
-                    steady_writes(srv.base_url, token, ids[-steady:], args.rate, args.seconds)
+                script = workdir / "steady.lua"
+                script.write_text(
+                    LUA_COMMON % {"token": token, "org": BIG_ORG_ID}
+                    + LUA_PATCH_STAGE % {"ids_file": ids_file, "prefix": PREFIX}
+                    + LUA_PACED % {"per_second": args.rate}
+                )
+                load = steady_writes(
+                    wrk,
+                    srv.base_url,
+                    script,
+                    args.rate,
+                    args.seconds,
+                    (len(ids) - steady, len(ids)),
                 )
                 load["drained_after_s"] = round(drain(dsn, endpoint_id, DRAIN_SECONDS), 1)
                 time.sleep(0.5)  # the receiver's last lines
@@ -430,7 +454,10 @@ def main() -> None:
             "target": f"commit -> delivered at {args.rate} events/s: p50 <= 500 ms, p99 <= 2 s",
             "value": f"p50 {p50} ms, p99 {p99} ms, max {steady_result['lag_max_ms']} ms "
             f"(writes sent at {steady_result['sent_per_second']}/s)",
-            "pass": p50 is not None and p50 <= P50_TARGET_MS and p99 <= P99_TARGET_MS,
+            "pass": p50 is not None
+            and p50 <= P50_TARGET_MS
+            and p99 <= P99_TARGET_MS
+            and steady_result["sent_per_second"] >= 0.95 * args.rate,
         }
     )
     verdicts.append(

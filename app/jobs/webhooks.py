@@ -10,12 +10,14 @@ event committed is an event delivered: its delivery row is written before the po
 past it, and a delivery is `pending` until a receiver answered 2xx.
 
 **One endpoint, one worker.** A worker leases an endpoint (`claimed_by`, `claimed_until`;
-PostgreSQL picks candidates `FOR UPDATE SKIP LOCKED`), renews the lease before each delivery
-(in the transaction that read it, or that recorded the one before), and gives it back when
-done. So no two workers send to one endpoint at the same time, and
-order holds. A worker killed mid-delivery leaves the delivery pending and the lease to run out
-(`WEBHOOK_LEASE_SECONDS`); the next worker sends it again (at least once: a receiver dedupes
-on `webhook-id`).
+PostgreSQL picks candidates `FOR UPDATE SKIP LOCKED`), renews the lease whenever it writes,
+starts a request only while the lease outlasts it (`WEBHOOK_LEASE_SECONDS` is longer than
+`WEBHOOK_TIMEOUT_SECONDS`), and gives it back when done. So no two workers send to one
+endpoint at the same time, and order holds. Successes are written down together, up to
+`RECORD_EVERY` at a time and at least every `RECORD_INTERVAL_S` (one transaction, not one per
+delivery: the worker's cost per delivery is the request). A worker killed mid-delivery leaves
+what it had not written down pending and the lease to run out; the next worker sends those
+again (at least once: a receiver dedupes on `webhook-id`).
 
 **Failures.** Anything but a 2xx within `WEBHOOK_TIMEOUT_SECONDS` (redirects are not followed)
 is retried after the next delay of `WEBHOOK_RETRY_SCHEDULE_SECONDS` (plus up to 10 % jitter);
@@ -25,23 +27,21 @@ later deliveries of that endpoint wait behind it. When the last retry fails, the
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import random
 import socket
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from standardwebhooks.webhooks import Webhook
 
 from app.core.config import Settings
 from app.core.errors import WebhookUrlNotAllowed
@@ -51,7 +51,7 @@ from app.db.types import utcnow
 from app.models import WebhookEndpoint
 from app.repositories import webhooks as outbox
 from app.repositories.events import TypeFilter
-from app.repositories.webhooks import FAILED, PENDING, SUCCEEDED
+from app.repositories.webhooks import FAILED, PENDING
 from app.schemas.event import EventType
 from app.schemas.webhook import WebhookRead
 from app.services import events
@@ -65,17 +65,12 @@ MAX_RESPONSE_BYTES = 1024
 # the endpoint back (so one busy endpoint does not starve the others).
 EVENTS_PER_BATCH = 500
 DELIVERIES_PER_LEASE = 200
-# Pending deliveries read at once; each is still recorded in its own transaction as it is sent.
+# Pending deliveries read at once.
 DELIVERIES_PER_PAGE = 50
+# Successes written down together (`_Accepted`): at most this many, at most this long apart.
+RECORD_EVERY = 50
+RECORD_INTERVAL_S = 1.0
 JITTER = 0.1
-
-
-def sign(secret: str, message_id: str, timestamp: str, body: bytes) -> str:
-    """The Standard Webhooks signature: `v1,` + base64 HMAC-SHA256 of
-    `{id}.{timestamp}.{body}`, keyed with the secret's bytes (after `whsec_`)."""
-    key = base64.b64decode(secret.removeprefix("whsec_"))
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +83,44 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
+
+
+@dataclass(slots=True)
+class _Accepted:
+    """Deliveries a receiver accepted that are not written down yet. They are written
+    together, in one statement with the lease renewed (`WebhookDeliverer._record`): after
+    `RECORD_EVERY` of them, `RECORD_INTERVAL_S` after the last write, before a request the
+    lease might not outlast, and before anything else is written. A worker killed in between
+    sends them again (at least once: a receiver dedupes on `webhook-id`)."""
+
+    lease_until: datetime
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    recorded_at: float = field(default_factory=time.monotonic)
+
+    def add(self, delivery_id: int, at: datetime, outcome: Outcome) -> None:
+        self.rows.append(
+            {
+                "delivery_id": delivery_id,
+                "at": at,
+                "response_status": outcome.status,
+                "response_body": outcome.body,
+                "duration": outcome.duration_ms,
+            }
+        )
+
+    def to_record(self, now: datetime, request_seconds: float) -> bool:
+        """Whether to write down (and renew the lease) before the next request."""
+        if self.lease_until - now <= timedelta(seconds=request_seconds):
+            return True
+        return bool(self.rows) and (
+            len(self.rows) >= RECORD_EVERY
+            or time.monotonic() - self.recorded_at >= RECORD_INTERVAL_S
+        )
+
+    def recorded(self, lease_until: datetime) -> None:
+        self.rows = []
+        self.recorded_at = time.monotonic()
+        self.lease_until = lease_until
 
 
 def worker_name() -> str:
@@ -140,30 +173,54 @@ class WebhookDeliverer:
     async def _serve(self, session: AsyncSession, endpoint: Row[Any]) -> None:
         """Queue the endpoint's new events and send its due deliveries in order, a page at a
         time, until one fails (the others wait behind it), none is due, or the lease's share
-        of deliveries is sent. Every transaction renews the lease (the one recording a
-        delivery included), so the lease is fresh whenever a request starts, and a worker
-        that lost it (or whose endpoint was disabled) stops before the next request."""
+        of deliveries is sent. Successes are written down together (`_Accepted`), each write
+        renewing the lease; a request starts only while the lease outlasts it, so a worker
+        that lost the lease (or whose endpoint was disabled) stops before the next one."""
+        accepted = _Accepted(lease_until=self._lease_end())
         sent = 0
         position: int = endpoint.position
         while sent < DELIVERIES_PER_LEASE:
             queued_to = await self._queue_new_events(session, endpoint, position)
             if queued_to is None:
-                return
+                break
             position = queued_to
             async with session.begin():
-                if not await outbox.renew(session, endpoint.id, self.name, self._lease_end()):
-                    return
+                if not await self._record(session, endpoint, accepted):
+                    break
                 due = await outbox.pending_head(
                     session, endpoint.id, min(DELIVERIES_PER_PAGE, DELIVERIES_PER_LEASE - sent)
                 )
-            if not due:
-                return
-            for delivery in due:
-                if delivery.next_attempt_at is not None and delivery.next_attempt_at > self.clock():
-                    return
-                sent += 1
-                if not await self._attempt(session, endpoint, delivery):
-                    return
+            if not due or not await self._send_page(session, endpoint, due, accepted):
+                break
+            sent += len(due)
+        async with session.begin():
+            await self._record(session, endpoint, accepted)
+
+    async def _send_page(
+        self,
+        session: AsyncSession,
+        endpoint: Row[Any],
+        due: Sequence[Row[Any]],
+        accepted: _Accepted,
+    ) -> bool:
+        """Send a page of deliveries in order; whether every one was sent and accepted."""
+        for delivery in due:
+            if delivery.next_attempt_at is not None and delivery.next_attempt_at > self.clock():
+                return False
+            if accepted.to_record(self.clock(), self.settings.WEBHOOK_TIMEOUT_SECONDS):
+                async with session.begin():
+                    if not await self._record(session, endpoint, accepted):
+                        return False
+            if not await self._attempt(session, endpoint, delivery, accepted):
+                return False
+        return True
+
+    async def _record(self, session: AsyncSession, endpoint: Row[Any], accepted: _Accepted) -> bool:
+        """Write down the accepted deliveries and renew the lease (in the caller's
+        transaction); whether the lease still holds."""
+        await outbox.record_successes(session, accepted.rows)
+        accepted.recorded(self._lease_end())
+        return await outbox.renew(session, endpoint.id, self.name, accepted.lease_until)
 
     async def _queue_new_events(
         self, session: AsyncSession, endpoint: Row[Any], position: int
@@ -189,11 +246,14 @@ class WebhookDeliverer:
             if len(rows) < EVENTS_PER_BATCH:
                 return position
 
-    async def _attempt(self, session: AsyncSession, endpoint: Row[Any], delivery: Row[Any]) -> bool:
-        """Send one delivery and record what happened; whether to go on with the next (a
-        success, recorded with the lease renewed for the next request)."""
+    async def _attempt(
+        self, session: AsyncSession, endpoint: Row[Any], delivery: Row[Any], accepted: _Accepted
+    ) -> bool:
+        """Send one delivery; whether to go on with the next. A success joins `accepted`; a
+        failure is written down at once, with the successes before it."""
         if delivery.type is None:  # the event was pruned by retention before it could be sent
             async with session.begin():
+                held = await self._record(session, endpoint, accepted)
                 await outbox.record_attempt(
                     session,
                     delivery.delivery_id,
@@ -201,7 +261,6 @@ class WebhookDeliverer:
                     next_attempt_at=None,
                     last_error="The event is no longer retained.",
                 )
-                held = await outbox.renew(session, endpoint.id, self.name, self._lease_end())
             WEBHOOK_DELIVERIES.labels("failed").inc()
             return held
         # `delivery` carries its event as `event_json` reads one (`id` is the event's).
@@ -212,6 +271,13 @@ class WebhookDeliverer:
             event_json(endpoint.organization_id, delivery),
         )
         now = self.clock()
+        if outcome.ok:
+            accepted.add(delivery.delivery_id, now, outcome)
+            WEBHOOK_DELIVERIES.labels("succeeded").inc()
+            lag = max(0.0, (now - delivery.occurred_at).total_seconds())
+            WEBHOOK_LAG.observe(lag)
+            WEBHOOK_QUEUE_LAG.set(lag)
+            return True
         attempt: dict[str, Any] = {
             "last_attempt_at": now,
             "last_response_status": outcome.status,
@@ -219,23 +285,13 @@ class WebhookDeliverer:
             "last_error": outcome.error,
             "duration_ms": outcome.duration_ms,
         }
-        if outcome.ok:
-            async with session.begin():
-                await outbox.record_attempt(
-                    session, delivery.delivery_id, status=SUCCEEDED, next_attempt_at=None, **attempt
-                )
-                held = await outbox.renew(session, endpoint.id, self.name, self._lease_end())
-            WEBHOOK_DELIVERIES.labels("succeeded").inc()
-            lag = max(0.0, (now - delivery.occurred_at).total_seconds())
-            WEBHOOK_LAG.observe(lag)
-            WEBHOOK_QUEUE_LAG.set(lag)
-            return held
         failures = delivery.failures + 1
         schedule = self.settings.WEBHOOK_RETRY_SCHEDULE_SECONDS
         if failures <= len(schedule):
             delay = schedule[failures - 1] * (1 + random.uniform(0, JITTER))  # noqa: S311
             retry_at = now + timedelta(seconds=delay)
             async with session.begin():
+                await self._record(session, endpoint, accepted)
                 await outbox.record_attempt(
                     session,
                     delivery.delivery_id,
@@ -247,6 +303,7 @@ class WebhookDeliverer:
             WEBHOOK_DELIVERIES.labels("retrying").inc()
             return False
         async with session.begin():
+            await self._record(session, endpoint, accepted)
             await outbox.record_attempt(
                 session,
                 delivery.delivery_id,
@@ -289,13 +346,14 @@ class WebhookDeliverer:
             target = await pin(url, allow_private=self.settings.WEBHOOK_ALLOW_PRIVATE_URLS)
         except WebhookUrlNotAllowed as exc:
             return Outcome(None, None, exc.detail, elapsed())
-        timestamp = str(int(time.time()))
+        now = int(time.time())
+        signer = Webhook(secret)  # Standard Webhooks: `v1,` + HMAC-SHA256 of `{id}.{ts}.{body}`
         headers = {
             "content-type": "application/json",
             "user-agent": USER_AGENT,
             "webhook-id": message_id,
-            "webhook-timestamp": timestamp,
-            "webhook-signature": sign(secret, message_id, timestamp, body),
+            "webhook-timestamp": str(now),
+            "webhook-signature": signer.sign(message_id, datetime.fromtimestamp(now, UTC), body),
             **target.headers,
         }
         try:

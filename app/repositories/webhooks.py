@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, case, exists, func, insert, or_, select, update
+from sqlalchemy import Row, Table, bindparam, case, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import Event, WebhookDelivery, WebhookEndpoint
@@ -264,6 +264,30 @@ async def record_attempt(session: AsyncSession, delivery_id: int, **values: Any)
         .where(deliveries.c.id == delivery_id)
         .values(attempts=deliveries.c.attempts + 1, **values)
     )
+
+
+# What a success writes, one row per delivery (`record_successes`): built once.
+_RECORD_SUCCESS = (
+    update(deliveries)
+    .where(deliveries.c.id == bindparam("delivery_id"))
+    .values(
+        status=SUCCEEDED,
+        next_attempt_at=None,
+        attempts=deliveries.c.attempts + 1,
+        last_attempt_at=bindparam("at"),
+        last_response_status=bindparam("response_status"),
+        last_response_body=bindparam("response_body"),
+        last_error=None,
+        duration_ms=bindparam("duration"),
+    )
+)
+
+
+async def record_successes(session: AsyncSession, successes: Sequence[dict[str, Any]]) -> None:
+    """Mark deliveries succeeded, many in one statement (executemany): each a dict of
+    `delivery_id`, `at`, `response_status`, `response_body`, `duration`."""
+    if successes:
+        await session.execute(_RECORD_SUCCESS, list(successes))
 
 
 async def disable(session: AsyncSession, endpoint_id: int, reason: str, now: datetime) -> None:
