@@ -671,7 +671,10 @@ async def test_a_transaction_that_commits_last_is_read_last_even_if_it_began_fir
             await second.commit()
         assert [i["data"]["object"]["title"] for i in await feed.drain()] == ["B"]
 
-        await first.run_sync(events.write_pending)  # A now holds the lock, its event written
+        # A's commit, up to its end: its event written, then numbered under the organization's
+        # lock (the deferred trigger COMMIT would run, run now), the lock held.
+        await first.run_sync(events.write_pending)
+        await first.execute(text("SET CONSTRAINTS events_number_at_commit IMMEDIATE"))
 
         async def third() -> None:
             async with sessions() as session:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, insert, or_, select, true
+from sqlalchemy import Row, Table, delete, func, insert, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -20,69 +20,18 @@ from app.models import Event, EventPruneMark
 events = cast(Table, Event.__table__)
 marks = cast(Table, EventPruneMark.__table__)
 
-# The first key of the two-key form of PostgreSQL's advisory locks ("EVNT"), the second is the
-# organization: one lock per organization, apart from the one-key locks of idempotency.
-_LOCK_NAMESPACE = 0x45564E54
-_INT4 = 2**32
-
-
-def _int4(value: int) -> int:
-    """`value` folded into a signed 32-bit integer (two organizations may share a lock,
-    which only makes them wait for each other)."""
-    folded = value % _INT4
-    return folded - _INT4 if folded >= 2**31 else folded
-
-
-_COLUMNS = ("organization_id", "type", "occurred_at", "actor_type", "actor_id", "data")
-
-
-# One statement, built once: the organization's advisory lock (a materialized CTE, taken
-# before the row is produced, so before its id is drawn), then the insert of one event. Run
-# for several rows at once (executemany), each takes the lock again (it is already held).
-_LOCKED = (
-    select(func.pg_advisory_xact_lock(bindparam("lock_namespace"), bindparam("lock_key")))
-    .cte("locked")
-    .prefix_with("MATERIALIZED")
-)
-_LOCKED_INSERT = insert(events).from_select(
-    list(_COLUMNS),
-    select(*(bindparam(name, type_=events.c[name].type) for name in _COLUMNS)).select_from(_LOCKED),
-)
-
-
-_LOCK = select(func.pg_advisory_xact_lock(bindparam("lock_namespace"), bindparam("lock_key")))
-_INSERT = insert(events)
-# From this many events of one organization in one transaction, `append` takes the lock on its
-# own, once, and then inserts them.
-BULK_EVENTS = 32
-
 
 def append(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Insert `rows` (events of this transaction) as its last statements.
+    """Insert `rows` (events of this transaction), grouped by organization.
 
-    On PostgreSQL each organization's advisory lock is taken first and held until the
-    transaction ends, so no other transaction allocates an event id in that organization
-    between this insert and this commit: ids within an organization are in commit order.
-    The lock is taken by the insert itself (one round trip, then COMMIT): the lock is held
-    while the app waits for one answer, not two, which is what bounds one organization's
-    writes per second. Locks are taken in organization order (a transaction of several
-    organizations cannot deadlock with another). SQLite serialises writers already (BEGIN
-    IMMEDIATE)."""
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        connection.execute(insert(events), list(rows))
-        return
-    for organization_id in sorted({row["organization_id"] for row in rows}):
-        lock = {"lock_namespace": _LOCK_NAMESPACE, "lock_key": _int4(organization_id)}
-        mine = [row for row in rows if row["organization_id"] == organization_id]
-        if len(mine) < BULK_EVENTS:
-            connection.execute(_LOCKED_INSERT, [{**row, **lock} for row in mine])
-            continue
-        # Many events (an import's batch): the lock once, then a plain INSERT of them all
-        # (one statement, sent for every row in one pipelined exchange), instead of a
-        # statement per event that each takes the lock again.
-        connection.execute(_LOCK, lock)
-        connection.execute(_INSERT, mine)
+    On PostgreSQL the ids they get here are placeholders: inside COMMIT a deferred trigger
+    (migration 0014) takes each organization's advisory lock and numbers its events again
+    from the sequence, so ids within an organization are in commit order (see
+    `app.services.events`). Grouped by organization, the locks are taken in organization
+    order, and two transactions writing to several organizations cannot deadlock. SQLite
+    serialises writers already (BEGIN IMMEDIATE)."""
+    ordered = sorted(rows, key=lambda row: int(row["organization_id"]))
+    session.connection().execute(insert(events), ordered)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,17 +11,19 @@ path cannot forget the call; bulk history (demo data) says so with `backfill`.
 
 **Commit order.** Ids come from one sequence, but a sequence alone hands them out in the order
 transactions *insert*, not the order they *commit*: a reader could pass id 12 (committed) while
-id 11 is still open, then never see 11. So the event insert takes the organization's advisory
-lock (`pg_advisory_xact_lock`, held to the end of the transaction) itself, before it draws an
-id, as the transaction's last statement before COMMIT (`app.repositories.events.append`). While one
-transaction holds it, no other allocates an id in that organization, and PostgreSQL releases
-the lock only after the commit is visible. Hence, per organization: ids are in commit order,
-and every event not yet visible to a reader has an id above every event it can see. The feed
-(and the webhook delivery reading the same table) can therefore keep a plain "last id seen"
-position and never skip or repeat one. The lock is held only from the insert to the commit
-(the rows the transaction changed are already locked by then, so nothing waits while holding
-it), which serialises only the commits of one organization's writes. On SQLite, writers are
-serialised whole by BEGIN IMMEDIATE, which gives the same order without a lock.
+id 11 is still open, then never see 11. So on PostgreSQL an event's id is drawn at commit: the
+insert (`app.repositories.events.append`) gives it a placeholder, and a deferred constraint
+trigger (migration 0014), which runs inside COMMIT, takes the organization's advisory lock
+(`pg_advisory_xact_lock`, held to the end of the transaction) and numbers the event again
+from the sequence. While one transaction holds the lock, no other draws an id in that
+organization, and PostgreSQL releases it only after the commit is visible. Hence, per
+organization: ids are in commit order, and every event not yet visible to a reader has an id
+above every event it can see. The feed (and the webhook delivery reading the same table) can
+therefore keep a plain "last id seen" position and never skip or repeat one. The lock is held
+from the numbering to the end of the commit, all inside the server (no answer travels to the
+app and back while it is held): it serialises only the commits of one organization's writes,
+for as long as a commit takes. On SQLite, writers are serialised whole by BEGIN IMMEDIATE,
+which gives the same order without a lock.
 
 The sequence must not be cached per session (`CACHE 1`, PostgreSQL's default), or ids would
 stop following the lock order."""
