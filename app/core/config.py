@@ -112,8 +112,9 @@ class Settings(BaseSettings):
     WEBHOOK_RETRY_SCHEDULE_SECONDS: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0]
     )
-    # How long a worker owns an endpoint it claimed (renewed before every delivery): a worker
-    # killed mid-delivery leaves the endpoint to another after this.
+    # How long a worker owns an endpoint it claimed (renewed with every write, and before a
+    # request it might not outlast): a worker killed mid-delivery leaves the endpoint to
+    # another after this.
     WEBHOOK_LEASE_SECONDS: float = Field(default=60, gt=0)
     # How often an idle worker looks for work.
     WORKER_POLL_SECONDS: float = Field(default=0.2, gt=0)
