@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -44,13 +45,16 @@ from bench.common import (
     ROOT,
     VENV_BIN,
     asyncpg_dsn,
+    code_fingerprint,
     database_name,
     machine_info,
     maintenance_dsn,
+    measured_code,
     percentile,
     run_alembic_upgrade,
     table,
 )
+from bench.run import default_json_path
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/minicrm_import_bench"
 HOST = "127.0.0.1"
@@ -135,6 +139,7 @@ async def probe(
 
 
 async def run(args: argparse.Namespace) -> None:
+    code_at_start = code_fingerprint()
     url = os.environ.get("BENCH_IMPORT_DATABASE_URL") or DEFAULT_URL
     await recreate(url)
     run_alembic_upgrade(url)
@@ -253,6 +258,35 @@ async def run(args: argparse.Namespace) -> None:
     )
     ratio = percentile(busy, 50) / percentile(idle, 50)
     print(f"p50 during / idle: {ratio:.2f}x  (logs: {logs})")
+    if args.json_path:
+        json_path = Path(args.json_path)
+    else:
+        default = default_json_path()
+        json_path = default.with_name(f"{default.stem}-imports.json")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def latencies(samples: list[float]) -> dict[str, float]:
+        return {
+            "requests": len(samples),
+            "p50": percentile(samples, 50),
+            "p95": percentile(samples, 95),
+        }
+
+    results = {
+        "machine": machine_info(server_version),
+        "code": measured_code(code_at_start),
+        "command": " ".join(["python -m bench.imports", *sys.argv[1:]]),
+        "rows": args.rows,
+        "preload": args.preload,
+        "batch": args.batch,
+        "seconds": round(elapsed, 2),
+        "rows_per_second": round(args.rows / elapsed),
+        "probe_idle_ms": latencies(idle),
+        "probe_during_ms": latencies(busy),
+        "p50_during_over_idle": round(ratio, 3),
+    }
+    json_path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"full results: {json_path}")
 
 
 def main() -> None:
@@ -261,6 +295,7 @@ def main() -> None:
     parser.add_argument("--preload", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--probe-seconds", type=float, default=10.0)
+    parser.add_argument("--json", dest="json_path", help="default docs/bench-runs/…-imports.json")
     asyncio.run(run(parser.parse_args()))
 
 
