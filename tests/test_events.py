@@ -740,6 +740,34 @@ async def test_concurrent_writers_of_one_organization_commit_events_in_id_order(
         assert seen == final[: len(seen)]
 
 
+@pytest.mark.postgres
+async def test_only_the_apps_placeholder_ids_are_numbered_at_commit(pg_api: Api) -> None:
+    """The app inserts events with a negative placeholder id, numbered at commit; a row
+    inserted with its id (a restored dump, a bulk load) keeps the id it came with."""
+    owner = await pg_api.register()
+    engine = engine_of(pg_api)
+    restored_id = 2**40 + owner.organization_id
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO events (id, organization_id, type, occurred_at, actor_type, "
+                "actor_id, data) VALUES (:id, :o, 'contact.created', now(), 'user', :u, '{}')"
+            ),
+            {"id": restored_id, "o": owner.organization_id, "u": owner.id},
+        )
+    await ok(await owner.post("/contacts", json={"name": "Numbered at commit"}), 201)
+    async with engine.connect() as conn:
+        ids = (
+            await conn.scalars(
+                text("SELECT id FROM events WHERE organization_id = :o ORDER BY id"),
+                {"o": owner.organization_id},
+            )
+        ).all()
+    assert restored_id in ids
+    assert all(i > 0 for i in ids)
+    assert len(ids) == len(set(ids))
+
+
 async def wait_for_advisory_waiters(engine: AsyncEngine, count: int) -> None:
     """Until `count` sessions wait for an advisory lock (PostgreSQL tells, no guessing)."""
     for _ in range(500):

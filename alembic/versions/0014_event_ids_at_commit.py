@@ -26,9 +26,12 @@ BEGIN
 END
 $$
 """
+# Only rows inserted with a placeholder (a negative id: `app.repositories.events.append`); a row
+# inserted with its id (a restored dump, a bulk load) keeps it.
 TRIGGER = """
 CREATE CONSTRAINT TRIGGER events_number_at_commit AFTER INSERT ON events
-DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION events_number_at_commit()
+DEFERRABLE INITIALLY DEFERRED FOR EACH ROW WHEN (NEW.id < 0)
+EXECUTE FUNCTION events_number_at_commit()
 """
 
 

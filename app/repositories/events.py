@@ -21,17 +21,26 @@ events = cast(Table, Event.__table__)
 marks = cast(Table, EventPruneMark.__table__)
 
 
+# PostgreSQL: each event inserted with a placeholder id, negative (drawn from the events'
+# sequence), which the commit-time trigger replaces; only such rows are renumbered.
+_PLACEHOLDER_INSERT = insert(events).values(id=-func.nextval("events_id_seq"))
+
+
 def append(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert `rows` (events of this transaction), grouped by organization.
 
-    On PostgreSQL the ids they get here are placeholders: inside COMMIT a deferred trigger
-    (migration 0014) takes each organization's advisory lock and numbers its events again
+    On PostgreSQL the ids they get here are placeholders (negative): inside COMMIT a deferred
+    trigger (migration 0014) takes each organization's advisory lock and numbers its events again
     from the sequence, so ids within an organization are in commit order (see
     `app.services.events`). Grouped by organization, the locks are taken in organization
     order, and two transactions writing to several organizations cannot deadlock. SQLite
     serialises writers already (BEGIN IMMEDIATE)."""
     ordered = sorted(rows, key=lambda row: int(row["organization_id"]))
-    session.connection().execute(insert(events), ordered)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(_PLACEHOLDER_INSERT, ordered)
+    else:
+        connection.execute(insert(events), ordered)
 
 
 @dataclass(frozen=True, slots=True)
