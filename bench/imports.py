@@ -54,7 +54,7 @@ from bench.common import (
     run_alembic_upgrade,
     table,
 )
-from bench.run import default_json_path
+from bench.run import results_path
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/minicrm_import_bench"
 HOST = "127.0.0.1"
@@ -258,12 +258,7 @@ async def run(args: argparse.Namespace) -> None:
     )
     ratio = percentile(busy, 50) / percentile(idle, 50)
     print(f"p50 during / idle: {ratio:.2f}x  (logs: {logs})")
-    if args.json_path:
-        json_path = Path(args.json_path)
-    else:
-        default = default_json_path()
-        json_path = default.with_name(f"{default.stem}-imports.json")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path = results_path(args.json_path, "imports")
 
     def latencies(samples: list[float]) -> dict[str, float]:
         return {

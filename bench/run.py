@@ -1418,8 +1418,16 @@ def targets(
     return out
 
 
-def default_json_path() -> Path:
-    """docs/bench-runs/<UTC date>-<git sha>.json (-2, -3, ... when taken)."""
+def results_path(given: str | None, kind: str = "") -> Path:
+    """Where a benchmark writes its results: `given`, or `default_json_path(kind)`; its
+    folder made if missing."""
+    path = Path(given) if given else default_json_path(kind)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def default_json_path(kind: str = "") -> Path:
+    """docs/bench-runs/<UTC date>-<git sha>[-<kind>].json (-2, -3, ... when taken)."""
     sha = "nogit"
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         done = subprocess.run(
@@ -1431,7 +1439,7 @@ def default_json_path() -> Path:
             check=False,
         )
         sha = done.stdout.strip() or sha
-    stem = f"{time.strftime('%Y-%m-%d', time.gmtime())}-{sha}"
+    stem = f"{time.strftime('%Y-%m-%d', time.gmtime())}-{sha}" + (f"-{kind}" if kind else "")
     folder = ROOT / "docs" / "bench-runs"
     path = folder / f"{stem}.json"
     k = 2
@@ -1695,8 +1703,7 @@ def main() -> None:
         for verdict in verdicts:
             mark = "PASS" if verdict["pass"] else "FAIL"
             print(f"  {mark}  {verdict['target']}: {verdict['value']}")
-    json_path = Path(args.json_path) if args.json_path else default_json_path()
-    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path = results_path(args.json_path)
     json_path.write_text(
         json.dumps(
             {

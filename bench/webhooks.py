@@ -65,7 +65,6 @@ from bench.run import (
     Scenario,
     Server,
     app_env,
-    default_json_path,
     drive,
     ensure_wrk,
     flush_redis,
@@ -73,6 +72,7 @@ from bench.run import (
     login,
     rate,
     restore,
+    results_path,
     run_wrk,
     server_version_of,
     take_snapshot,
@@ -478,12 +478,7 @@ def main() -> None:
     print(json.dumps(steady_result, indent=2))
     for verdict in verdicts:
         print(f"  {'PASS' if verdict['pass'] else 'FAIL'}  {verdict['target']}: {verdict['value']}")
-    if args.json_path:
-        json_path = Path(args.json_path)
-    else:
-        default = default_json_path()
-        json_path = default.with_name(f"{default.stem}-webhooks.json")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path = results_path(args.json_path, "webhooks")
     json_path.write_text(
         json.dumps(
             {
