@@ -36,6 +36,7 @@ import pytest
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
+from app.jobs import webhooks as webhook_jobs
 from app.jobs.webhooks import WebhookDeliverer
 from app.models import WebhookDelivery
 from app.repositories import webhooks as outbox
@@ -407,6 +408,34 @@ async def test_events_arrive_in_commit_order(
     ids = [e["id"] for e in receiver.events()]
     assert len(ids) == 12
     assert ids == sorted(ids)
+
+
+async def test_batches_of_events_none_of_them_wanted_and_pages_lose_nothing(
+    api_allowed: Api,
+    boss: User,
+    receiver: Receiver,
+    deliverers: list[WebhookDeliverer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Small batches and pages: whole batches of events the endpoint does not want (deals)
+    are passed over, and what it wants (contacts) arrives once each, in order, however the
+    batches and pages fall; what was accepted is written down by the time the worker stops."""
+    monkeypatch.setattr(webhook_jobs, "EVENTS_PER_BATCH", 3)
+    monkeypatch.setattr(webhook_jobs, "DELIVERIES_PER_PAGE", 2)
+    monkeypatch.setattr(webhook_jobs, "RECORD_EVERY", 2)
+    endpoint = await subscribe(boss, receiver.url(), ["contact.*"])
+    contact = await create_contact(boss, "C0")
+    for index in range(7):  # deal events: two whole batches and a bit, none wanted
+        created = await boss.post("/deals", json={"title": f"D{index}", "contact_id": contact})
+        assert created.status_code == 201, created.text
+    for index in range(1, 6):
+        await create_contact(boss, f"C{index}")
+
+    await drain(new_deliverer(api_allowed, deliverers))
+    names = [e["data"]["object"]["name"] for e in receiver.events()]
+    assert names == [f"C{index}" for index in range(6)]
+    listed = await deliveries(boss, endpoint["id"])
+    assert [d["status"] for d in listed] == ["succeeded"] * 6
 
 
 async def test_a_redirect_is_not_followed(

@@ -163,38 +163,43 @@ class WebhookDeliverer:
             if claimed is None:
                 WEBHOOK_QUEUE_LAG.set(0)
                 return False
+            accepted = _Accepted(lease_until=self._lease_end())
             try:
-                await self._serve(session, claimed)
+                await self._serve(session, claimed, accepted)
             finally:
                 async with session.begin():
+                    # What receivers accepted and is not written down yet, and the endpoint
+                    # given back: one transaction.
+                    await outbox.record_successes(session, accepted.rows)
                     await outbox.release(session, claimed.id, self.name)
             return True
 
-    async def _serve(self, session: AsyncSession, endpoint: Row[Any]) -> None:
+    async def _serve(self, session: AsyncSession, endpoint: Row[Any], accepted: _Accepted) -> None:
         """Queue the endpoint's new events and send its due deliveries in order, a page at a
         time, until one fails (the others wait behind it), none is due, or the lease's share
         of deliveries is sent. Successes are written down together (`_Accepted`), each write
         renewing the lease; a request starts only while the lease outlasts it, so a worker
         that lost the lease (or whose endpoint was disabled) stops before the next one."""
-        accepted = _Accepted(lease_until=self._lease_end())
         sent = 0
         position: int = endpoint.position
         while sent < DELIVERIES_PER_LEASE:
-            queued_to = await self._queue_new_events(session, endpoint, position)
-            if queued_to is None:
-                break
-            position = queued_to
+            # One transaction a page: what was accepted written down and the lease renewed,
+            # then (only while the lease holds: two workers never queue the same events)
+            # the new events queued and the next page read.
             async with session.begin():
                 if not await self._record(session, endpoint, accepted):
-                    break
+                    return
+                position, more = await self._queue_new_events(session, endpoint, position)
                 due = await outbox.pending_head(
                     session, endpoint.id, min(DELIVERIES_PER_PAGE, DELIVERIES_PER_LEASE - sent)
                 )
-            if not due or not await self._send_page(session, endpoint, due, accepted):
-                break
+            if not due:
+                if more:
+                    continue  # a full batch of events, none for this endpoint: look further
+                return
+            if not await self._send_page(session, endpoint, due, accepted):
+                return
             sent += len(due)
-        async with session.begin():
-            await self._record(session, endpoint, accepted)
 
     async def _send_page(
         self,
@@ -224,27 +229,22 @@ class WebhookDeliverer:
 
     async def _queue_new_events(
         self, session: AsyncSession, endpoint: Row[Any], position: int
-    ) -> int | None:
-        """Turn the events after `position` (the last event looked at) into the endpoint's
-        deliveries; the new position, or None if the lease is lost."""
+    ) -> tuple[int, bool]:
+        """In the caller's transaction, turn up to `EVENTS_PER_BATCH` events after `position`
+        (the last event looked at) into the endpoint's deliveries; the new position, and
+        whether there may be more events after it."""
+        rows = await outbox.events_after(
+            session, endpoint.organization_id, position, EVENTS_PER_BATCH
+        )
+        if not rows:
+            return position, False
         types = type_filter(endpoint.event_types)
-        while True:
-            async with session.begin():
-                # Only while the lease holds: two workers never queue the same events.
-                if not await outbox.renew(session, endpoint.id, self.name, self._lease_end()):
-                    return None
-                rows = await outbox.events_after(
-                    session, endpoint.organization_id, position, EVENTS_PER_BATCH
-                )
-                if not rows:
-                    return position
-                matched = [(row.id, row.type) for row in rows if _wanted(row, endpoint.id, types)]
-                position = rows[-1].id
-                await outbox.add_deliveries(
-                    session, endpoint.organization_id, endpoint.id, matched, position, self.clock()
-                )
-            if len(rows) < EVENTS_PER_BATCH:
-                return position
+        matched = [(row.id, row.type) for row in rows if _wanted(row, endpoint.id, types)]
+        position = rows[-1].id
+        await outbox.add_deliveries(
+            session, endpoint.organization_id, endpoint.id, matched, position, self.clock()
+        )
+        return position, len(rows) == EVENTS_PER_BATCH
 
     async def _attempt(
         self, session: AsyncSession, endpoint: Row[Any], delivery: Row[Any], accepted: _Accepted
