@@ -178,8 +178,9 @@ class WebhookDeliverer:
         """Queue the endpoint's new events and send its due deliveries in order, a page at a
         time, until one fails (the others wait behind it), none is due, or the lease's share
         of deliveries is sent. Successes are written down together (`_Accepted`), each write
-        renewing the lease; a request starts only while the lease outlasts it, so a worker
-        that lost the lease (or whose endpoint was disabled) stops before the next one."""
+        renewing the lease; a request starts only while the lease outlasts it. A worker that
+        lost the lease, or whose endpoint was disabled or deleted, stops at its next write
+        (within `RECORD_INTERVAL_S` or `RECORD_EVERY` deliveries)."""
         sent = 0
         position: int = endpoint.position
         while sent < DELIVERIES_PER_LEASE:
