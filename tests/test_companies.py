@@ -3,6 +3,7 @@ delete rule, `company_id` on contacts and deals, events and who may change what.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -400,6 +401,11 @@ async def test_contacts_belong_to_a_company_set_cleared_and_filtered(owner: User
     page = (await owner.get("/contacts", params={"company_id": acme["id"]})).json()
     assert page["total"] == 1
 
+    export = await owner.get(
+        "/contacts/export", params={"company_id": globex["id"], "format": "jsonl"}
+    )
+    assert [json.loads(line) for line in export.text.splitlines()] == [moved]
+
     cleared = await patch(owner, f"/contacts/{ann['id']}", company_id=None)
     assert cleared["company_id"] is None
     assert await list_ids(owner, "/contacts", company_id=acme["id"]) == []
@@ -425,6 +431,28 @@ async def test_deals_name_a_company_set_cleared_and_filtered(owner: User) -> Non
     assert cleared["company_id"] is None
     assert await list_ids(owner, "/deals", company_id=acme["id"]) == [plain["id"]]
     assert (await owner.get("/deals", params={"company_id": acme["id"]})).json()["total"] == 1
+
+
+async def test_a_merge_fills_the_targets_empty_company_and_keeps_its_own(owner: User) -> None:
+    acme = await create_company(owner, "Acme")
+    globex = await create_company(owner, "Globex")
+    target = await create(owner, "/contacts", name="Ann")
+    first = await create(owner, "/contacts", name="Ann L.", company_id=acme["id"])
+    second = await create(owner, "/contacts", name="A. Lee", company_id=globex["id"])
+
+    response = await owner.post(
+        f"/contacts/{target['id']}/merge", json={"source_ids": [first["id"], second["id"]]}
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["filled_fields"] == ["company_id"]
+    assert response.json()["contact"]["company_id"] == acme["id"]
+    assert (await read_company(owner, acme["id"]))["contacts_count"] == 1
+    assert (await read_company(owner, globex["id"]))["contacts_count"] == 0
+    other = await create(owner, "/contacts", name="Ann again", company_id=globex["id"])
+    again = await owner.post(f"/contacts/{target['id']}/merge", json={"source_ids": [other["id"]]})
+    assert again.json()["filled_fields"] == []
+    assert again.json()["contact"]["company_id"] == acme["id"]
 
 
 async def test_another_organizations_company_is_refused_like_a_missing_one(
