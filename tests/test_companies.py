@@ -3,6 +3,7 @@ delete rule, `company_id` on contacts and deals, events and who may change what.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -619,3 +620,57 @@ async def test_a_contacts_company_is_the_contacts_owners_to_change(team: Team) -
         f"/contacts/{theirs['id']}", json={"company_id": company["id"]}
     )
     assert_problem(refused, 403, "PERMISSION_DENIED")
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+async def race_company_delete_against_joining(api: Api) -> None:
+    """A company deleted while a contact is created in it, a deal names it, or a contact in
+    the trash that belonged to it is restored: either the delete wins (the other request
+    finds no company, or the restored contact comes back without one) or the other does (the
+    delete is 409). Never a record naming a deleted company, never a 500."""
+    owner = await api.register(organization_name="Race")
+    engine: AsyncEngine = api.app.state.resources.engine
+    contact = await create(owner, "/contacts", name="Standing")
+    outcomes: set[tuple[str, int, int]] = set()
+    for round_ in range(9):
+        company = await create_company(owner, f"Contested {round_}")
+        kind = ("contact", "deal", "restore")[round_ % 3]
+        if kind == "contact":
+            other = owner.post("/contacts", json={"name": "New", "company_id": company["id"]})
+        elif kind == "deal":
+            body = {"contact_id": contact["id"], "title": "New", "company_id": company["id"]}
+            other = owner.post("/deals", json=body)
+        else:
+            trashed = await create(owner, "/contacts", name="Old", company_id=company["id"])
+            assert (await owner.delete(f"/contacts/{trashed['id']}")).status_code == 204
+            other = owner.post(f"/contacts/{trashed['id']}/restore")
+        deleting = owner.delete(f"/companies/{company['id']}")
+        deleted, joined = await asyncio.gather(deleting, other)
+        outcomes.add((kind, deleted.status_code, joined.status_code))
+        if deleted.status_code == 204:
+            if kind == "restore":
+                assert joined.status_code == 200, joined.text
+                assert joined.json()["company_id"] is None
+            else:
+                assert_problem(joined, 400, "COMPANY_NOT_FOUND")
+        else:
+            assert deleted.status_code == 409, deleted.text
+            assert joined.status_code in (200, 201), joined.text
+            assert joined.json()["company_id"] == company["id"]
+    dangling = await count_rows(
+        engine,
+        "contacts",
+        "company_id IS NOT NULL AND company_id NOT IN (SELECT id FROM companies)",
+    )
+    assert dangling == 0
+    assert {status for _, status, _ in outcomes} <= {204, 409}
+
+
+async def test_concurrent_company_delete_and_joining(api: Api) -> None:
+    await race_company_delete_against_joining(api)
+
+
+async def test_concurrent_company_delete_and_joining_on_postgresql(pg_api: Api) -> None:
+    await race_company_delete_against_joining(pg_api)
