@@ -157,7 +157,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title=settings.APP_NAME,
         version="0.1.0",
-        summary="A multi-tenant CRM API: organizations, contacts, deals, tasks and analytics.",
+        summary=(
+            "A multi-tenant CRM API: organizations, companies, contacts, deals, tasks and "
+            "analytics."
+        ),
         description=(
             "Authorize in Swagger UI with the **Authorize** button: paste an `access_token` "
             "from `POST /api/v1/auth/login` under HTTPBearer, and an organization id from "
