@@ -626,30 +626,39 @@ async def test_a_contacts_company_is_the_contacts_owners_to_change(team: Team) -
 
 
 async def race_company_delete_against_joining(api: Api) -> None:
-    """A company deleted while a contact is created in it, a deal names it, or a contact in
-    the trash that belonged to it is restored: either the delete wins (the other request
-    finds no company, or the restored contact comes back without one) or the other does (the
-    delete is 409). Never a record naming a deleted company, never a 500."""
+    """A company deleted while a contact is created in it, a deal names it, one of its
+    contacts goes to the trash, or a contact in the trash that belonged to it is restored:
+    either the delete wins (the other request finds no company, or the contact is trashed or
+    restored without one) or the other does (the delete is 409). Never a record naming a
+    deleted company, never a 500."""
     owner = await api.register(organization_name="Race")
     engine: AsyncEngine = api.app.state.resources.engine
     contact = await create(owner, "/contacts", name="Standing")
     outcomes: set[tuple[str, int, int]] = set()
-    for round_ in range(9):
+    for round_ in range(12):
         company = await create_company(owner, f"Contested {round_}")
-        kind = ("contact", "deal", "restore")[round_ % 3]
+        kind = ("contact", "deal", "restore", "trash")[round_ % 4]
         if kind == "contact":
             other = owner.post("/contacts", json={"name": "New", "company_id": company["id"]})
         elif kind == "deal":
             body = {"contact_id": contact["id"], "title": "New", "company_id": company["id"]}
             other = owner.post("/deals", json=body)
-        else:
+        elif kind == "restore":
             trashed = await create(owner, "/contacts", name="Old", company_id=company["id"])
             assert (await owner.delete(f"/contacts/{trashed['id']}")).status_code == 204
             other = owner.post(f"/contacts/{trashed['id']}/restore")
+        else:
+            leaving = await create(owner, "/contacts", name="Leaving", company_id=company["id"])
+            other = owner.delete(f"/contacts/{leaving['id']}")
         deleting = owner.delete(f"/companies/{company['id']}")
         deleted, joined = await asyncio.gather(deleting, other)
         outcomes.add((kind, deleted.status_code, joined.status_code))
-        if deleted.status_code == 204:
+        if kind == "trash":
+            assert joined.status_code == 204, joined.text
+            assert deleted.status_code in (204, 409), deleted.text
+            if deleted.status_code == 409:
+                assert_problem(deleted, 409, "COMPANY_HAS_CONTACTS")
+        elif deleted.status_code == 204:
             if kind == "restore":
                 assert joined.status_code == 200, joined.text
                 assert joined.json()["company_id"] is None

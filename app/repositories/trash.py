@@ -138,8 +138,8 @@ class TrashRepository(TenantRepository):
         Run on the session's connection, past the ORM session's guards, which would ask for
         data versions and events: trashed records are in no read model and have no events
         (`app.services.read_models`, `app.services.events`), so neither is owed. The rows stay
-        locked until the commit: one being restored meanwhile waits, then comes back
-        without the company."""
+        locked until the commit: a restore that comes after waits for it, then brings the
+        record back without the company."""
         connection = await self.session.connection()
         for model in (Contact, Deal):
             table = cast(Table, model.__table__)

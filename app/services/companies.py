@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.errors import CompanyHasContacts, CompanyHasDeals, CompanyNotFound
@@ -119,15 +120,24 @@ class CompanyService:
         ensure_can_modify(self.ctx, company.owner_id, "companies")
         gone = await self._read(company)
         ensure_version(expected, company.id, company.updated_at, *derived_figures(gone))
-        # The trashed records first: from here on they are locked, so none can be restored
-        # into the company between the checks and the delete.
+        await self._ensure_unreferenced(company.id)
+        # Records trashed before the check above lose the company here (one trashed after it
+        # was live at the check: refused). One restored meanwhile is live again and keeps it:
+        # the database then refuses the delete, and the check, run again, says why.
         await self.trash.forget_company(company.id)
-        if await self.companies.has_contacts(company.id):
+        try:
+            async with self.session.begin_nested():
+                await self.companies.delete(company)
+                events.record(self.session, self.ctx, EventType.COMPANY_DELETED, gone)
+        except IntegrityError:
+            await self._ensure_unreferenced(company.id)
+            raise
+
+    async def _ensure_unreferenced(self, company_id: int) -> None:
+        if await self.companies.has_contacts(company_id):
             raise CompanyHasContacts()
-        if await self.companies.has_deals(company.id):
+        if await self.companies.has_deals(company_id):
             raise CompanyHasDeals()
-        await self.companies.delete(company)
-        events.record(self.session, self.ctx, EventType.COMPANY_DELETED, gone)
 
     async def _counts(self, company: Company) -> CompanyCounts:
         return (await self.companies.counts([company.id])).get(company.id, CompanyCounts())
