@@ -20,6 +20,7 @@ from app.api.v1 import (
     analytics,
     api_keys,
     auth,
+    companies,
     contact_merge,
     contacts,
     deals,
@@ -156,7 +157,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title=settings.APP_NAME,
         version="0.1.0",
-        summary="A multi-tenant CRM API: organizations, contacts, deals, tasks and analytics.",
+        summary=(
+            "A multi-tenant CRM API: organizations, companies, contacts, deals, tasks and "
+            "analytics."
+        ),
         description=(
             "Authorize in Swagger UI with the **Authorize** button: paste an `access_token` "
             "from `POST /api/v1/auth/login` under HTTPBearer, and an organization id from "
@@ -169,7 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[
             {"name": "auth", "description": "Accounts, tokens and sessions."},
             {"name": "organizations", "description": "Organizations and their members."},
-            {"name": "contacts", "description": "People and companies a team sells to."},
+            {"name": "contacts", "description": "People a team sells to."},
+            {"name": "companies", "description": "Companies their contacts and deals belong to."},
             {"name": "deals", "description": "Deals through the pipeline, and their timeline."},
             {"name": "tasks", "description": "To-dos attached to deals."},
             {"name": "analytics", "description": "Summary and funnel of an organization's deals."},
@@ -221,6 +226,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         analytics,
         contact_merge,
         contacts,
+        companies,
         tasks,
         events,
         webhooks,

@@ -50,6 +50,7 @@ class Org:
     deal_id: int
     task_id: int
     comment_id: int
+    company_id: int
 
     @property
     def owner(self) -> User:
@@ -71,6 +72,9 @@ class World:
 
     async def new_member(self, org: Org, role: str) -> User:
         return await self.api.member_of(org.owner, role, email=unique_email())
+
+    async def new_company(self, by: User) -> int:
+        return await created(by.post("/companies", json={"name": "Fresh company"}))
 
     async def new_contact(self, by: User) -> int:
         return await created(by.post("/contacts", json={"name": "Fresh contact"}))
@@ -127,6 +131,9 @@ async def build_org(api: Api, name: str) -> Org:
             f"/deals/{deal_id}/activities", json={"type": "comment", "payload": {"text": "Hi"}}
         )
     )
+    company_id = await created(
+        owner.post("/companies", json={"name": f"{name} company", "domain": "example.com"})
+    )
     admin = users["admin"]
     for role in ("admin", "manager", "member"):
         response = await admin.post(
@@ -135,7 +142,7 @@ async def build_org(api: Api, name: str) -> Org:
         assert response.status_code == 201, response.text
         # The key stands in for its creator's token: it is sent as `Bearer <key>`.
         users[f"key_{role}"] = dataclasses.replace(admin, access_token=response.json()["key"])
-    return Org(owner.organization_id, users, contact_id, deal_id, task_id, comment_id)
+    return Org(owner.organization_id, users, contact_id, deal_id, task_id, comment_id, company_id)
 
 
 @pytest.fixture
@@ -211,7 +218,12 @@ def fixed(method: str, template: str, body: Any = None) -> Builder:
     async def build(ctx: Ctx) -> Req:
         t = ctx.target
         path = template.format(
-            org=t.id, contact=t.contact_id, deal=t.deal_id, task=t.task_id, user=ctx.actor.id
+            org=t.id,
+            contact=t.contact_id,
+            deal=t.deal_id,
+            task=t.task_id,
+            company=t.company_id,
+            user=ctx.actor.id,
         )
         payload = body(ctx) if callable(body) else body
         return Req(method, path, payload)
@@ -263,6 +275,11 @@ async def remove_member(ctx: Ctx) -> Req:
 async def delete_contact(ctx: Ctx) -> Req:
     contact_id = await ctx.world.new_contact(ctx.target.owner)
     return Req("DELETE", f"/contacts/{contact_id}")
+
+
+async def delete_company(ctx: Ctx) -> Req:
+    company_id = await ctx.world.new_company(ctx.target.owner)
+    return Req("DELETE", f"/companies/{company_id}")
 
 
 async def merge_contact(ctx: Ctx) -> Req:
@@ -482,6 +499,14 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/contacts/{contact_id}/restore"): Route(restore_contact, in_org(200, 200, 200, 403)),
     ("GET", "/contacts/duplicates"): Route(fixed("GET", "/contacts/duplicates"), in_org(200)),
     ("POST", "/contacts/{contact_id}/merge"): Route(merge_contact, in_org(200, 200, 200, 403)),
+    # companies (section 17): as contacts; the record belongs to the organization's owner
+    ("GET", "/companies"): Route(fixed("GET", "/companies"), in_org(200)),
+    ("POST", "/companies"): Route(fixed("POST", "/companies", {"name": "New"}), in_org(201)),
+    ("GET", "/companies/{company_id}"): Route(fixed("GET", "/companies/{company}"), in_org(200)),
+    ("PATCH", "/companies/{company_id}"): Route(
+        fixed("PATCH", "/companies/{company}", {"name": "Renamed"}), in_org(200, 200, 200, 403)
+    ),
+    ("DELETE", "/companies/{company_id}"): Route(delete_company, in_org(204, 204, 204, 403)),
     # deals (section 6)
     ("GET", "/deals"): Route(fixed("GET", "/deals"), in_org(200)),
     ("GET", "/deals/export"): Route(fixed("GET", "/deals/export"), in_org(200)),
@@ -675,6 +700,26 @@ async def own_contacts_merge_moving_anothers_deal(ctx: Ctx) -> Req:
     return Req("POST", f"/contacts/{target_id}/merge", {"source_ids": [source_id]})
 
 
+async def own_company_patch(ctx: Ctx) -> Req:
+    company_id = await ctx.world.new_company(ctx.actor)
+    return Req("PATCH", f"/companies/{company_id}", {"name": "Mine", "domain": "mine.example"})
+
+
+async def own_company_delete(ctx: Ctx) -> Req:
+    return Req("DELETE", f"/companies/{await ctx.world.new_company(ctx.actor)}")
+
+
+async def own_company_reassign(ctx: Ctx) -> Req:
+    company_id = await ctx.world.new_company(ctx.actor)
+    return Req("PATCH", f"/companies/{company_id}", {"owner_id": someone_else(ctx).id})
+
+
+async def own_contact_into_anothers_company(ctx: Ctx) -> Req:
+    """Joining a company is a change of the contact: the company's owner has no say."""
+    contact_id = await ctx.world.new_contact(ctx.actor)
+    return Req("PATCH", f"/contacts/{contact_id}", {"company_id": ctx.org.company_id})
+
+
 async def own_deal_patch(ctx: Ctx) -> Req:
     deal_id = await ctx.world.new_deal(ctx.actor)
     body = {"title": "Mine", "status": "in_progress", "stage": "proposal", "amount": "5"}
@@ -799,6 +844,10 @@ CASES = [
         own_contacts_merge_moving_anothers_deal,
         in_org(200, 200, 200, FORBIDDEN),
     ),
+    Case("edit a company you own", own_company_patch, in_org(200)),
+    Case("delete a company you own", own_company_delete, in_org(204)),
+    Case("reassign a company you own", own_company_reassign, in_org(200, 200, 200, FORBIDDEN)),
+    Case("put your contact in another's company", own_contact_into_anothers_company, in_org(200)),
     Case("edit a deal you own", own_deal_patch, in_org(200)),
     Case("delete a deal you own", own_deal_delete, in_org(204)),
     Case("comment on a deal you own", own_deal_comment, in_org(201)),
@@ -880,6 +929,26 @@ async def merges_contact_of_a(ctx: Ctx) -> Req:
     return Req("POST", f"/contacts/{target_id}/merge", {"source_ids": [ctx.target.contact_id]})
 
 
+async def contact_in_company_of_a(ctx: Ctx) -> Req:
+    return Req("POST", "/contacts", {"name": "Stolen", "company_id": ctx.target.company_id})
+
+
+async def moves_contact_to_company_of_a(ctx: Ctx) -> Req:
+    contact_id = await ctx.world.new_contact(ctx.actor)
+    return Req("PATCH", f"/contacts/{contact_id}", {"company_id": ctx.target.company_id})
+
+
+async def deal_naming_company_of_a(ctx: Ctx) -> Req:
+    contact_id = await ctx.world.new_contact(ctx.actor)
+    body = {"contact_id": contact_id, "title": "Stolen", "company_id": ctx.target.company_id}
+    return Req("POST", "/deals", body)
+
+
+async def repoints_deal_to_company_of_a(ctx: Ctx) -> Req:
+    deal_id = await ctx.world.new_deal(ctx.actor)
+    return Req("PATCH", f"/deals/{deal_id}", {"company_id": ctx.target.company_id})
+
+
 async def references_deal(ctx: Ctx) -> Req:
     return Req("POST", "/tasks", {"deal_id": ctx.target.deal_id, "title": "Stolen"})
 
@@ -905,11 +974,16 @@ async def removes_stranger(ctx: Ctx) -> Req:
 
 MEMBER_NOT_FOUND = (404, "MEMBER_NOT_FOUND")
 OWNER_NOT_A_MEMBER = (400, "OWNER_NOT_A_MEMBER")
+COMPANY_NOT_FOUND = (400, "COMPANY_NOT_FOUND")
 
 REFERENCE_CASES = [
     Case("deal for A's contact", references_contact, in_org((400, "CONTACT_NOT_FOUND"))),
     Case("deal moved to A's contact", repoints_deal, in_org((400, "CONTACT_NOT_FOUND"))),
     Case("task on A's deal", references_deal, in_org((404, "DEAL_NOT_FOUND"))),
+    Case("contact in A's company", contact_in_company_of_a, in_org(COMPANY_NOT_FOUND)),
+    Case("contact moved to A's company", moves_contact_to_company_of_a, in_org(COMPANY_NOT_FOUND)),
+    Case("deal naming A's company", deal_naming_company_of_a, in_org(COMPANY_NOT_FOUND)),
+    Case("deal moved to A's company", repoints_deal_to_company_of_a, in_org(COMPANY_NOT_FOUND)),
     Case("A's contact merged into yours", merges_contact_of_a, in_org((404, "CONTACT_NOT_FOUND"))),
     Case(
         "contact handed to A's member",
@@ -949,7 +1023,7 @@ async def test_lists_and_analytics_never_show_another_organization(world: World)
     home, foreign = world.b, world.a
     for role in MEMBER_ROLES:
         user = home.users[role]
-        for path in ("/contacts", "/deals", "/tasks"):
+        for path in ("/companies", "/contacts", "/deals", "/tasks"):
             body = (await user.get(path, params={"page_size": 100})).json()
             assert body["items"], path
             if path != "/tasks":
@@ -960,6 +1034,9 @@ async def test_lists_and_analytics_never_show_another_organization(world: World)
             ("/deals", {"contact_id": foreign.contact_id}),
             ("/deals", {"owner_id": foreign.owner.id}),
             ("/contacts", {"owner_id": foreign.owner.id}),
+            ("/contacts", {"company_id": foreign.company_id}),
+            ("/deals", {"company_id": foreign.company_id}),
+            ("/companies", {"owner_id": foreign.owner.id}),
             ("/tasks", {"deal_id": foreign.deal_id}),
         ]:
             response = await user.get(path, params=params)

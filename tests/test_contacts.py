@@ -21,6 +21,7 @@ CONTACT_KEYS = {
     "phone",
     "created_at",
     "updated_at",
+    "company_id",  # section 17: null for a client that ignores companies
 }
 PAGE_KEYS = {"items", "total", "page", "page_size", "pages"}
 MANAGING_ROLES = ("owner", "admin", "manager")

@@ -35,6 +35,7 @@ DEAL_KEYS = {
     "stage",
     "created_at",
     "updated_at",
+    "company_id",  # section 17: null for a client that ignores companies
 }
 
 

@@ -184,6 +184,36 @@ async def test_running_totals_equal_a_fresh_group_by(api: Api, demo: DemoResult)
     assert len(fresh) >= 6
 
 
+async def test_contacts_and_deals_belong_to_the_companies_they_name(
+    api: Api, demo: DemoResult
+) -> None:
+    org = demo.organization_id
+    companies = dict(
+        await rows(api, "SELECT id, name FROM companies WHERE organization_id = :o", o=org)
+    )
+    assert 10 <= len(companies) == demo.counts["companies"]
+    deals = await rows(api, "SELECT title, company_id FROM deals WHERE organization_id = :o", o=org)
+    assert all(title.endswith(f" for {companies[company_id]}") for title, company_id in deals)
+    unlinked = await rows(
+        api,
+        "SELECT count(*) FROM contacts WHERE organization_id = :o AND company_id IS NULL",
+        o=org,
+    )
+    assert unlinked[0][0] == 0
+    login = await api.client.post(
+        api.url("/auth/login"), json={"email": DEMO_LOGINS[0][0], "password": DEMO_PASSWORD}
+    )
+    headers = {
+        "Authorization": f"Bearer {login.json()['access_token']}",
+        "X-Organization-Id": str(org),
+    }
+    listed = await api.client.get(api.url("/companies"), params={"search": "GMBH"}, headers=headers)
+    [nordwind] = listed.json()["items"]
+    assert nordwind["name"] == "Nordwind GmbH"
+    assert nordwind["contacts_count"] > 0
+    assert nordwind["open_deals_count"] > 0
+
+
 async def test_a_second_run_changes_nothing(api: Api, demo: DemoResult) -> None:
     before = await snapshot(api.app.state.resources.engine)
     again = await run_seed(api)

@@ -39,6 +39,7 @@ CONTACT_COLUMNS = [
     "phone",
     "created_at",
     "updated_at",
+    "company_id",  # section 17: last, so that the columns before it keep their places
 ]
 DEAL_COLUMNS = [
     "id",
@@ -52,6 +53,7 @@ DEAL_COLUMNS = [
     "stage",
     "created_at",
     "updated_at",
+    "company_id",
 ]
 TASK_COLUMNS = [
     "id",

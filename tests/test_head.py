@@ -23,6 +23,8 @@ CHANGING = {"/metrics"}
 
 
 async def fixture_ids(owner: User) -> dict[str, int]:
+    company = await owner.post("/companies", json={"name": "Acme"})
+    assert company.status_code == 201, company.text
     contact_id = await create_contact(owner)
     deal = await create_deal(owner, contact_id, amount="10")
     task = await owner.post("/tasks", json={"deal_id": deal["id"], "title": "Call"})
@@ -40,6 +42,7 @@ async def fixture_ids(owner: User) -> dict[str, int]:
     return {
         "webhook_id": webhook.json()["id"],
         "import_id": queued.json()["id"],
+        "company_id": company.json()["id"],
         "contact_id": contact_id,
         "deal_id": deal["id"],
         "task_id": task.json()["id"],
@@ -78,6 +81,7 @@ async def test_head_of_a_single_resource_sends_its_etag_and_honours_if_none_matc
 ) -> None:
     ids = await fixture_ids(owner)
     for path in (
+        f"/companies/{ids['company_id']}",
         f"/contacts/{ids['contact_id']}",
         f"/deals/{ids['deal_id']}",
         f"/tasks/{ids['task_id']}",

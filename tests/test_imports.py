@@ -549,3 +549,42 @@ async def test_what_a_file_says_is_stored_as_text_even_with_nul_characters(any_a
     )
     # The column is the file's key, less its NUL.
     assert errors_of(body) == [(1, "name", "VALIDATION_ERROR")]
+
+
+async def test_rows_may_name_a_company_of_the_organization(any_api: Api) -> None:
+    owner = await any_api.register()
+    company = (await owner.post("/companies", json={"name": "Acme"})).json()
+    other = await any_api.register()
+    theirs = (await other.post("/companies", json={"name": "Theirs"})).json()
+    contacts_csv = (
+        "name,email,company_id\n"
+        f"Ann,ann@example.com,{company['id']}\n"
+        "Bob,bob@example.com,\n"
+        f"Cid,cid@example.com,{theirs['id']}\n"
+    )
+    body = await imported(owner, contacts_csv)
+    assert (body["created"], body["failed"]) == (2, 1)
+    assert errors_of(body) == [(3, "company_id", "COMPANY_NOT_FOUND")]
+    assert [(c["name"], c["company_id"]) for c in await contacts_of(owner)] == [
+        ("Ann", company["id"]),
+        ("Bob", None),
+    ]
+    # `on_conflict=update` sets a company as a PATCH would.
+    body = await imported(
+        owner, f"name,email,company_id\nBob,bob@example.com,{company['id']}\n", on_conflict="update"
+    )
+    assert body["updated"] == 1
+    assert [c["company_id"] for c in await contacts_of(owner)] == [company["id"]] * 2
+
+    deals_csv = (
+        "title,contact_email,company_id\n"
+        f"Named,ann@example.com,{company['id']}\n"
+        f"Foreign,ann@example.com,{theirs['id']}\n"
+    )
+    body = await imported(owner, deals_csv, kind="deals", filename="deals.csv")
+    assert (body["created"], body["failed"]) == (1, 1)
+    assert errors_of(body) == [(2, "company_id", "COMPANY_NOT_FOUND")]
+    deals = (await owner.get("/deals")).json()["items"]
+    assert [(d["title"], d["company_id"]) for d in deals] == [("Named", company["id"])]
+    shown = (await owner.get(f"/companies/{company['id']}")).json()
+    assert (shown["contacts_count"], shown["open_deals_count"]) == (2, 1)

@@ -347,6 +347,7 @@ def test_operations_name_the_codes_they_answer_with_examples() -> None:
         "DEAL_WON_REQUIRES_AMOUNT",
         "OWNER_NOT_A_MEMBER",
         "CONTACT_NOT_FOUND",
+        "COMPANY_NOT_FOUND",
     }
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from tests.support import Api, User, assert_problem, count_rows
 
 MISSING_ID = 987654321
-TENANT_TABLES = ("contacts", "deals", "tasks", "activities")
+TENANT_TABLES = ("companies", "contacts", "deals", "tasks", "activities")
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Records:
     contact: int
     deal: int
     task: int
+    company: int
 
 
 @dataclass
@@ -38,11 +39,21 @@ class World:
 
 
 async def seed(user: User, label: str) -> Records:
-    contact = await user.post("/contacts", json={"name": f"{label} contact"})
+    company = await user.post("/companies", json={"name": f"{label} company"})
+    assert company.status_code == 201, company.text
+    company_id = company.json()["id"]
+    contact = await user.post(
+        "/contacts", json={"name": f"{label} contact", "company_id": company_id}
+    )
     assert contact.status_code == 201, contact.text
     deal = await user.post(
         "/deals",
-        json={"contact_id": contact.json()["id"], "title": f"{label} deal", "amount": 50},
+        json={
+            "contact_id": contact.json()["id"],
+            "title": f"{label} deal",
+            "amount": 50,
+            "company_id": company_id,
+        },
     )
     assert deal.status_code == 201, deal.text
     deal_id = deal.json()["id"]
@@ -54,7 +65,9 @@ async def seed(user: User, label: str) -> Records:
     assert comment.status_code == 201, comment.text
     changed = await user.patch(f"/deals/{deal_id}", json={"status": "in_progress"})
     assert changed.status_code == 200, changed.text
-    return Records(contact=contact.json()["id"], deal=deal_id, task=task.json()["id"])
+    return Records(
+        contact=contact.json()["id"], deal=deal_id, task=task.json()["id"], company=company_id
+    )
 
 
 @pytest.fixture
@@ -78,6 +91,7 @@ async def snapshot(engine: AsyncEngine, user: User, records: Records) -> dict[st
     """Everything an organization's owner can see of its records, plus raw row counts."""
     state: dict[str, Any] = {}
     for key, path in (
+        ("company", f"/companies/{records.company}"),
         ("contact", f"/contacts/{records.contact}"),
         ("deal", f"/deals/{records.deal}"),
         ("task", f"/tasks/{records.task}"),
@@ -100,6 +114,9 @@ async def send(
 
 
 ITEM_ENDPOINTS: list[tuple[str, str, Any]] = [
+    ("GET", "/companies/{company}", None),
+    ("PATCH", "/companies/{company}", {"name": "Hacked"}),
+    ("DELETE", "/companies/{company}", None),
     ("GET", "/contacts/{contact}", None),
     ("PATCH", "/contacts/{contact}", {"name": "Hacked"}),
     ("DELETE", "/contacts/{contact}", None),
@@ -121,7 +138,12 @@ async def test_another_organizations_ids_answer_exactly_like_missing_ones(
     actor: User = getattr(world, who)
     a_before = await snapshot(engine, world.a, world.in_a)
     b_before = await snapshot(engine, world.b, world.in_b)
-    foreign = {"contact": world.in_a.contact, "deal": world.in_a.deal, "task": world.in_a.task}
+    foreign = {
+        "contact": world.in_a.contact,
+        "deal": world.in_a.deal,
+        "task": world.in_a.task,
+        "company": world.in_a.company,
+    }
     missing = dict.fromkeys(foreign, MISSING_ID)
 
     for method, template, body in ITEM_ENDPOINTS:
@@ -142,11 +164,16 @@ async def test_lists_show_only_the_header_organizations_rows(
 ) -> None:
     b, in_a, in_b = world.b, world.in_a, world.in_b
     cases: list[tuple[str, dict[str, Any], list[int]]] = [
+        ("/companies", {}, [in_b.company]),
+        ("/companies", {"search": "Alpha"}, []),
+        ("/companies", {"owner_id": world.a.id}, []),
         ("/contacts", {}, [in_b.contact]),
+        ("/contacts", {"company_id": in_a.company}, []),
         ("/contacts", {"search": "Alpha"}, []),
         ("/contacts", {"owner_id": world.a.id}, []),
         ("/deals", {}, [in_b.deal]),
         ("/deals", {"contact_id": in_a.contact}, []),
+        ("/deals", {"company_id": in_a.company}, []),
         ("/deals", {"owner_id": world.a.id}, []),
         ("/deals", {"search": "alpha"}, []),
         ("/tasks", {}, [in_b.task]),

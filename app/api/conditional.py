@@ -39,12 +39,14 @@ class Versioned(Protocol):
     def updated_at(self) -> datetime: ...
 
 
-def etag_of(record: Versioned) -> str:
-    return f'"{version_of(record.id, record.updated_at)}"'
+def etag_of(record: Versioned, *derived: int) -> str:
+    return f'"{version_of(record.id, record.updated_at, *derived)}"'
 
 
-def send_etag(response: Response, record: Versioned) -> None:
-    response.headers["ETag"] = etag_of(record)
+def send_etag(response: Response, record: Versioned, *derived: int) -> None:
+    """`derived`: figures the answer shows that come from other records (see
+    `app.core.versioning`)."""
+    response.headers["ETag"] = etag_of(record, *derived)
 
 
 class EntityTags:

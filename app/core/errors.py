@@ -213,6 +213,32 @@ class TaskNotFound(NotFound):
     detail = "Task not found."
 
 
+class CompanyNotFound(NotFound):
+    code = "COMPANY_NOT_FOUND"
+    detail = "Company not found."
+
+
+class CompanyReferenceInvalid(BadRequest):
+    """A contact or deal refers to a company that is not a company of this organization (400,
+    as for a deal's contact)."""
+
+    code = "COMPANY_NOT_FOUND"
+    detail = "company_id does not refer to a company of this organization."
+
+
+class CompanyHasContacts(Conflict):
+    code = "COMPANY_HAS_CONTACTS"
+    detail = "The company has contacts and cannot be deleted: move or delete them first."
+
+
+class CompanyHasDeals(Conflict):
+    code = "COMPANY_HAS_DEALS"
+    detail = (
+        "Deals name the company, so it cannot be deleted: change their company_id or delete "
+        "them first."
+    )
+
+
 class ContactReferenceInvalid(BadRequest):
     """A deal refers to a contact that is not a contact of this organization (400, not 404)."""
 

@@ -11,7 +11,8 @@ class Permission(StrEnum):
     READ = "read"
     CREATE = "create"
     COMMENT = "comment"
-    MODIFY_ANY_RECORD = "modify_any_record"  # update/delete others' contacts, deals, tasks
+    # Update or delete others' companies, contacts, deals and tasks (members: their own only).
+    MODIFY_ANY_RECORD = "modify_any_record"
     REASSIGN_OWNER = "reassign_owner"
     ROLLBACK_STAGE = "rollback_stage"
     MANAGE_ORGANIZATION = "manage_organization"  # rename

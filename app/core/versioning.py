@@ -6,6 +6,11 @@ no UPDATE, so the version changes exactly when the record does. It is a digest r
 the timestamp itself so that clients treat it as opaque (the HTTP layer sends it as the
 `ETag`).
 
+A representation that also shows figures derived from other records (a company's counts of
+contacts and open deals) names them too (`derived`), so that its version changes with them: an
+`If-None-Match` never answers 304 for counts that have moved, and an `If-Match` write is
+checked against what the client saw.
+
 `ExpectedVersion` is the HTTP-free form of `If-Match`: a service checks it against the row it
 has locked for the write, so of two writers holding the same version exactly one succeeds."""
 
@@ -18,8 +23,8 @@ from datetime import datetime
 from app.core.errors import PreconditionFailed
 
 
-def version_of(record_id: int, updated_at: datetime) -> str:
-    key = f"{record_id}:{updated_at.isoformat()}".encode()
+def version_of(record_id: int, updated_at: datetime, *derived: int) -> str:
+    key = ":".join([str(record_id), updated_at.isoformat(), *map(str, derived)]).encode()
     return hashlib.blake2b(key, digest_size=12).hexdigest()
 
 
@@ -30,12 +35,16 @@ class ExpectedVersion:
 
     versions: frozenset[str] | None
 
-    def ensure_matches(self, record_id: int, updated_at: datetime) -> None:
+    def ensure_matches(self, record_id: int, updated_at: datetime, *derived: int) -> None:
         """Raises `PreconditionFailed` (412) when the record is in none of these versions."""
-        if self.versions is not None and version_of(record_id, updated_at) not in self.versions:
+        if self.versions is None:
+            return
+        if version_of(record_id, updated_at, *derived) not in self.versions:
             raise PreconditionFailed()
 
 
-def ensure_version(expected: ExpectedVersion | None, record_id: int, updated_at: datetime) -> None:
+def ensure_version(
+    expected: ExpectedVersion | None, record_id: int, updated_at: datetime, *derived: int
+) -> None:
     if expected is not None:
-        expected.ensure_matches(record_id, updated_at)
+        expected.ensure_matches(record_id, updated_at, *derived)

@@ -1,4 +1,4 @@
-"""The filters of the contact, deal and task lists, read from the query string once.
+"""The filters of the company, contact, deal and task lists, read from the query string once.
 
 The list routes and the export routes take the same filters through these dependencies, so an
 export answers exactly the rows its list would (the repositories' `_matching` builds the WHERE
@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Query
 
 from app.models import DealStage, DealStatus
+from app.repositories.companies import CompanyFilters
 from app.repositories.contacts import ContactFilters
 from app.repositories.deals import DealFilters
 from app.repositories.tasks import TaskFilters
@@ -25,8 +26,9 @@ async def get_contact_filters(
         Query(description="Case-insensitive substring of name, email or phone (any language)."),
     ] = None,
     owner_id: Annotated[Id | None, Query()] = None,
+    company_id: Annotated[Id | None, Query(description="Contacts of this company.")] = None,
 ) -> ContactFilters:
-    return ContactFilters(search=search, owner_id=owner_id)
+    return ContactFilters(search=search, owner_id=owner_id, company_id=company_id)
 
 
 async def get_deal_filters(
@@ -38,6 +40,7 @@ async def get_deal_filters(
     max_amount: AmountQuery = None,
     owner_id: Annotated[Id | None, Query()] = None,
     contact_id: Annotated[Id | None, Query()] = None,
+    company_id: Annotated[Id | None, Query(description="Deals naming this company.")] = None,
     search: Annotated[
         SearchText | None, Query(description="Case-insensitive substring of the title.")
     ] = None,
@@ -49,8 +52,19 @@ async def get_deal_filters(
         max_amount=max_amount,
         owner_id=owner_id,
         contact_id=contact_id,
+        company_id=company_id,
         search=search,
     )
+
+
+async def get_company_filters(
+    search: Annotated[
+        SearchText | None,
+        Query(description="Case-insensitive substring of the name or domain (any language)."),
+    ] = None,
+    owner_id: Annotated[Id | None, Query()] = None,
+) -> CompanyFilters:
+    return CompanyFilters(search=search, owner_id=owner_id)
 
 
 async def get_task_filters(
@@ -64,6 +78,7 @@ async def get_task_filters(
     )
 
 
+CompanyFilterQuery = Annotated[CompanyFilters, Depends(get_company_filters)]
 ContactFilterQuery = Annotated[ContactFilters, Depends(get_contact_filters)]
 DealFilterQuery = Annotated[DealFilters, Depends(get_deal_filters)]
 TaskFilterQuery = Annotated[TaskFilters, Depends(get_task_filters)]

@@ -3,10 +3,11 @@
 from app.db.base import Base
 from app.models.activity import Activity
 from app.models.api_key import ApiKey
+from app.models.company import Company
 from app.models.contact import Contact
 from app.models.deal import Deal
 from app.models.deal_stats import DealDailyCount, DealStat
-from app.models.enums import ActivityType, DealStage, DealStatus, Role
+from app.models.enums import OPEN_DEAL_STATUSES, ActivityType, DealStage, DealStatus, Role
 from app.models.event import Event, EventPruneMark
 from app.models.idempotency import IdempotencyKey
 from app.models.imports import Import, ImportFile, ImportRowError
@@ -17,11 +18,13 @@ from app.models.user import AuthSession, RefreshToken, User
 from app.models.webhook import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
+    "OPEN_DEAL_STATUSES",
     "Activity",
     "ActivityType",
     "ApiKey",
     "AuthSession",
     "Base",
+    "Company",
     "Contact",
     "Deal",
     "DealDailyCount",

@@ -20,6 +20,9 @@ class Contact(Trashable, Base):
         live_index("ix_contacts_org_name", "organization_id", "name", "id"),
         live_index("ix_contacts_org_owner", "organization_id", "owner_id", "created_at", "id"),
         trash_index("ix_contacts_trash"),
+        # Whole, not partial (see `company_id`): the company's contacts (its count, the
+        # list's `company_id` filter), and the foreign key's check when a company is deleted.
+        Index("ix_contacts_company", "company_id", "created_at", "id"),
         # Duplicates (`GET /contacts/duplicates`): groups of equal keys in one organization.
         Index("ix_contacts_org_email_key", "organization_id", "email_key", "id"),
         Index("ix_contacts_org_phone_key", "organization_id", "phone_key", "id"),
@@ -35,6 +38,14 @@ class Contact(Trashable, Base):
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
+    # A company of the same organization (the service checks it: `CompanyRepository` only
+    # finds the organization's own). A plain foreign key, not one on (organization_id,
+    # company_id) as deals have for their contact: SQLite can add a column with a foreign key
+    # to an existing table but not a table constraint, short of rebuilding the table, and
+    # rebuilding `contacts` would cascade into every table that refers to it. No ON DELETE
+    # action: the database refuses to delete a company anything still refers to
+    # (`CompanyService.delete` clears or refuses the references first).
+    company_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("companies.id"))
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str | None] = mapped_column(String(320))
     phone: Mapped[str | None] = mapped_column(String(50))

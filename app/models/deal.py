@@ -45,11 +45,17 @@ class Deal(Trashable, Base):
         # the purge finds a trashed contact's deals by it.
         Index("ix_deals_org_contact", "organization_id", "contact_id"),
         trash_index("ix_deals_trash"),
+        # Whole, not partial: the company's deals (its open-deal count, the list's
+        # `company_id` filter), and the foreign key's check when a company is deleted.
+        Index("ix_deals_company", "company_id", "created_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     organization_id: Mapped[int] = mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"))
     contact_id: Mapped[int] = mapped_column(BigIntId)
+    # A company of the same organization, checked by the service; a plain foreign key for
+    # the reason given on `Contact.company_id`.
+    company_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("companies.id"))
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="RESTRICT"))
     title: Mapped[str] = mapped_column(String(200))
     # Case-folded title for search; folding can lengthen text (ß -> ss), hence unbounded.

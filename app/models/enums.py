@@ -17,6 +17,10 @@ class DealStatus(StrEnum):
     LOST = "lost"
 
 
+# A deal is open until it is won or lost (a company's `open_deals_count`).
+OPEN_DEAL_STATUSES = (DealStatus.NEW, DealStatus.IN_PROGRESS)
+
+
 class DealStage(StrEnum):
     """Declared in pipeline order; `rank` compares positions."""
 

@@ -35,6 +35,7 @@ _ORDER_COLUMNS = {ContactOrderBy.CREATED_AT: Contact.created_at, ContactOrderBy.
 class ContactFilters:
     search: str | None = None
     owner_id: int | None = None
+    company_id: int | None = None
     order_by: ContactOrderBy = ContactOrderBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
 
@@ -76,6 +77,8 @@ class ContactRepository(TenantRepository):
             query = query.where(Contact.search_text.contains(fold(filters.search), autoescape=True))
         if filters.owner_id is not None:
             query = query.where(Contact.owner_id == filters.owner_id)
+        if filters.company_id is not None:
+            query = query.where(Contact.company_id == filters.company_id)
         return sorted_by(query, _ORDER_COLUMNS[filters.order_by], Contact.id, filters.order)
 
     async def add(self, contact: Contact) -> Contact:

@@ -56,6 +56,7 @@ class DealFilters:
     max_amount: Decimal | None = None
     owner_id: int | None = None
     contact_id: int | None = None
+    company_id: int | None = None
     search: str | None = None
     order_by: DealOrderBy = DealOrderBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
@@ -144,6 +145,8 @@ class DealRepository(TenantRepository):
             query = query.where(Deal.owner_id == filters.owner_id)
         if filters.contact_id is not None:
             query = query.where(Deal.contact_id == filters.contact_id)
+        if filters.company_id is not None:
+            query = query.where(Deal.company_id == filters.company_id)
         if filters.search:
             query = query.where(Deal.search_text.contains(fold(filters.search), autoescape=True))
         return sorted_by(query, _ORDER_COLUMNS[filters.order_by], Deal.id, filters.order)

@@ -6,17 +6,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     CursorResult,
     Select,
+    Table,
     delete,
     exists,
     func,
     literal,
     select,
     union_all,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import flag_modified
@@ -127,6 +129,29 @@ class TrashRepository(TenantRepository):
             if (type_, id_) in records  # restored or purged between the two reads
         ]
         return rows, total
+
+    async def forget_company(self, company_id: int) -> None:
+        """Take the contacts and deals in the trash out of a company that is being deleted
+        for good: restored, they belong to none. Their `updated_at` is kept (the trash shows
+        them as they were deleted, but for the company).
+
+        Run on the session's connection, past the ORM session's guards, which would ask for
+        data versions and events: trashed records are in no read model and have no events
+        (`app.services.read_models`, `app.services.events`), so neither is owed. The rows stay
+        locked until the commit: a restore that comes after waits for it, then brings the
+        record back without the company."""
+        connection = await self.session.connection()
+        for model in (Contact, Deal):
+            table = cast(Table, model.__table__)
+            await connection.execute(
+                update(table)
+                .where(
+                    table.c.organization_id == self.organization_id,
+                    table.c.company_id == company_id,
+                    table.c.deleted_at.is_not(None),
+                )
+                .values(company_id=None, updated_at=table.c.updated_at)
+            )
 
 
 # --- the purge: system work over every organization (the worker, `minicrm prune`) ------------

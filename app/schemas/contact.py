@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import ConfigDict, EmailStr, StringConstraints
+from pydantic import ConfigDict, EmailStr, Field, StringConstraints
 
 from app.schemas.common import Id, InputSchema, Name, NotNullOnPatch, OutputSchema, Phone
 
@@ -32,6 +32,9 @@ class ContactCreate(InputSchema):
     name: Name
     email: ContactEmail | None = None
     phone: Phone | None = None
+    company_id: Id | None = Field(
+        default=None, description="A company of this organization (else 400 `COMPANY_NOT_FOUND`)."
+    )
 
 
 class ContactUpdate(NotNullOnPatch):
@@ -43,6 +46,11 @@ class ContactUpdate(NotNullOnPatch):
     email: ContactEmail | None = None
     phone: Phone | None = None
     owner_id: Id | None = None
+    company_id: Id | None = Field(
+        default=None,
+        description="A company of this organization (else 400 `COMPANY_NOT_FOUND`); null "
+        "takes the contact out of its company.",
+    )
 
 
 class ContactRead(OutputSchema):
@@ -58,6 +66,7 @@ class ContactRead(OutputSchema):
                     "phone": "+1 415 555 0134",
                     "created_at": "2026-01-15T10:00:00Z",
                     "updated_at": "2026-01-15T10:00:00Z",
+                    "company_id": 2,
                 }
             ]
         }
@@ -71,3 +80,5 @@ class ContactRead(OutputSchema):
     phone: str | None
     created_at: datetime
     updated_at: datetime
+    # Last, so that an export's columns before it keep their places.
+    company_id: int | None

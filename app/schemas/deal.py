@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Annotated
 
 import pycountry
-from pydantic import AfterValidator, ConfigDict, StringConstraints
+from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
 from app.models.enums import DealStage, DealStatus
 from app.schemas.common import Id, InputSchema, Money, MoneyOut, NotNullOnPatch, OutputSchema, Title
@@ -50,6 +50,9 @@ class DealCreate(InputSchema):
     title: Title
     amount: Money = Decimal("0.00")
     currency: CurrencyCode = "USD"
+    company_id: Id | None = Field(
+        default=None, description="A company of this organization (else 400 `COMPANY_NOT_FOUND`)."
+    )
 
 
 class DealUpdate(NotNullOnPatch):
@@ -66,6 +69,11 @@ class DealUpdate(NotNullOnPatch):
     stage: DealStage | None = None
     contact_id: Id | None = None
     owner_id: Id | None = None
+    company_id: Id | None = Field(
+        default=None,
+        description="A company of this organization (else 400 `COMPANY_NOT_FOUND`); null "
+        "leaves the deal without a company.",
+    )
 
 
 class DealRead(OutputSchema):
@@ -84,6 +92,7 @@ class DealRead(OutputSchema):
                     "stage": "proposal",
                     "created_at": "2026-01-15T10:00:00Z",
                     "updated_at": "2026-01-20T09:30:00Z",
+                    "company_id": 2,
                 }
             ]
         }
@@ -100,3 +109,5 @@ class DealRead(OutputSchema):
     stage: DealStage
     created_at: datetime
     updated_at: datetime
+    # Last, so that an export's columns before it keep their places.
+    company_id: int | None

@@ -39,7 +39,7 @@ from app.services.deals import DealService
 from app.services.policies import ensure_can_modify
 
 # The target's fields a merge may fill, when empty there (`name` is never empty).
-FILLABLE_FIELDS = ("email", "phone")
+FILLABLE_FIELDS = ("email", "phone", "company_id")
 
 
 @dataclass(frozen=True, slots=True)

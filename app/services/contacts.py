@@ -6,7 +6,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
 from app.core.contact_keys import match_keys
-from app.core.errors import ContactHasDeals, ContactNotFound, OwnerNotAMember
+from app.core.errors import (
+    CompanyReferenceInvalid,
+    ContactHasDeals,
+    ContactNotFound,
+    OwnerNotAMember,
+)
 from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
 from app.core.text import fold_fields
@@ -14,6 +19,7 @@ from app.core.versioning import ExpectedVersion, ensure_version
 from app.db.types import utcnow
 from app.models import Contact
 from app.repositories.base import RowLock
+from app.repositories.companies import CompanyRepository
 from app.repositories.contacts import ContactFilters, ContactRepository
 from app.repositories.cursor import Keyset
 from app.repositories.organizations import OrganizationRepository
@@ -42,6 +48,7 @@ class ContactService:
         self.session = session
         self.ctx = ctx
         self.contacts = ContactRepository(session, ctx.organization_id)
+        self.companies = CompanyRepository(session, ctx.organization_id)
         self.trash = TrashRepository(session, ctx.organization_id)
         self.read_models = ReadModels(session, ctx.organization_id, cache)
 
@@ -71,8 +78,11 @@ class ContactService:
         return contact
 
     async def create(self, data: ContactCreate) -> Contact:
+        if data.company_id is not None:
+            await self._ensure_company(data.company_id)
         contact = Contact(
             owner_id=self.ctx.user_id,
+            company_id=data.company_id,
             name=data.name,
             email=data.email,
             phone=data.phone,
@@ -106,6 +116,8 @@ class ContactService:
             await ensure_owner_assignable(
                 self.session, self.ctx, contact.owner_id, changes["owner_id"]
             )
+        if changes.get("company_id") is not None:
+            await self._ensure_company(changes["company_id"])
         before = _read(contact)
         for field, value in changes.items():
             setattr(contact, field, value)
@@ -148,6 +160,11 @@ class ContactService:
         await self.read_models.contacts_written()
         events.record(self.session, self.ctx, EventType.CONTACT_RESTORED, _read(contact))
         return contact
+
+    async def _ensure_company(self, company_id: int) -> None:
+        # A share lock keeps the company from being deleted until this transaction commits.
+        if await self.companies.get(company_id, lock=RowLock.SHARE) is None:
+            raise CompanyReferenceInvalid()
 
 
 def _read(contact: Contact) -> ContactRead:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from app.core.cache import Cache
 from app.core.errors import (
+    CompanyReferenceInvalid,
     ContactInTrash,
     ContactReferenceInvalid,
     DealNotFound,
@@ -24,6 +25,7 @@ from app.db.types import utcnow
 from app.models import ActivityType, Deal, DealStage, DealStatus
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
+from app.repositories.companies import CompanyRepository
 from app.repositories.contacts import ContactRepository
 from app.repositories.cursor import Keyset
 from app.repositories.deals import TENANT_AND_DEAL, DealFilters, DealRepository
@@ -46,6 +48,7 @@ class DealService:
         self.ctx = ctx
         self.deals = DealRepository(session, ctx.organization_id)
         self.contacts = ContactRepository(session, ctx.organization_id)
+        self.companies = CompanyRepository(session, ctx.organization_id)
         self.activities = ActivityRepository(session, ctx.organization_id)
         self.tasks = TaskRepository(session, ctx.organization_id)
         self.trash = TrashRepository(session, ctx.organization_id)
@@ -106,6 +109,8 @@ class DealService:
         set, under the same rules, checked against the new deal (a new deal's stage is the
         first, so any stage is forward)."""
         await self._ensure_contact(data.contact_id)
+        if data.company_id is not None:
+            await self._ensure_company(data.company_id)
         owner = self.ctx.user_id if owner_id is None else owner_id
         await ensure_owner_assignable(self.session, self.ctx, self.ctx.user_id, owner)
         status = status or DealStatus.NEW
@@ -115,6 +120,7 @@ class DealService:
             raise DealWonRequiresAmount()
         deal = Deal(
             contact_id=data.contact_id,
+            company_id=data.company_id,
             owner_id=owner,
             title=data.title,
             search_text=fold(data.title),
@@ -156,6 +162,8 @@ class DealService:
             )
         if changes.get("contact_id", deal.contact_id) != deal.contact_id:
             await self._ensure_contact(changes["contact_id"])
+        if changes.get("company_id") is not None:
+            await self._ensure_company(changes["company_id"])
         if new_status is DealStatus.WON and changes.get("amount", deal.amount) <= 0:
             raise DealWonRequiresAmount()
 
@@ -243,6 +251,11 @@ class DealService:
         # A share lock keeps the contact from being deleted until this transaction commits.
         if await self.contacts.get(contact_id, lock=RowLock.SHARE) is None:
             raise ContactReferenceInvalid()
+
+    async def _ensure_company(self, company_id: int) -> None:
+        # A share lock keeps the company from being deleted until this transaction commits.
+        if await self.companies.get(company_id, lock=RowLock.SHARE) is None:
+            raise CompanyReferenceInvalid()
 
 
 def _read(deal: Deal) -> DealRead:

@@ -30,7 +30,17 @@ from app.core.contact_keys import match_key_columns
 from app.core.resources import Resources
 from app.core.tenancy import TenantContext
 from app.core.text import fold, fold_fields
-from app.models import Activity, ActivityType, Contact, Deal, DealStage, DealStatus, Role, Task
+from app.models import (
+    Activity,
+    ActivityType,
+    Company,
+    Contact,
+    Deal,
+    DealStage,
+    DealStatus,
+    Role,
+    Task,
+)
 from app.repositories.users import UserRepository
 from app.schemas.auth import RegisterRequest
 from app.schemas.organization import AssignableRole
@@ -464,6 +474,32 @@ class History:
         people = self._people()
         plans = self._deals(people)
 
+        # Every company the people work for, each contact in theirs, and each deal naming
+        # its contact's company (its title says "... for <company>").
+        company_ids = dict(
+            zip(
+                (name for name, _, _ in _COMPANIES),
+                await _insert_returning_ids(
+                    session,
+                    Company,
+                    [
+                        {
+                            "organization_id": org,
+                            "owner_id": self.user_ids[index % len(self.user_ids)],
+                            "name": name,
+                            "domain": domain,
+                            "phone": f"{prefix} {100 + index} {1000 + 37 * index}",
+                            "address": None,
+                            "search_text": fold_fields(name, domain),
+                            "created_at": self.start,
+                            "updated_at": self.start,
+                        }
+                        for index, (name, domain, prefix) in enumerate(_COMPANIES)
+                    ],
+                ),
+                strict=True,
+            )
+        )
         contact_ids = await _insert_returning_ids(
             session,
             Contact,
@@ -471,6 +507,7 @@ class History:
                 {
                     "organization_id": org,
                     "owner_id": p.owner_id,
+                    "company_id": company_ids[p.company],
                     "name": p.name,
                     "email": p.email,
                     "phone": p.phone,
@@ -489,6 +526,7 @@ class History:
                 {
                     "organization_id": org,
                     "contact_id": contact_ids[plan.contact],
+                    "company_id": company_ids[plan.person.company],
                     "owner_id": plan.owner_id,
                     "title": plan.title,
                     "search_text": fold(plan.title),
@@ -552,6 +590,7 @@ class History:
         activities.sort(key=lambda row: (row["created_at"], row["deal_id"]))
         await session.execute(insert(Activity), activities)
         return {
+            "companies": len(company_ids),
             "contacts": len(contact_ids),
             "deals": len(deal_ids),
             "tasks": len(task_ids),
@@ -563,7 +602,9 @@ _MOVES = (ActivityType.STATUS_CHANGED, ActivityType.STAGE_CHANGED)
 
 
 async def _insert_returning_ids(
-    session: AsyncSession, model: type[Contact | Deal | Task], rows: list[dict[str, Any]]
+    session: AsyncSession,
+    model: type[Company | Contact | Deal | Task],
+    rows: list[dict[str, Any]],
 ) -> list[int]:
     """One multi-row INSERT (batched by SQLAlchemy); the new ids in the order of `rows`."""
     if not rows:

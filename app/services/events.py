@@ -1,12 +1,13 @@
-"""Events: every committed change of a contact, deal, task, comment or membership, written in
-the transaction that makes it (a transactional outbox), and read back by the change feed.
+"""Events: every committed change of a company, contact, deal, task, comment or membership,
+written in the transaction that makes it (a transactional outbox), and read back by the change
+feed.
 
 **Writing.** A service calls `record` (or `record_update`) after its change; the event is
 rendered then (the resource exactly as its GET answers it) and kept on the session. The
 session's commit writes the kept events as its last statements (`before_commit`, below); a
 rollback drops them. So a committed change always has its event and a rolled-back one never
-does. A guard refuses the commit of a transaction that changed a contact, deal, task, comment
-or membership without recording an event of that kind (`EventNotRecorded`), so a new write
+does. A guard refuses the commit of a transaction that changed a company, contact, deal, task,
+comment or membership without recording an event of that kind (`EventNotRecorded`), so a new write
 path cannot forget the call; bulk history (demo data) says so with `backfill`.
 
 **Commit order.** Ids come from one sequence, but a sequence alone hands them out in the order
@@ -45,7 +46,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTran
 from app.core.errors import CursorExpired
 from app.core.tenancy import TenantContext
 from app.db.types import utcnow
-from app.models import Activity, ActivityType, Contact, Deal, Membership, Task
+from app.models import Activity, ActivityType, Company, Contact, Deal, Membership, Task
 from app.repositories import events as event_rows
 from app.repositories.events import EventRepository, TypeFilter
 from app.schemas.event import EventType, split_type_patterns
@@ -175,15 +176,16 @@ def _drop_on_end(session: Session, transaction: SessionTransaction) -> None:
 
 
 class EventNotRecorded(RuntimeError):
-    """A transaction changed contacts, deals, tasks, comments or members without recording
-    an event of that kind: a programming error (answered as a 500), caught by the first test
-    of the new write path."""
+    """A transaction changed companies, contacts, deals, tasks, comments or members without
+    recording an event of that kind: a programming error (answered as a 500), caught by the
+    first test of the new write path."""
 
 
 _CHANGED = "event_kinds_changed"
 _RECORDED = "event_kinds_recorded"
 _BACKFILL = "events_backfill"
 _KIND_OF_TABLE = {
+    Company.__tablename__: "company",
     Contact.__tablename__: "contact",
     Deal.__tablename__: "deal",
     Task.__tablename__: "task",

@@ -15,6 +15,9 @@ with its rules (members only update their own contacts). A match whose fields al
 the row's values is `skipped` (nothing written). They are written in bulk: one lookup, one
 INSERT, the updates, and the events of a batch in one transaction.
 
+Both may carry a `company_id`: a company of this organization, as `POST /contacts` and
+`POST /deals` require (else the row fails with `COMPANY_NOT_FOUND`).
+
 **Deals** refer to their contact by `contact_id` or `contact_email`; every row is a new deal
 (`on_conflict` does not apply). Each is written as `POST /deals` writes it (its running
 totals, its event), in a savepoint of the batch.
@@ -36,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.cache import Cache
 from app.core.errors import (
     AppError,
+    CompanyReferenceInvalid,
     ContactReferenceInvalid,
     DealWonRequiresAmount,
     ImportAlreadyFinished,
@@ -50,6 +54,7 @@ from app.core.text import fold_fields
 from app.db.types import utcnow
 from app.models import Contact, Import, ImportRowError
 from app.repositories.base import RowLock
+from app.repositories.companies import CompanyRepository
 from app.repositories.contacts import ContactRepository
 from app.repositories.imports import ImportRepository, Progress, RowError
 from app.schemas.common import PageParams
@@ -215,6 +220,7 @@ class RowImporter:
         self.kind = kind
         self.on_conflict = on_conflict
         self.contacts = ContactRepository(session, ctx.organization_id)
+        self.companies = CompanyRepository(session, ctx.organization_id)
         self.read_models = ReadModels(session, ctx.organization_id, cache)
         self._owners: dict[int, AppError | None] = {}
 
@@ -254,6 +260,11 @@ class RowImporter:
         existing: dict[str, Contact] = {}
         for contact in await self.contacts.by_emails(emails, lock=RowLock.UPDATE):
             existing.setdefault((contact.email or "").lower(), contact)
+        # Share locks, as `POST /contacts` takes: the companies stay until the batch commits.
+        companies = await self.companies.existing_ids(
+            {row.company_id for _, row in valid if row.company_id is not None},
+            lock=RowLock.SHARE,
+        )
 
         new: list[dict[str, Any]] = []
         new_emails: set[str] = set()
@@ -266,6 +277,10 @@ class RowImporter:
                 break
             if row.owner_id is not None and (refusal := await self._owner_refusal(row.owner_id)):
                 _refused(result, record, record.columns.get("owner_id"), refusal)
+                continue
+            if row.company_id is not None and row.company_id not in companies:
+                column = record.columns.get("company_id")
+                _refused(result, record, column, CompanyReferenceInvalid())
                 continue
             match = existing.get(email) if email is not None else None
             if match is None:
@@ -308,6 +323,7 @@ class RowImporter:
             "name": row.name,
             "email": row.email,
             "phone": row.phone,
+            "company_id": row.company_id,
             "search_text": fold_fields(row.name, row.email, row.phone),
         }
 
@@ -324,7 +340,8 @@ class RowImporter:
                 PermissionDenied("Members may only change their own contacts."),
             )
             return None
-        sent = row.model_dump(include=set(record.values) & {"name", "email", "phone", "owner_id"})
+        fields = {"name", "email", "phone", "owner_id", "company_id"}
+        sent = row.model_dump(include=set(record.values) & fields)
         # The email matched case-insensitively: its case alone is no change.
         sent.pop("email", None)
         changes = {name: value for name, value in sent.items() if value != getattr(contact, name)}
@@ -384,7 +401,11 @@ class RowImporter:
                     )
                     continue
             data = DealCreate(
-                contact_id=contact_id, title=row.title, amount=row.amount, currency=row.currency
+                contact_id=contact_id,
+                title=row.title,
+                amount=row.amount,
+                currency=row.currency,
+                company_id=row.company_id,
             )
             savepoint = await self.session.begin_nested()
             try:
@@ -404,6 +425,8 @@ class RowImporter:
 def _deal_column(exc: AppError, record: Record, row: DealImportRow) -> str | None:
     if isinstance(exc, ContactReferenceInvalid):
         name = "contact_id" if row.contact_id is not None else "contact_email"
+    elif isinstance(exc, CompanyReferenceInvalid):
+        name = "company_id"
     elif isinstance(exc, OwnerNotAMember | PermissionDenied):
         name = "owner_id"
     elif isinstance(exc, DealWonRequiresAmount):

@@ -9,7 +9,7 @@ when `REDIS_URL` is set), each entry under the data version it was computed from
 | analytics funnel                  | `funnel:{currency or *}`                 | deals    |
 | exact `total` of a deal list      | `deals:count:` + the filters (no order)  | deals    |
 | where a deal list page begins     | `deals:page:` + filters, order, size, page | deals  |
-| exact `total` of a contact list   | `contacts:count:` + search and owner     | contacts |
+| exact `total` of a contact list   | `contacts:count:` + search, owner, company | contacts |
 
 **Data versions** live in the database and move in the same transaction as the data:
 
@@ -90,6 +90,7 @@ def _deal_set(filters: DealFilters) -> list[Any]:
         filters.owner_id,
         filters.contact_id,
         None if filters.search is None else fold(filters.search),
+        filters.company_id,
     ]
 
 
@@ -104,7 +105,7 @@ def deal_page_key(filters: DealFilters, page: PageParams) -> str:
 
 def contact_count_key(filters: ContactFilters) -> str:
     search = None if filters.search is None else fold(filters.search)
-    return cache_key("contacts:count", [search, filters.owner_id])
+    return cache_key("contacts:count", [search, filters.owner_id, filters.company_id])
 
 
 def summary_key(days: int, currency: str | None) -> str:

@@ -10,9 +10,10 @@ from starlette.responses import StreamingResponse
 from app.api.conditional import IfMatch, send_etag
 from app.api.cursors import cursor_page
 from app.api.exports import ExportQuery, export_response, export_responses
-from app.api.responses import TENANT, TENANT_ERRORS, problems
+from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import (
+    CompanyReferenceInvalid,
     ContactHasDeals,
     ContactNotFound,
     InvalidCursor,
@@ -86,9 +87,15 @@ async def export_contacts(
     return await export_response(request, caller, x_organization_id, CONTACTS, filters, options)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, summary="Create a contact", responses=TENANT)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a contact",
+    responses=problems(*TENANT_ERRORS, CompanyReferenceInvalid),
+)
 async def create_contact(body: ContactCreate, service: ServiceDep) -> ContactRead:
-    """The caller becomes the contact's `owner_id`."""
+    """The caller becomes the contact's `owner_id`. `company_id`, if given, must be a company
+    of this organization (400 `COMPANY_NOT_FOUND`)."""
     return ContactRead.model_validate(await service.create(body))
 
 
@@ -107,7 +114,12 @@ async def read_contact(
     "/{contact_id}",
     summary="Update a contact",
     responses=problems(
-        *TENANT_ERRORS, OwnerNotAMember, PermissionDenied, ContactNotFound, PreconditionFailed
+        *TENANT_ERRORS,
+        OwnerNotAMember,
+        CompanyReferenceInvalid,
+        PermissionDenied,
+        ContactNotFound,
+        PreconditionFailed,
     ),
 )
 async def update_contact(
@@ -118,7 +130,9 @@ async def update_contact(
     response: Response,
 ) -> ContactRead:
     """Members may change only their own contacts. `owner_id` may be reassigned by managers
-    and above, to a member of this organization (else 400 `OWNER_NOT_A_MEMBER`)."""
+    and above, to a member of this organization (else 400 `OWNER_NOT_A_MEMBER`).
+    `company_id` must be a company of this organization (400 `COMPANY_NOT_FOUND`); `null`
+    takes the contact out of its company."""
     contact = await service.update(contact_id, body, expected=if_match)
     send_etag(response, contact)
     return ContactRead.model_validate(contact)

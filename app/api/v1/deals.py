@@ -14,6 +14,7 @@ from app.api.rendering import rendered
 from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import (
+    CompanyReferenceInvalid,
     ContactInTrash,
     ContactReferenceInvalid,
     DealNotFound,
@@ -116,11 +117,12 @@ def _deal(deal: object) -> DealRead:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a deal",
-    responses=problems(*TENANT_ERRORS, ContactReferenceInvalid),
+    responses=problems(*TENANT_ERRORS, ContactReferenceInvalid, CompanyReferenceInvalid),
 )
 async def create_deal(body: DealCreate, service: ServiceDep) -> DealRead:
     """Starts as `new` / `qualification`; the caller becomes `owner_id`. `contact_id` must be a
-    contact of this organization (400 `CONTACT_NOT_FOUND`)."""
+    contact of this organization (400 `CONTACT_NOT_FOUND`), and `company_id`, if given, a
+    company of it (400 `COMPANY_NOT_FOUND`)."""
     return DealRead.model_validate(await service.create(body))
 
 
@@ -163,6 +165,7 @@ async def read_deal(
         DealWonRequiresAmount,
         OwnerNotAMember,
         ContactReferenceInvalid,
+        CompanyReferenceInvalid,
         PermissionDenied,
         StageRollbackForbidden,
         DealNotFound,
@@ -175,7 +178,9 @@ async def update_deal(
     """Partial update, checked against the values the deal will have afterwards:
     `won` needs `amount > 0` (400 `DEAL_WON_REQUIRES_AMOUNT`); moving `stage` backwards needs
     owner or admin (403 `STAGE_ROLLBACK_FORBIDDEN`); members change only their own deals;
-    `owner_id` only by managers and above, to a member (400 `OWNER_NOT_A_MEMBER`).
+    `owner_id` only by managers and above, to a member (400 `OWNER_NOT_A_MEMBER`);
+    `company_id` only to a company of this organization (400 `COMPANY_NOT_FOUND`), `null`
+    for none.
     Each real change of `status` or `stage` appends to the deal's timeline."""
     deal = await service.update(deal_id, body, expected=if_match)
     send_etag(response, deal)

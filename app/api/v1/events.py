@@ -55,8 +55,8 @@ async def list_events(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PER_READ)] = 100,
 ) -> Response:
-    """Every committed change of the organization's contacts, deals, tasks, comments and
-    members, as events in **commit order**. Keep calling with the last `next_cursor`: you see
+    """Every committed change of the organization's companies, contacts, deals, tasks, comments
+    and members, as events in **commit order**. Keep calling with the last `next_cursor`: you see
     every event exactly once, also when transactions commit in another order than they
     began. At the end `items` is empty and `next_cursor` stays where it is, so polling with it
     returns only newer events. A cursor from before events deleted by retention answers
