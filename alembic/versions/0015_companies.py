@@ -8,8 +8,8 @@ as the (organization_id, id) keys deals have for their contact, short of rebuild
 which for `contacts` and `deals` would cascade into the tables that refer to them. That the
 company is one of the record's organization is the service's check.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-12-07
 """
 
@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0014"
-down_revision: str | None = "0013"
+revision: str = "0015"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
