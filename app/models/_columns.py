@@ -24,6 +24,18 @@ def str_enum(enum_cls: type[StrEnum], name: str) -> Enum:
     )
 
 
+def search_index(name: str) -> Index:
+    """A trigram index over `search_text` (case-folded text the services maintain) on
+    PostgreSQL, so that a `search` (a substring match) is an index scan; SQLite has none."""
+    return Index(
+        name,
+        "search_text",
+        postgresql_using="gin",
+        postgresql_ops={"search_text": "gin_trgm_ops"},
+        info={"only_on": "postgresql"},
+    ).ddl_if(dialect="postgresql")
+
+
 # --- the trash (contract section 16) --------------------------------------------------------
 
 # A record is *live* while `deleted_at` is NULL; set, it is in the trash (see

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId
 from app.db.types import UTCDateTime, utcnow
+from app.models._columns import search_index
 
 
 class Company(Base):
@@ -18,13 +19,7 @@ class Company(Base):
         Index("ix_companies_org_created", "organization_id", "created_at", "id"),
         Index("ix_companies_org_name", "organization_id", "name", "id"),
         Index("ix_companies_org_owner", "organization_id", "owner_id", "created_at", "id"),
-        Index(
-            "ix_companies_search_trgm",
-            "search_text",
-            postgresql_using="gin",
-            postgresql_ops={"search_text": "gin_trgm_ops"},
-            info={"only_on": "postgresql"},
-        ).ddl_if(dialect="postgresql"),
+        search_index("ix_companies_search_trgm"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)

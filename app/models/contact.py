@@ -7,7 +7,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId
 from app.db.types import UTCDateTime, utcnow
-from app.models._columns import LIVE_ONLY, Trashable, live_index, trash_index
+from app.models._columns import LIVE_ONLY, Trashable, live_index, search_index, trash_index
 
 
 class Contact(Trashable, Base):
@@ -26,13 +26,7 @@ class Contact(Trashable, Base):
         # Duplicates (`GET /contacts/duplicates`): groups of equal keys in one organization.
         Index("ix_contacts_org_email_key", "organization_id", "email_key", "id"),
         Index("ix_contacts_org_phone_key", "organization_id", "phone_key", "id"),
-        Index(
-            "ix_contacts_search_trgm",
-            "search_text",
-            postgresql_using="gin",
-            postgresql_ops={"search_text": "gin_trgm_ops"},
-            info={"only_on": "postgresql"},
-        ).ddl_if(dialect="postgresql"),
+        search_index("ix_contacts_search_trgm"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
