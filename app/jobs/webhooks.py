@@ -158,12 +158,13 @@ class WebhookDeliverer:
     async def run_once(self) -> bool:
         """Lease one endpoint that has work and serve it; whether there was one."""
         async with self.session_factory() as session:
+            lease_until = self._lease_end()
             async with session.begin():
-                claimed = await outbox.claim(session, self.name, self.clock(), self._lease_end())
+                claimed = await outbox.claim(session, self.name, self.clock(), lease_until)
             if claimed is None:
                 WEBHOOK_QUEUE_LAG.set(0)
                 return False
-            accepted = _Accepted(lease_until=self._lease_end())
+            accepted = _Accepted(lease_until=lease_until)
             try:
                 await self._serve(session, claimed, accepted)
             finally:
