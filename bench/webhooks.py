@@ -227,9 +227,9 @@ STEADY_CONNECTIONS = 64
 
 
 def steady_writes(
-    wrk: str, base_url: str, script: Path, per_second: int, seconds: int, ids: tuple[int, int]
+    wrk: str, base_url: str, script: Path, seconds: int, ids: tuple[int, int]
 ) -> dict[str, Any]:
-    """PATCH a new deal `per_second` times a second for `seconds`, paced by wrk (open loop)."""
+    """PATCH a new deal of `ids` at the rate `script` paces (`LUA_PACED`) for `seconds`."""
     result = run_wrk(wrk, base_url, script, seconds, STEADY_CONNECTIONS, (str(ids[0]), str(ids[1])))
     errors = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
     return {
@@ -401,7 +401,6 @@ def main() -> None:
                     wrk,
                     srv.base_url,
                     script,
-                    args.rate,
                     args.seconds,
                     (len(ids) - steady, len(ids)),
                 )
