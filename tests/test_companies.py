@@ -55,6 +55,18 @@ async def patch(user: User, path: str, **body: Any) -> dict[str, Any]:
     return changed
 
 
+async def company_with_contact_and_deal(
+    user: User,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A company, a contact of it, and a deal of that contact naming it."""
+    company = await create_company(user)
+    contact = await create(user, "/contacts", name="Ann", company_id=company["id"])
+    deal = await create(
+        user, "/deals", contact_id=contact["id"], title="Deal", company_id=company["id"]
+    )
+    return company, contact, deal
+
+
 async def list_ids(user: User, path: str = "/companies", **params: Any) -> list[int]:
     response = await user.get(path, params={"page_size": 100, **params})
     assert response.status_code == 200, response.text
@@ -192,11 +204,7 @@ async def test_delete_company(owner: User, engine: AsyncEngine) -> None:
 async def test_a_company_with_contacts_or_deals_cannot_be_deleted(
     owner: User, engine: AsyncEngine
 ) -> None:
-    company = await create_company(owner)
-    contact = await create(owner, "/contacts", name="Ann", company_id=company["id"])
-    deal = await create(
-        owner, "/deals", contact_id=contact["id"], title="Deal", company_id=company["id"]
-    )
+    company, contact, deal = await company_with_contact_and_deal(owner)
     before = await snapshot(engine)
 
     assert_problem(await owner.delete(f"/companies/{company['id']}"), 409, "COMPANY_HAS_CONTACTS")
@@ -217,11 +225,7 @@ async def test_a_company_with_contacts_or_deals_cannot_be_deleted(
 async def test_records_in_the_trash_lose_a_deleted_company(
     owner: User, engine: AsyncEngine
 ) -> None:
-    company = await create_company(owner)
-    contact = await create(owner, "/contacts", name="Ann", company_id=company["id"])
-    deal = await create(
-        owner, "/deals", contact_id=contact["id"], title="Deal", company_id=company["id"]
-    )
+    company, contact, deal = await company_with_contact_and_deal(owner)
     deal_before = (await owner.get(f"/deals/{deal['id']}")).json()
     assert (await owner.delete(f"/deals/{deal['id']}")).status_code == 204
     assert (await owner.delete(f"/contacts/{contact['id']}")).status_code == 204
