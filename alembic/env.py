@@ -12,6 +12,7 @@ from alembic import context
 from app.core.config import get_settings
 from app.db.session import create_engine
 from app.models import Base
+from app.repositories.custom_fields import is_custom_field_index
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -27,6 +28,10 @@ def _url() -> str:
 def _include_object(
     obj: SchemaItem, name: str | None, type_: str, reflected: bool, compare_to: object
 ) -> bool:
+    # The per-key indexes of custom fields are made and dropped by the service as definitions
+    # come and go (`app.repositories.custom_fields`), not by migrations.
+    if type_ == "index" and reflected and is_custom_field_index(name):
+        return False
     # Objects that exist on one database only (the trigram index) are tagged in the model.
     only_on = getattr(obj, "info", {}).get("only_on")
     return only_on is None or only_on == context.get_context().dialect.name

@@ -24,6 +24,7 @@ COMPANY_KEYS = {
     "open_deals_count",
     "created_at",
     "updated_at",
+    "custom_fields",  # section 17: {} without custom fields
 }
 
 
@@ -515,7 +516,7 @@ async def test_a_client_that_ignores_companies_sees_only_a_null_company_id(owner
     assert header.split(",")[-1] == "company_id"
     assert row.endswith(",")  # an empty cell
     export = await owner.get("/deals/export", params={"format": "jsonl"})
-    assert export.text.splitlines()[0].endswith('"company_id":null}')
+    assert export.text.splitlines()[0].endswith('"company_id":null,"custom_fields":{}}')
 
 
 # --- events ---------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ CONTACT_KEYS = {
     "created_at",
     "updated_at",
     "company_id",  # section 17: null for a client that ignores companies
+    "custom_fields",  # section 17: {} for a client that ignores custom fields
 }
 PAGE_KEYS = {"items", "total", "page", "page_size", "pages"}
 MANAGING_ROLES = ("owner", "admin", "manager")

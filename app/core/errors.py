@@ -7,6 +7,7 @@ validation and routing errors) as RFC 9457 problem+json.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 
 class AppError(Exception):
@@ -14,6 +15,8 @@ class AppError(Exception):
     code: str = "INTERNAL_ERROR"
     title: str = "Internal Server Error"
     detail: str = "An unexpected error occurred."
+    # Per-field errors (`[{loc, msg, type}]`, as a 422 of request validation lists them).
+    errors: list[dict[str, Any]] | None = None
     # The session dependency commits instead of rolling back when this is set (used when the
     # refusal itself must be recorded, e.g. revoking a session on refresh-token reuse).
     keep_changes: bool = False
@@ -359,6 +362,45 @@ class DatabaseUnavailable(AppError):
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "1"})
+
+
+# --- custom fields -------------------------------------------------------------------------
+
+
+class CustomFieldNotFound(NotFound):
+    code = "CUSTOM_FIELD_NOT_FOUND"
+    detail = "Custom field not found."
+
+
+class CustomFieldKeyTaken(Conflict):
+    code = "CUSTOM_FIELD_KEY_TAKEN"
+    detail = "This organization already has a custom field with this key on this entity."
+
+
+class CustomFieldOptionInUse(Conflict):
+    code = "CUSTOM_FIELD_OPTION_IN_USE"
+    detail = "A record still holds an option this change removes; change those records first."
+
+
+class CustomFieldsInvalid(AppError):
+    """Custom field values (or `cf.<key>` filters) that the organization's definitions refuse:
+    answered like a request validation error, with each field's key in its `loc`."""
+
+    status = 422
+    code = "VALIDATION_ERROR"
+    title = "Unprocessable Content"
+    detail = "The request does not match the expected schema."
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.errors = errors
+
+
+class CustomFieldOrderNotScrollable(AppError):
+    status = 422
+    code = "CUSTOM_FIELD_ORDER_NOT_SCROLLABLE"
+    title = "Unprocessable Content"
+    detail = "Sorting by a custom field is available in page mode only (`page`, `page_size`)."
 
 
 # --- imports ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ class Permission(StrEnum):
     GRANT_ADMIN = "grant_admin"
     MANAGE_WEBHOOKS = "manage_webhooks"  # list, change, delete, ping, see deliveries
     WEBHOOK_SECRETS = "webhook_secrets"  # create an endpoint or rotate its secret (shown once)
+    MANAGE_CUSTOM_FIELDS = "manage_custom_fields"  # define, change, delete custom fields
 
 
 _MEMBER = frozenset(
@@ -35,6 +36,7 @@ _ADMIN = _MANAGER | {
     Permission.MANAGE_API_KEYS,
     Permission.MANAGE_WEBHOOKS,
     Permission.WEBHOOK_SECRETS,
+    Permission.MANAGE_CUSTOM_FIELDS,
 }
 _OWNER = _ADMIN | {Permission.GRANT_ADMIN}
 

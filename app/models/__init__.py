@@ -5,6 +5,7 @@ from app.models.activity import Activity
 from app.models.api_key import ApiKey
 from app.models.company import Company
 from app.models.contact import Contact
+from app.models.custom_field import CustomFieldDefinition, CustomFieldEntity, CustomFieldType
 from app.models.deal import Deal
 from app.models.deal_stats import DealDailyCount, DealStat
 from app.models.enums import OPEN_DEAL_STATUSES, ActivityType, DealStage, DealStatus, Role
@@ -26,6 +27,9 @@ __all__ = [
     "Base",
     "Company",
     "Contact",
+    "CustomFieldDefinition",
+    "CustomFieldEntity",
+    "CustomFieldType",
     "Deal",
     "DealDailyCount",
     "DealStage",

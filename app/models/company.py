@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -8,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db.base import Base, BigIntId
 from app.db.types import UTCDateTime, utcnow
 from app.models._columns import search_index
+from app.models.custom_field import custom_values_column
 
 
 class Company(Base):
@@ -34,3 +36,5 @@ class Company(Base):
     search_text: Mapped[str] = mapped_column(Text())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # Custom field values (contract section 17), `{key: value}`: `app.services.custom_fields`.
+    custom_fields: Mapped[dict[str, Any]] = custom_values_column()

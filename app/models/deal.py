@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     CheckConstraint,
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db.base import Base, BigIntId
 from app.db.types import Money, UTCDateTime, utcnow
 from app.models._columns import Trashable, live_index, str_enum, trash_index
+from app.models.custom_field import custom_values_column
 from app.models.enums import DealStage, DealStatus
 
 
@@ -70,3 +72,5 @@ class Deal(Trashable, Base):
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+    # Custom field values (contract section 17), `{key: value}`: `app.services.custom_fields`.
+    custom_fields: Mapped[dict[str, Any]] = custom_values_column()

@@ -8,8 +8,10 @@ from sqlalchemy import Select, exists, func, select
 
 from app.core.text import fold
 from app.models import OPEN_DEAL_STATUSES, Company, Contact, Deal
+from app.repositories import custom_fields
 from app.repositories.base import RowLock, TenantRepository, live, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
+from app.repositories.custom_fields import CustomFieldFilter
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.company import CompanyOrderBy
 
@@ -22,6 +24,9 @@ class CompanyFilters:
     owner_id: int | None = None
     order_by: CompanyOrderBy = CompanyOrderBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
+    # `cf.<key>` filters, and `order_by=cf.<key>` (which then replaces `order_by`).
+    custom: tuple[CustomFieldFilter, ...] = ()
+    custom_order: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +84,14 @@ class CompanyRepository(TenantRepository):
             query = query.where(Company.search_text.contains(fold(filters.search), autoescape=True))
         if filters.owner_id is not None:
             query = query.where(Company.owner_id == filters.owner_id)
+        dialect = self.session.get_bind().dialect.name
+        query = custom_fields.matching(query, Company, filters.custom, dialect)
+        if filters.custom_order is not None:
+            descending = filters.order is SortOrder.DESC
+            order = custom_fields.custom_sort(
+                Company, filters.custom_order, dialect, descending=descending
+            )
+            return query.order_by(*order)
         return sorted_by(query, _ORDER_COLUMNS[filters.order_by], Company.id, filters.order)
 
     async def counts(self, company_ids: Collection[int]) -> dict[int, CompanyCounts]:

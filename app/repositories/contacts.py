@@ -22,8 +22,10 @@ from sqlalchemy import (
 from app.core.text import fold
 from app.db.types import utcnow
 from app.models import Contact, Deal
+from app.repositories import custom_fields
 from app.repositories.base import RowLock, TenantRepository, live, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
+from app.repositories.custom_fields import CustomFieldFilter
 from app.repositories.trash import put_in_trash
 from app.schemas.common import PageParams, SortOrder
 from app.schemas.contact import ContactOrderBy
@@ -38,6 +40,9 @@ class ContactFilters:
     company_id: int | None = None
     order_by: ContactOrderBy = ContactOrderBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
+    # `cf.<key>` filters, and `order_by=cf.<key>` (which then replaces `order_by`).
+    custom: tuple[CustomFieldFilter, ...] = ()
+    custom_order: str | None = None
 
 
 class ContactRepository(TenantRepository):
@@ -79,6 +84,14 @@ class ContactRepository(TenantRepository):
             query = query.where(Contact.owner_id == filters.owner_id)
         if filters.company_id is not None:
             query = query.where(Contact.company_id == filters.company_id)
+        dialect = self.session.get_bind().dialect.name
+        query = custom_fields.matching(query, Contact, filters.custom, dialect)
+        if filters.custom_order is not None:
+            descending = filters.order is SortOrder.DESC
+            order = custom_fields.custom_sort(
+                Contact, filters.custom_order, dialect, descending=descending
+            )
+            return query.order_by(*order)
         return sorted_by(query, _ORDER_COLUMNS[filters.order_by], Contact.id, filters.order)
 
     async def add(self, contact: Contact) -> Contact:

@@ -11,8 +11,10 @@ from sqlalchemy import Row, Select, and_, bindparam
 from app.core.text import fold
 from app.db.session import plan_for_values
 from app.models import Deal, DealStage, DealStatus
+from app.repositories import custom_fields
 from app.repositories.base import RowLock, TenantRepository, live, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
+from app.repositories.custom_fields import CustomFieldFilter
 from app.repositories.tenancy import ORGANIZATION_ID, tenant_query
 from app.repositories.trash import put_in_trash
 from app.schemas.common import PageParams, SortOrder
@@ -60,6 +62,9 @@ class DealFilters:
     search: str | None = None
     order_by: DealOrderBy = DealOrderBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
+    # `cf.<key>` filters, and `order_by=cf.<key>` (which then replaces `order_by`).
+    custom: tuple[CustomFieldFilter, ...] = ()
+    custom_order: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,14 @@ class DealRepository(TenantRepository):
             query = query.where(Deal.company_id == filters.company_id)
         if filters.search:
             query = query.where(Deal.search_text.contains(fold(filters.search), autoescape=True))
+        dialect = self.session.get_bind().dialect.name
+        query = custom_fields.matching(query, Deal, filters.custom, dialect)
+        if filters.custom_order is not None:
+            descending = filters.order is SortOrder.DESC
+            order = custom_fields.custom_sort(
+                Deal, filters.custom_order, dialect, descending=descending
+            )
+            return query.order_by(*order)
         return sorted_by(query, _ORDER_COLUMNS[filters.order_by], Deal.id, filters.order)
 
     async def add(self, deal: Deal) -> Deal:

@@ -114,6 +114,31 @@ class ReadModelRepository(TenantRepository):
             _MOVE_CONTACTS_VERSION, {"organization_id": self.organization_id}
         )
 
+    async def move_deals_version(self) -> None:
+        """Move the deals' data version without changing any total (deals changed in a way
+        no total sees); an organization with no totals row has no deal any read model holds."""
+        first = (
+            await self.session.execute(
+                select(_stats.currency, _stats.status, _stats.stage, _stats.slot)
+                .where(_stats.organization_id == self.organization_id)
+                .order_by(_stats.currency, _stats.status, _stats.stage, _stats.slot)
+                .limit(1)
+            )
+        ).first()
+        if first is None:
+            return
+        await self.session.execute(
+            update(DealStat)
+            .where(
+                _stats.organization_id == self.organization_id,
+                _stats.currency == first.currency,
+                _stats.status == first.status,
+                _stats.stage == first.stage,
+                _stats.slot == first.slot,
+            )
+            .values(version=_stats.version + 1)
+        )
+
     async def apply_deal_totals(self, deltas: Mapping[StatKey, tuple[int, Decimal]]) -> None:
         """Add (count, amount) deltas to the running totals; each row touched moves its version.
 

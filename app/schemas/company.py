@@ -4,11 +4,12 @@ import re
 import unicodedata
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
 from app.schemas.common import Id, InputSchema, Name, NotNullOnPatch, OutputSchema, Phone, Safe
+from app.schemas.custom_field import CustomValues
 
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -83,18 +84,20 @@ class CompanyCreate(InputSchema):
     domain: Domain | None = None
     phone: Phone | None = None
     address: Address | None = None
+    custom_fields: CustomValues = Field(default_factory=dict)
 
 
 class CompanyUpdate(NotNullOnPatch):
     model_config = ConfigDict(json_schema_extra={"examples": [{"domain": "acme.io"}]})
 
-    _not_null = ("name", "owner_id")
+    _not_null = ("name", "owner_id", "custom_fields")
 
     name: Name | None = None
     domain: Domain | None = None
     phone: Phone | None = None
     address: Address | None = None
     owner_id: Id | None = None
+    custom_fields: CustomValues | None = None
 
 
 class CompanyRead(OutputSchema):
@@ -131,3 +134,7 @@ class CompanyRead(OutputSchema):
     )
     created_at: datetime
     updated_at: datetime
+    custom_fields: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Custom field values by key (see `/custom-fields`); `{}` when none.",
+    )

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import ConfigDict, EmailStr, Field, StringConstraints
 
 from app.schemas.common import Id, InputSchema, Name, NotNullOnPatch, OutputSchema, Phone
+from app.schemas.custom_field import CustomValues
 
 ContactEmail = Annotated[EmailStr, StringConstraints(max_length=320)]
 
@@ -35,12 +36,13 @@ class ContactCreate(InputSchema):
     company_id: Id | None = Field(
         default=None, description="A company of this organization (else 400 `COMPANY_NOT_FOUND`)."
     )
+    custom_fields: CustomValues = Field(default_factory=dict)
 
 
 class ContactUpdate(NotNullOnPatch):
     model_config = ConfigDict(json_schema_extra={"examples": [{"phone": "+1 415 555 0199"}]})
 
-    _not_null = ("name", "owner_id")
+    _not_null = ("name", "owner_id", "custom_fields")
 
     name: Name | None = None
     email: ContactEmail | None = None
@@ -51,6 +53,7 @@ class ContactUpdate(NotNullOnPatch):
         description="A company of this organization (else 400 `COMPANY_NOT_FOUND`); null "
         "takes the contact out of its company.",
     )
+    custom_fields: CustomValues | None = None
 
 
 class ContactRead(OutputSchema):
@@ -82,3 +85,7 @@ class ContactRead(OutputSchema):
     updated_at: datetime
     # Last, so that an export's columns before it keep their places.
     company_id: int | None
+    custom_fields: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Custom field values by key (see `/custom-fields`); `{}` when none.",
+    )

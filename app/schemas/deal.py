@@ -3,13 +3,14 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
 import pycountry
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
 from app.models.enums import DealStage, DealStatus
 from app.schemas.common import Id, InputSchema, Money, MoneyOut, NotNullOnPatch, OutputSchema, Title
+from app.schemas.custom_field import CustomValues
 
 
 def _iso_4217(code: str) -> str:
@@ -53,6 +54,7 @@ class DealCreate(InputSchema):
     company_id: Id | None = Field(
         default=None, description="A company of this organization (else 400 `COMPANY_NOT_FOUND`)."
     )
+    custom_fields: CustomValues = Field(default_factory=dict)
 
 
 class DealUpdate(NotNullOnPatch):
@@ -60,7 +62,16 @@ class DealUpdate(NotNullOnPatch):
         json_schema_extra={"examples": [{"status": "in_progress", "stage": "proposal"}]}
     )
 
-    _not_null = ("title", "amount", "currency", "status", "stage", "contact_id", "owner_id")
+    _not_null = (
+        "title",
+        "amount",
+        "currency",
+        "status",
+        "stage",
+        "contact_id",
+        "owner_id",
+        "custom_fields",
+    )
 
     title: Title | None = None
     amount: Money | None = None
@@ -74,6 +85,7 @@ class DealUpdate(NotNullOnPatch):
         description="A company of this organization (else 400 `COMPANY_NOT_FOUND`); null "
         "leaves the deal without a company.",
     )
+    custom_fields: CustomValues | None = None
 
 
 class DealRead(OutputSchema):
@@ -111,3 +123,7 @@ class DealRead(OutputSchema):
     updated_at: datetime
     # Last, so that an export's columns before it keep their places.
     company_id: int | None
+    custom_fields: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Custom field values by key (see `/custom-fields`); `{}` when none.",
+    )

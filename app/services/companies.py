@@ -19,11 +19,16 @@ from collections.abc import Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.errors import CompanyHasContacts, CompanyHasDeals, CompanyNotFound
+from app.core.errors import (
+    CompanyHasContacts,
+    CompanyHasDeals,
+    CompanyNotFound,
+    CustomFieldOrderNotScrollable,
+)
 from app.core.tenancy import TenantContext
 from app.core.text import fold_fields
 from app.core.versioning import ExpectedVersion, ensure_version
-from app.models import Company
+from app.models import Company, CustomFieldEntity
 from app.repositories.base import RowLock
 from app.repositories.companies import CompanyCounts, CompanyFilters, CompanyRepository
 from app.repositories.cursor import Keyset
@@ -31,7 +36,7 @@ from app.repositories.trash import TrashRepository
 from app.schemas.common import PageParams
 from app.schemas.company import CompanyCreate, CompanyRead, CompanyUpdate
 from app.schemas.event import EventType
-from app.services import events
+from app.services import custom_fields, events
 from app.services.contacts import ensure_owner_assignable
 from app.services.policies import ensure_can_modify
 
@@ -47,13 +52,22 @@ class CompanyService:
         self, filters: CompanyFilters, page: PageParams
     ) -> tuple[Sequence[CompanyRead], int]:
         """A page (with each company's counts) and the exact total."""
+        filters = await custom_fields.resolved(
+            self.session, self.ctx.organization_id, CustomFieldEntity.COMPANY, filters
+        )
         total = await self.companies.count_matching(filters)
         return await self._read_all(await self.companies.list(filters, page)), total
 
     async def scroll(
         self, filters: CompanyFilters, after: Keyset | None, limit: int
     ) -> tuple[Sequence[CompanyRead], Keyset | None]:
-        """Cursor mode: an index range after `after`, with no total."""
+        """Cursor mode: an index range after `after`, with no total. Not sorted by a custom
+        field."""
+        if filters.custom_order is not None:
+            raise CustomFieldOrderNotScrollable()
+        filters = await custom_fields.resolved(
+            self.session, self.ctx.organization_id, CustomFieldEntity.COMPANY, filters
+        )
         companies, following = await self.companies.scroll(filters, after, limit)
         return await self._read_all(companies), following
 
@@ -64,6 +78,9 @@ class CompanyService:
         return await self._read(company)
 
     async def create(self, data: CompanyCreate) -> CompanyRead:
+        values = await custom_fields.values_for(
+            self.session, self.ctx.organization_id, CustomFieldEntity.COMPANY, data.custom_fields
+        )
         company = Company(
             owner_id=self.ctx.user_id,
             name=data.name,
@@ -71,6 +88,7 @@ class CompanyService:
             phone=data.phone,
             address=data.address,
             search_text=fold_fields(data.name, data.domain),
+            custom_fields=values,
         )
         await self.companies.add(company)
         created = _read(company, CompanyCounts())
@@ -89,11 +107,21 @@ class CompanyService:
         counts = await self._counts(company)
         before = _read(company, counts)
         ensure_version(expected, company.id, company.updated_at, *derived_figures(before))
+        given = data.changes()
+        custom = given.pop("custom_fields", None)
         changes = {
-            field: value
-            for field, value in data.changes().items()
-            if value != getattr(company, field)
+            field: value for field, value in given.items() if value != getattr(company, field)
         }
+        if custom:
+            values = await custom_fields.values_for(
+                self.session,
+                self.ctx.organization_id,
+                CustomFieldEntity.COMPANY,
+                custom,
+                company.custom_fields,
+            )
+            if values != company.custom_fields:
+                changes["custom_fields"] = values
         if not changes:
             return before
         if "owner_id" in changes:
@@ -169,4 +197,5 @@ def _read(company: Company, counts: CompanyCounts) -> CompanyRead:
         open_deals_count=counts.open_deals,
         created_at=company.created_at,
         updated_at=company.updated_at,
+        custom_fields=company.custom_fields,
     )

@@ -10,6 +10,7 @@ from app.core.errors import (
     CompanyReferenceInvalid,
     ContactHasDeals,
     ContactNotFound,
+    CustomFieldOrderNotScrollable,
     OwnerNotAMember,
 )
 from app.core.permissions import Permission
@@ -17,7 +18,7 @@ from app.core.tenancy import TenantContext
 from app.core.text import fold_fields
 from app.core.versioning import ExpectedVersion, ensure_version
 from app.db.types import utcnow
-from app.models import Contact
+from app.models import Contact, CustomFieldEntity
 from app.repositories.base import RowLock
 from app.repositories.companies import CompanyRepository
 from app.repositories.contacts import ContactFilters, ContactRepository
@@ -27,7 +28,7 @@ from app.repositories.trash import TrashRepository
 from app.schemas.common import PageParams
 from app.schemas.contact import ContactCreate, ContactRead, ContactUpdate
 from app.schemas.event import EventType
-from app.services import events
+from app.services import custom_fields, events
 from app.services.policies import ensure_can_modify
 from app.services.read_models import ReadModels
 
@@ -58,6 +59,9 @@ class ContactService:
         """A page and the exact total. The total (a second pass of the search) is cached per
         filter set under the contacts' data version (see `app.services.read_models`)."""
         version = await self.read_models.contacts_version()  # first: a total after is as fresh
+        filters = await custom_fields.resolved(
+            self.session, self.ctx.organization_id, CustomFieldEntity.CONTACT, filters
+        )
 
         async def count() -> int:
             return await self.contacts.count_matching(filters)
@@ -68,7 +72,13 @@ class ContactService:
     async def scroll(
         self, filters: ContactFilters, after: Keyset | None, limit: int
     ) -> tuple[Sequence[Contact], Keyset | None]:
-        """Cursor mode: an index range after `after`, with no total."""
+        """Cursor mode: an index range after `after`, with no total. Not sorted by a custom
+        field."""
+        if filters.custom_order is not None:
+            raise CustomFieldOrderNotScrollable()
+        filters = await custom_fields.resolved(
+            self.session, self.ctx.organization_id, CustomFieldEntity.CONTACT, filters
+        )
         return await self.contacts.scroll(filters, after, limit)
 
     async def get(self, contact_id: int) -> Contact:
@@ -80,6 +90,9 @@ class ContactService:
     async def create(self, data: ContactCreate) -> Contact:
         if data.company_id is not None:
             await self._ensure_company(data.company_id)
+        values = await custom_fields.values_for(
+            self.session, self.ctx.organization_id, CustomFieldEntity.CONTACT, data.custom_fields
+        )
         contact = Contact(
             owner_id=self.ctx.user_id,
             company_id=data.company_id,
@@ -87,6 +100,7 @@ class ContactService:
             email=data.email,
             phone=data.phone,
             search_text=fold_fields(data.name, data.email, data.phone),
+            custom_fields=values,
         )
         contact.email_key, contact.phone_key = match_keys(data.email, data.phone)
         await self.contacts.add(contact)
@@ -105,11 +119,21 @@ class ContactService:
         ensure_can_modify(self.ctx, contact.owner_id, "contacts")
         ensure_version(expected, contact.id, contact.updated_at)
         # Fields sent with the value they have are no change: nothing is written for them.
+        given = data.changes()
+        custom = given.pop("custom_fields", None)
         changes = {
-            field: value
-            for field, value in data.changes().items()
-            if value != getattr(contact, field)
+            field: value for field, value in given.items() if value != getattr(contact, field)
         }
+        if custom:
+            values = await custom_fields.values_for(
+                self.session,
+                self.ctx.organization_id,
+                CustomFieldEntity.CONTACT,
+                custom,
+                contact.custom_fields,
+            )
+            if values != contact.custom_fields:
+                changes["custom_fields"] = values
         if not changes:
             return contact
         if "owner_id" in changes:

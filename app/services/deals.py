@@ -15,6 +15,7 @@ from app.core.errors import (
     CompanyReferenceInvalid,
     ContactInTrash,
     ContactReferenceInvalid,
+    CustomFieldOrderNotScrollable,
     DealNotFound,
     DealWonRequiresAmount,
 )
@@ -22,7 +23,7 @@ from app.core.tenancy import AnyCaller, TenantContext
 from app.core.text import fold
 from app.core.versioning import ExpectedVersion, ensure_version
 from app.db.types import utcnow
-from app.models import ActivityType, Deal, DealStage, DealStatus
+from app.models import ActivityType, CustomFieldEntity, Deal, DealStage, DealStatus
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
 from app.repositories.companies import CompanyRepository
@@ -35,7 +36,7 @@ from app.schemas.common import PageParams
 from app.schemas.deal import DealCreate, DealRead, DealUpdate
 from app.schemas.event import EventType
 from app.schemas.task import TaskRead
-from app.services import events
+from app.services import custom_fields, events
 from app.services.contacts import ensure_owner_assignable
 from app.services.policies import ensure_can_modify, ensure_can_move_stage
 from app.services.read_models import DealFigures, ReadModels
@@ -74,11 +75,16 @@ class DealService:
         per filter set, and a page is read from where it is known to begin (both remembered
         under the deals' data version, see `app.services.read_models`)."""
         version = await self.read_models.deals_version()  # first: what follows is as fresh
+        filters = await custom_fields.resolved(
+            self.session, self.ctx.organization_id, CustomFieldEntity.DEAL, filters
+        )
 
         async def count() -> int:
             return await self.deals.count_matching(filters)
 
         total = await self.read_models.deal_total(filters, version, count)
+        if filters.custom_order is not None:  # no page starts: an OFFSET scan
+            return await self.deals.list(filters, page), total
         start = await self.read_models.deal_page_start(filters, page, version)
         deals = await self.deals.list(filters, page, start)
         await self.read_models.remember_deal_page(filters, page, version, deals, start)
@@ -88,7 +94,12 @@ class DealService:
         self, filters: DealFilters, after: Keyset | None, limit: int
     ) -> tuple[Sequence[Deal], Keyset | None]:
         """Cursor mode: an index range after `after`, with no total and no cached page
-        starts (the position is the page start)."""
+        starts (the position is the page start). Not sorted by a custom field."""
+        if filters.custom_order is not None:
+            raise CustomFieldOrderNotScrollable()
+        filters = await custom_fields.resolved(
+            self.session, self.ctx.organization_id, CustomFieldEntity.DEAL, filters
+        )
         return await self.deals.scroll(filters, after, limit)
 
     async def get(self, deal_id: int, *, lock: RowLock | None = None) -> Deal:
@@ -118,6 +129,9 @@ class DealService:
         ensure_can_move_stage(self.ctx, DealStage.QUALIFICATION, stage)
         if status is DealStatus.WON and data.amount <= 0:
             raise DealWonRequiresAmount()
+        values = await custom_fields.values_for(
+            self.session, self.ctx.organization_id, CustomFieldEntity.DEAL, data.custom_fields
+        )
         deal = Deal(
             contact_id=data.contact_id,
             company_id=data.company_id,
@@ -128,6 +142,7 @@ class DealService:
             currency=data.currency,
             status=status,
             stage=stage,
+            custom_fields=values,
         )
         try:
             await self.deals.add(deal)
@@ -150,9 +165,19 @@ class DealService:
         deal = await self.get(deal_id, lock=RowLock.UPDATE)
         ensure_can_modify(self.ctx, deal.owner_id, "deals")
         ensure_version(expected, deal.id, deal.updated_at)
-        changes = {
-            field: value for field, value in data.changes().items() if value != getattr(deal, field)
-        }
+        given = data.changes()
+        custom = given.pop("custom_fields", None)
+        changes = {field: value for field, value in given.items() if value != getattr(deal, field)}
+        if custom:
+            values = await custom_fields.values_for(
+                self.session,
+                self.ctx.organization_id,
+                CustomFieldEntity.DEAL,
+                custom,
+                deal.custom_fields,
+            )
+            if values != deal.custom_fields:
+                changes["custom_fields"] = values
         new_stage = changes.get("stage", deal.stage)
         new_status = changes.get("status", deal.status)
         ensure_can_move_stage(self.ctx, deal.stage, new_stage)

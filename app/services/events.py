@@ -46,7 +46,16 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTran
 from app.core.errors import CursorExpired
 from app.core.tenancy import TenantContext
 from app.db.types import utcnow
-from app.models import Activity, ActivityType, Company, Contact, Deal, Membership, Task
+from app.models import (
+    Activity,
+    ActivityType,
+    Company,
+    Contact,
+    CustomFieldDefinition,
+    Deal,
+    Membership,
+    Task,
+)
 from app.repositories import events as event_rows
 from app.repositories.events import EventRepository, TypeFilter
 from app.schemas.event import EventType, split_type_patterns
@@ -144,6 +153,13 @@ def backfill(session: AsyncSession) -> None:
     session.info[_BACKFILL] = True
 
 
+def changed_in_bulk(session: AsyncSession, kind: str) -> None:
+    """Declare that this transaction changes records of `kind` in bulk as the consequence of a
+    change whose own event says so (deleting a custom field removes its values from every
+    record: `custom_field.deleted`), so those records need no event each."""
+    session.info.setdefault(_RECORDED, set()).add(kind)
+
+
 def purging(session: AsyncSession) -> None:
     """Declare that this transaction purges trashed records for good (`app.services.trash`):
     their `*.deleted` event was written when they went to the trash, and a purge has none."""
@@ -186,6 +202,7 @@ _RECORDED = "event_kinds_recorded"
 _BACKFILL = "events_backfill"
 _KIND_OF_TABLE = {
     Company.__tablename__: "company",
+    CustomFieldDefinition.__tablename__: "custom_field",
     Contact.__tablename__: "contact",
     Deal.__tablename__: "deal",
     Task.__tablename__: "task",

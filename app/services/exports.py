@@ -17,6 +17,11 @@ it has:
 - **No ORM entity, no pydantic model per row**: Core rows, a few conversions per column, one
   `csv.writer.writerows` (or one `json.dumps` per line) per batch.
 
+Custom field values: JSON Lines carry the record's `custom_fields` object as the API does; a
+CSV has one column `cf.<key>` per definition of the entity in the organization (in the
+definitions' order) instead, with the value as the API writes it (a multiselect as a JSON
+array, `["a","b"]`), empty for none.
+
 Values are the API's: ids as integers, money as the JSON number the API sends (`12500.0`),
 timestamps ISO 8601 in UTC with `Z`, dates `YYYY-MM-DD`, booleans `true`/`false`, null as an
 empty CSV cell (or JSON `null`). Columns are the fields of the item schema (`DealRead` ...),
@@ -45,8 +50,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from app.core.tenancy import AnyCaller, TenantContext
 from app.db.session import ReadOnlySession, plan_for_values
 from app.db.types import Money, UTCDateTime
-from app.models import Contact, Deal, Task
+from app.models import Contact, CustomFieldEntity, Deal, Task
 from app.repositories.contacts import ContactFilters, ContactRepository
+from app.repositories.custom_fields import CustomFieldRepository
 from app.repositories.deals import DealFilters, DealRepository
 from app.repositories.tasks import TaskFilters, TaskRepository
 from app.schemas.common import OutputSchema
@@ -54,6 +60,7 @@ from app.schemas.contact import ContactRead
 from app.schemas.deal import DealRead
 from app.schemas.export import ExportFormat
 from app.schemas.task import TaskRead
+from app.services.custom_fields import resolve_filters
 from app.services.tenancy import resolve_tenant
 
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP).
@@ -124,6 +131,8 @@ class ExportKind:
 
     name: str  # "deals": the file name
     fields: tuple[str, ...]
+    # Whose custom fields the records carry (`custom_fields`, the last field), if any.
+    entity: CustomFieldEntity | None
     repository: Callable[[AsyncSession, int], ExportRepository]
     json_converters: tuple[tuple[int, ColumnConverter], ...]
     csv_converters: tuple[tuple[int, ColumnConverter], ...]
@@ -135,12 +144,16 @@ class ExportKind:
         table: FromClause,
         schema: type[OutputSchema],
         repository: Callable[[AsyncSession, int], ExportRepository],
+        entity: CustomFieldEntity | None = None,
     ) -> ExportKind:
         fields = tuple(schema.model_fields)
+        assert entity is None or fields[-1] == CUSTOM_FIELDS, "custom fields come last"
         assert fields[0] == "id", "the keyset is the id: it comes first"
         json_converters: list[tuple[int, ColumnConverter]] = []
         csv_converters: list[tuple[int, ColumnConverter]] = []
         for index, field in enumerate(fields):
+            if field == CUSTOM_FIELDS:
+                continue  # the CSV's own columns (`_CsvEncoder`); JSON as read
             column = table.c[field]
             kind = column.type
             to_json: ColumnConverter | None = None
@@ -159,11 +172,14 @@ class ExportKind:
                 json_converters.append((index, to_json))
             if to_csv is not None:
                 csv_converters.append((index, to_csv))
-        return cls(name, fields, repository, tuple(json_converters), tuple(csv_converters))
+        return cls(name, fields, entity, repository, tuple(json_converters), tuple(csv_converters))
 
 
-CONTACTS = ExportKind.of("contacts", Contact.__table__, ContactRead, ContactRepository)
-DEALS = ExportKind.of("deals", Deal.__table__, DealRead, DealRepository)
+CUSTOM_FIELDS = "custom_fields"
+CONTACTS = ExportKind.of(
+    "contacts", Contact.__table__, ContactRead, ContactRepository, CustomFieldEntity.CONTACT
+)
+DEALS = ExportKind.of("deals", Deal.__table__, DealRead, DealRepository, CustomFieldEntity.DEAL)
 TASKS = ExportKind.of("tasks", Task.__table__, TaskRead, TaskRepository)
 
 
@@ -177,6 +193,19 @@ def _converted(
     return zip(*columns, strict=True)
 
 
+def custom_cell(value: Any) -> Any:
+    """A custom field's value as a CSV cell (the import reads it back)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if isinstance(value, str):
+        return neutralised(value)
+    return value
+
+
 class _CsvEncoder:
     def __init__(self, kind: ExportKind, bom: bool) -> None:
         self.kind = kind
@@ -184,13 +213,24 @@ class _CsvEncoder:
         self.buffer = io.StringIO()
         # RFC 4180: CRLF line ends, quotes only where needed; `None` is an empty cell.
         self.writer = csv.writer(self.buffer, lineterminator="\r\n")
+        self.custom_keys: Sequence[str] = ()
 
     def header(self) -> bytes:
-        self.writer.writerow(self.kind.fields)
+        fields = self.kind.fields
+        if self.kind.entity is not None:
+            fields = fields[:-1] + tuple(f"cf.{key}" for key in self.custom_keys)
+        self.writer.writerow(fields)
         return (UTF8_BOM if self.bom else b"") + self._take()
 
     def rows(self, rows: Sequence[Row[Any]]) -> bytes:
-        self.writer.writerows(_converted(rows, self.kind.csv_converters))
+        converted = _converted(rows, self.kind.csv_converters)
+        if self.kind.entity is not None:
+            keys = self.custom_keys
+            converted = (
+                (*cells[:-1], *(custom_cell(cells[-1].get(key)) for key in keys))
+                for cells in converted
+            )
+        self.writer.writerows(converted)
         return self._take()
 
     def _take(self) -> bytes:
@@ -270,12 +310,20 @@ class Export:
         assert self._session is not None, "open() first"
         assert self._ctx is not None
         repository = self.kind.repository(self._session, self._ctx.organization_id)
+        filters = self.filters
+        if self.kind.entity is not None:
+            fields = CustomFieldRepository(self._session, self._ctx.organization_id)
+            definitions = await fields.of_entity(self.kind.entity)
+            if isinstance(filters, ContactFilters | DealFilters):
+                filters = resolve_filters(definitions, filters)
+            if isinstance(self.encoder, _CsvEncoder):
+                self.encoder.custom_keys = list(definitions)
         chunk = self.encoder.header()
         after_id: int | None = None
         first = True
         while True:
             rows = await repository.export_batch(
-                self.filters, self.kind.fields, after_id, self.batch_rows
+                filters, self.kind.fields, after_id, self.batch_rows
             )
             if rows:
                 chunk += self.encoder.rows(rows)

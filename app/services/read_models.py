@@ -91,6 +91,7 @@ def _deal_set(filters: DealFilters) -> list[Any]:
         filters.contact_id,
         None if filters.search is None else fold(filters.search),
         filters.company_id,
+        *(where.cache_part() for where in filters.custom),
     ]
 
 
@@ -105,7 +106,8 @@ def deal_page_key(filters: DealFilters, page: PageParams) -> str:
 
 def contact_count_key(filters: ContactFilters) -> str:
     search = None if filters.search is None else fold(filters.search)
-    return cache_key("contacts:count", [search, filters.owner_id, filters.company_id])
+    custom = [where.cache_part() for where in filters.custom]
+    return cache_key("contacts:count", [search, filters.owner_id, filters.company_id, *custom])
 
 
 def summary_key(days: int, currency: str | None) -> str:
@@ -232,6 +234,14 @@ class ReadModels:
             count, total = deltas[key]
             deltas[key] = (count + 1, total + after.amount)
         await self.repository.apply_deal_totals(deltas)  # a zero delta still moves the version
+        _moved(self.session, _DEALS)
+        after_commit(self.session, partial(self.cache.invalidate, self.organization_id))
+
+    async def deals_changed_in_bulk(self) -> None:
+        """Many deals changed at once in a way no running total sees (a custom field's values
+        removed with its definition): move the deals' version, and drop the organization's
+        cached entries once the transaction commits."""
+        await self.repository.move_deals_version()
         _moved(self.session, _DEALS)
         after_commit(self.session, partial(self.cache.invalidate, self.organization_id))
 

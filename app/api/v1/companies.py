@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import partial
 from typing import Annotated
 
@@ -21,10 +20,11 @@ from app.core.errors import (
 )
 from app.dependencies.auth import OrgContext
 from app.dependencies.db import SessionDep
-from app.dependencies.filters import CompanyFilterQuery
+from app.dependencies.filters import CUSTOM_FILTERS_HELP, CompanyFilterQuery, ordered
 from app.dependencies.pagination import ListWindow
 from app.schemas.common import MAX_ID, CursorPage, CursorParams, Page, SortOrder
 from app.schemas.company import CompanyCreate, CompanyOrderBy, CompanyRead, CompanyUpdate
+from app.schemas.custom_field import CustomFieldOrder
 from app.services.companies import CompanyService, derived_figures
 from app.services.cursors import CursorScope
 
@@ -48,18 +48,25 @@ def _same(company: CompanyRead) -> CompanyRead:
     return company
 
 
-@router.get("", summary="List companies", responses=problems(*TENANT_ERRORS, InvalidCursor))
+@router.get(
+    "",
+    summary="List companies",
+    responses=problems(*TENANT_ERRORS, InvalidCursor),
+    description=(
+        "Each with its counts of contacts and open deals. Page mode, or cursor mode with "
+        "`limit` (and `cursor`): see the README."
+        "\n\n" + CUSTOM_FILTERS_HELP
+    ),
+)
 async def list_companies(
     request: Request,
     service: ServiceDep,
     page: ListWindow,
     filtered: CompanyFilterQuery,
-    order_by: CompanyOrderBy = CompanyOrderBy.CREATED_AT,
+    order_by: CompanyOrderBy | CustomFieldOrder = CompanyOrderBy.CREATED_AT,
     order: SortOrder = SortOrder.DESC,
 ) -> Page[CompanyRead] | CursorPage[CompanyRead]:
-    """Each with its counts of contacts and open deals. Page mode, or cursor mode with
-    `limit` (and `cursor`): see the README."""
-    filters = replace(filtered, order_by=order_by, order=order)
+    filters = ordered(filtered, order_by, order)
     if isinstance(page, CursorParams):
         scope = CursorScope(service.ctx.organization_id, "companies", filters)
         return await cursor_page(request, page, scope, partial(service.scroll, filters), _same)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import partial
 from typing import Annotated
 
@@ -23,10 +22,11 @@ from app.core.errors import (
 )
 from app.dependencies.auth import OrganizationIdHeader, OrgContext, TokenCaller
 from app.dependencies.db import ResourcesDep, SessionDep
-from app.dependencies.filters import ContactFilterQuery
+from app.dependencies.filters import CUSTOM_FILTERS_HELP, ContactFilterQuery, ordered
 from app.dependencies.pagination import ListWindow
 from app.schemas.common import MAX_ID, CursorPage, CursorParams, Page, SortOrder
 from app.schemas.contact import ContactCreate, ContactOrderBy, ContactRead, ContactUpdate
+from app.schemas.custom_field import CustomFieldOrder
 from app.services.contacts import ContactService
 from app.services.cursors import CursorScope
 from app.services.exports import CONTACTS
@@ -45,17 +45,24 @@ async def get_contact_service(
 ServiceDep = Annotated[ContactService, Depends(get_contact_service)]
 
 
-@router.get("", summary="List contacts", responses=problems(*TENANT_ERRORS, InvalidCursor))
+@router.get(
+    "",
+    summary="List contacts",
+    responses=problems(*TENANT_ERRORS, InvalidCursor),
+    description=(
+        "Page mode, or cursor mode with `limit` (and `cursor`): see the README."
+        "\n\n" + CUSTOM_FILTERS_HELP
+    ),
+)
 async def list_contacts(
     request: Request,
     service: ServiceDep,
     page: ListWindow,
     filtered: ContactFilterQuery,
-    order_by: ContactOrderBy = ContactOrderBy.CREATED_AT,
+    order_by: ContactOrderBy | CustomFieldOrder = ContactOrderBy.CREATED_AT,
     order: SortOrder = SortOrder.DESC,
 ) -> Page[ContactRead] | CursorPage[ContactRead]:
-    """Page mode, or cursor mode with `limit` (and `cursor`): see the README."""
-    filters = replace(filtered, order_by=order_by, order=order)
+    filters = ordered(filtered, order_by, order)
     if isinstance(page, CursorParams):
         scope = CursorScope(service.ctx.organization_id, "contacts", filters)
         scroll = partial(service.scroll, filters)

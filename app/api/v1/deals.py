@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import replace
 from functools import partial
 from typing import Annotated
 
@@ -33,7 +32,7 @@ from app.dependencies.auth import (
     bind_tenant,
 )
 from app.dependencies.db import ResourcesDep, SessionDep, resources_of
-from app.dependencies.filters import DealFilterQuery
+from app.dependencies.filters import CUSTOM_FILTERS_HELP, DealFilterQuery, ordered
 from app.dependencies.pagination import ListWindow
 from app.schemas.activity import ActivityCreate, ActivityRead
 from app.schemas.common import (
@@ -43,6 +42,7 @@ from app.schemas.common import (
     Page,
     SortOrder,
 )
+from app.schemas.custom_field import CustomFieldOrder
 from app.schemas.deal import DealCreate, DealOrderBy, DealRead, DealUpdate
 from app.services.activities import ActivityService
 from app.services.cursors import CursorScope
@@ -68,19 +68,26 @@ ServiceDep = Annotated[DealService, Depends(get_deal_service)]
 ActivityServiceDep = Annotated[ActivityService, Depends(get_activity_service)]
 
 
-@router.get("", summary="List deals", responses=problems(*TENANT_ERRORS, InvalidCursor))
+@router.get(
+    "",
+    summary="List deals",
+    responses=problems(*TENANT_ERRORS, InvalidCursor),
+    description=(
+        "Filters combine with AND; `min_amount`/`max_amount` are inclusive. The last sort "
+        "key is always `id`, so paging is stable. With `limit` (and `cursor`), cursor "
+        "mode: see the README."
+        "\n\n" + CUSTOM_FILTERS_HELP
+    ),
+)
 async def list_deals(
     request: Request,
     service: ServiceDep,
     page: ListWindow,
     filtered: DealFilterQuery,
-    order_by: DealOrderBy = DealOrderBy.CREATED_AT,
+    order_by: DealOrderBy | CustomFieldOrder = DealOrderBy.CREATED_AT,
     order: SortOrder = SortOrder.DESC,
 ) -> Page[DealRead] | CursorPage[DealRead]:
-    """Filters combine with AND; `min_amount`/`max_amount` are inclusive. The last sort key is
-    always `id`, so paging is stable. With `limit` (and `cursor`), cursor mode: see the
-    README."""
-    filters = replace(filtered, order_by=order_by, order=order)
+    filters = ordered(filtered, order_by, order)
     if isinstance(page, CursorParams):
         scope = CursorScope(service.ctx.organization_id, "deals", filters)
         return await cursor_page(request, page, scope, partial(service.scroll, filters), _deal)
