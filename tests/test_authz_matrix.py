@@ -382,6 +382,25 @@ async def revoke_api_key(ctx: Ctx) -> Req:
     return Req("DELETE", f"/organizations/{ctx.target.id}/api-keys/{response.json()['id']}")
 
 
+def new_field_body() -> dict[str, Any]:
+    key = f"k{uuid.uuid4().hex[:12]}"
+    return {"entity": "deal", "key": key, "label": "Field", "type": "text"}
+
+
+async def create_custom_field(ctx: Ctx) -> Req:
+    return Req("POST", "/custom-fields", new_field_body())
+
+
+def on_custom_field(method: str, body: Any = None) -> Builder:
+    """A request on a fresh custom field of the target organization."""
+
+    async def build(ctx: Ctx) -> Req:
+        field_id = await created(ctx.target.owner.post("/custom-fields", json=new_field_body()))
+        return Req(method, f"/custom-fields/{field_id}", body)
+
+    return build
+
+
 COMMENT = {"type": "comment", "payload": {"text": "A comment"}}
 # A public address given as such: nothing is resolved, and no test sends to it.
 WEBHOOK = {"url": "https://93.184.215.14/hooks", "event_types": ["deal.*"]}
@@ -507,6 +526,16 @@ ROUTES: dict[tuple[str, str], Route] = {
         fixed("PATCH", "/companies/{company}", {"name": "Renamed"}), in_org(200, 200, 200, 403)
     ),
     ("DELETE", "/companies/{company_id}"): Route(delete_company, in_org(204, 204, 204, 403)),
+    # custom fields (section 17): every member reads; owners and admins manage
+    ("GET", "/custom-fields"): Route(fixed("GET", "/custom-fields"), in_org(200)),
+    ("POST", "/custom-fields"): Route(create_custom_field, in_org(201, 201, 403)),
+    ("GET", "/custom-fields/{custom_field_id}"): Route(on_custom_field("GET"), in_org(200)),
+    ("PATCH", "/custom-fields/{custom_field_id}"): Route(
+        on_custom_field("PATCH", {"label": "Renamed"}), in_org(200, 200, 403)
+    ),
+    ("DELETE", "/custom-fields/{custom_field_id}"): Route(
+        on_custom_field("DELETE"), in_org(204, 204, 403)
+    ),
     # deals (section 6)
     ("GET", "/deals"): Route(fixed("GET", "/deals"), in_org(200)),
     ("GET", "/deals/export"): Route(fixed("GET", "/deals/export"), in_org(200)),
