@@ -589,3 +589,62 @@ async def test_postgres_index_per_key_and_money_exact(
             )
         )
     assert "ix_deals_cf_source" in plan
+
+
+# --- imports ---------------------------------------------------------------------------------
+
+
+async def test_imports_carry_custom_field_columns(owner: User) -> None:
+    from tests.test_imports import errors_of, imported
+
+    await define(owner, entity="contact", key="linkedin", type="text")
+    await define(owner, entity="contact", key="vip", type="boolean")
+    await define(owner, **SOURCE)
+    await define(owner, key="tags", type="multiselect", options=["a", "b"])
+    await define(owner, key="seats", type="number", required=True)
+    contacts_csv = (
+        "name,email,cf.linkedin,cf.vip\n"
+        "Ann,ann@example.com,in/ann,true\n"
+        "Bob,bob@example.com,,maybe\n"
+        "Cid,cid@example.com,in/cid,\n"
+    )
+    body = await imported(owner, contacts_csv)
+    assert (body["created"], body["failed"]) == (2, 1)
+    assert errors_of(body) == [(2, "cf.vip", "VALIDATION_ERROR")]
+    contacts = (await owner.get("/contacts", params={"order": "asc"})).json()["items"]
+    assert [c["custom_fields"] for c in contacts] == [
+        {"linkedin": "in/ann", "vip": True},
+        {"linkedin": "in/cid"},
+    ]
+    # `on_conflict=update` merges the row's values like a PATCH.
+    body = await imported(
+        owner, "name,email,cf.vip\nAnn,ann@example.com,false\n", on_conflict="update"
+    )
+    assert body["updated"] == 1
+    ann = (await owner.get(f"/contacts/{contacts[0]['id']}")).json()
+    assert ann["custom_fields"] == {"linkedin": "in/ann", "vip": False}
+
+    deals_csv = (
+        "title,contact_email,cf.source,cf.tags,cf.seats\n"
+        'One,ann@example.com,web,"[""a"",""b""]",3\n'
+        "Two,ann@example.com,mail,,4\n"
+        "Three,ann@example.com,event,b,\n"
+        "Four,ann@example.com,event,b,2.5\n"
+    )
+    body = await imported(owner, deals_csv, kind="deals", filename="deals.csv")
+    assert (body["created"], body["failed"]) == (2, 2)
+    assert errors_of(body) == [
+        (2, "cf.source", "VALIDATION_ERROR"),
+        (3, "cf.seats", "VALIDATION_ERROR"),
+    ]
+    deals = (await owner.get("/deals", params={"order": "asc"})).json()["items"]
+    assert [d["custom_fields"] for d in deals] == [
+        {"source": "web", "tags": ["a", "b"], "seats": 3},
+        {"source": "event", "tags": ["b"], "seats": 2.5},
+    ]
+    # An export imports back with its values.
+    exported = (await owner.get("/deals/export")).text
+    body = await imported(owner, exported, kind="deals", filename="deals.csv")
+    assert (body["created"], body["failed"]) == (2, 0)
+    again = (await owner.get("/deals", params={"order": "asc"})).json()["items"][2:]
+    assert [d["custom_fields"] for d in again] == [d["custom_fields"] for d in deals]

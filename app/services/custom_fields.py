@@ -24,6 +24,7 @@ options, in the definition's order."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -191,6 +192,34 @@ async def values_for(
         return dict(current)
     definitions = await definitions_of(session, organization_id, entity)
     return checked_values(definitions, given, current)
+
+
+def import_cell(definition: CustomFieldDefinition, cell: Any) -> Any:
+    """An import file's cell of a `cf.<key>` column as the API would be sent it: CSV cells
+    are text (a number, `true`/`false`, a multiselect as a JSON array as exports write it,
+    or one option); JSON Lines values are taken as they are."""
+    if not isinstance(cell, str):
+        return cell
+    kind = definition.type
+    text = cell.strip()
+    if kind is CustomFieldType.NUMBER:
+        try:
+            return int(text)
+        except ValueError:
+            try:
+                return float(text)
+            except ValueError:
+                return cell
+    if kind is CustomFieldType.BOOLEAN and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if kind is CustomFieldType.MULTISELECT:
+        if text.startswith("["):
+            try:
+                return json.loads(text)
+            except ValueError:
+                return cell
+        return [text]
+    return cell
 
 
 # --- filters and sorting of the lists ------------------------------------------------------

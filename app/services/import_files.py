@@ -13,7 +13,8 @@ worker that imports it.
   or underscores separate their words (`Contact Email`, `E-Mail`, `contactEmail` are
   `contact_email`, `email`, `contact_email`); an explicit `mapping` (file column -> field,
   or null to ignore a column) takes precedence. Other columns are ignored (an export's `id`,
-  `created_at` ...).
+  `created_at` ...), but for custom fields' columns `cf.<key>` (lower-case key), kept under
+  that name for the importer to check against the organization's definitions.
 - **Cells** starting with `'` and then `=`, `+`, `-`, `@`, a tab or a carriage return lose the
   `'`: an export neutralises formulas that way, so exported files import unchanged. An empty
   CSV cell is an absent value.
@@ -26,6 +27,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -140,10 +142,15 @@ def _decode(content: bytes) -> str:
         ) from None
 
 
+CUSTOM_COLUMN = re.compile(r"^cf\.[a-z][a-z0-9_]{0,39}$")
+
+
 def _field_of(column: str, fields: Sequence[str], mapping: Mapping[str, str | None]) -> str | None:
     key = normalise_column(column)
     if key in mapping:
         return mapping[key]
+    if CUSTOM_COLUMN.match(column.strip()):
+        return column.strip()
     bare = key.replace("_", "")
     return next((field for field in fields if field.replace("_", "") == bare), None)
 

@@ -16,7 +16,9 @@ the row's values is `skipped` (nothing written). They are written in bulk: one l
 INSERT, the updates, and the events of a batch in one transaction.
 
 Both may carry a `company_id`: a company of this organization, as `POST /contacts` and
-`POST /deals` require (else the row fails with `COMPANY_NOT_FOUND`).
+`POST /deals` require (else the row fails with `COMPANY_NOT_FOUND`), and custom field values
+in columns `cf.<key>` (`custom_fields_of`), checked as the API checks them (a bad value, an
+unknown key or a missing required field fails the row, `VALIDATION_ERROR` at that column).
 
 **Deals** refer to their contact by `contact_id` or `contact_email`; every row is a new deal
 (`on_conflict` does not apply). Each is written as `POST /deals` writes it (its running
@@ -41,6 +43,7 @@ from app.core.errors import (
     AppError,
     CompanyReferenceInvalid,
     ContactReferenceInvalid,
+    CustomFieldsInvalid,
     DealWonRequiresAmount,
     ImportAlreadyFinished,
     ImportNotFound,
@@ -52,7 +55,7 @@ from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
 from app.core.text import fold_fields
 from app.db.types import utcnow
-from app.models import Contact, Import, ImportRowError
+from app.models import Contact, CustomFieldEntity, Import, ImportRowError
 from app.repositories.base import RowLock
 from app.repositories.companies import CompanyRepository
 from app.repositories.contacts import ContactRepository
@@ -72,6 +75,12 @@ from app.schemas.imports import (
 )
 from app.services import events
 from app.services.contacts import ensure_owner_assignable
+from app.services.custom_fields import (
+    Definitions,
+    checked_values,
+    definitions_of,
+    import_cell,
+)
 from app.services.deals import DealService
 from app.services.import_files import FileFormat, ParsedFile, Record, detect_format, parse
 from app.services.import_files import parse_mapping as read_mapping
@@ -199,8 +208,28 @@ def _validation_errors(result: BatchResult, record: Record, exc: ValidationError
 
 
 def _refused(result: BatchResult, record: Record, column: str | None, exc: AppError) -> None:
-    result.fail(record, column, exc.code, exc.detail)
+    if isinstance(exc, CustomFieldsInvalid) and exc.errors:
+        for error in exc.errors:
+            key = f"cf.{error['loc'][-1]}"
+            result.fail(record, record.columns.get(key, key), exc.code, error["msg"])
+    else:
+        result.fail(record, column, exc.code, exc.detail)
     result.failed_row()
+
+
+def custom_fields_of(record: Record, definitions: Definitions) -> dict[str, Any] | None:
+    """The record's `cf.<key>` cells (taken out of `record.values`), by key, as the API
+    would be sent them; None when it has none."""
+    keys = [name for name in record.values if name.startswith("cf.")]
+    if not keys:
+        return None
+    given: dict[str, Any] = {}
+    for name in keys:
+        cell = record.values.pop(name)
+        key = name.removeprefix("cf.")
+        definition = definitions.get(key)
+        given[key] = cell if definition is None else import_cell(definition, cell)
+    return given
 
 
 class RowImporter:
@@ -247,11 +276,16 @@ class RowImporter:
     async def _contacts(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
         valid: list[tuple[Record, ContactImportRow]] = []
+        definitions = await definitions_of(
+            self.session, self.ctx.organization_id, CustomFieldEntity.CONTACT
+        )
+        given: dict[int, dict[str, Any] | None] = {}
         for record in records:
             if record.problem is not None:
                 result.fail(record, None, "INVALID_ROW", record.problem)
                 result.failed_row()
                 continue
+            given[record.row] = custom_fields_of(record, definitions)
             try:
                 valid.append((record, ContactImportRow.model_validate(record.values)))
             except ValidationError as exc:
@@ -283,15 +317,23 @@ class RowImporter:
                 _refused(result, record, column, CompanyReferenceInvalid())
                 continue
             match = existing.get(email) if email is not None else None
+            custom = {**row.custom_fields, **(given.get(record.row) or {})}
+            try:
+                values = checked_values(
+                    definitions, custom, None if match is None else match.custom_fields
+                )
+            except CustomFieldsInvalid as exc:
+                _refused(result, record, None, exc)
+                continue
             if match is None:
-                new.append(self._new_contact(row))
+                new.append({**self._new_contact(row), "custom_fields": values})
                 if email is not None:
                     new_emails.add(email)
                 result.progress.created += 1
             elif self.on_conflict is OnConflict.SKIP:
                 result.progress.skipped += 1
             else:
-                outcome = await self._update_contact(match, row, record, result)
+                outcome = await self._update_contact(match, row, record, result, values)
                 if outcome is not None:
                     updated.append((outcome, match))
         result.progress.rows = settled
@@ -328,7 +370,12 @@ class RowImporter:
         }
 
     async def _update_contact(
-        self, contact: Contact, row: ContactImportRow, record: Record, result: BatchResult
+        self,
+        contact: Contact,
+        row: ContactImportRow,
+        record: Record,
+        result: BatchResult,
+        custom_values: dict[str, Any],
     ) -> ContactRead | None:
         """Set the row's fields on `contact` as a PATCH would; what it was before (None:
         nothing changed, or the row was refused)."""
@@ -345,6 +392,8 @@ class RowImporter:
         # The email matched case-insensitively: its case alone is no change.
         sent.pop("email", None)
         changes = {name: value for name, value in sent.items() if value != getattr(contact, name)}
+        if custom_values != contact.custom_fields:
+            changes["custom_fields"] = custom_values
         if not changes:
             result.progress.skipped += 1
             return None
@@ -360,11 +409,16 @@ class RowImporter:
     async def _deals(self, records: Sequence[Record]) -> BatchResult:
         result = BatchResult()
         rows: list[tuple[Record, DealImportRow]] = []
+        definitions = await definitions_of(
+            self.session, self.ctx.organization_id, CustomFieldEntity.DEAL
+        )
+        given: dict[int, dict[str, Any] | None] = {}
         for record in records:
             if record.problem is not None:
                 result.fail(record, None, "INVALID_ROW", record.problem)
                 result.failed_row()
                 continue
+            given[record.row] = custom_fields_of(record, definitions)
             try:
                 row = DealImportRow.model_validate(record.values)
             except ValidationError as exc:
@@ -406,6 +460,7 @@ class RowImporter:
                 amount=row.amount,
                 currency=row.currency,
                 company_id=row.company_id,
+                custom_fields={**row.custom_fields, **(given.get(record.row) or {})},
             )
             savepoint = await self.session.begin_nested()
             try:
