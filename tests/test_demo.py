@@ -214,6 +214,41 @@ async def test_contacts_and_deals_belong_to_the_companies_they_name(
     assert nordwind["open_deals_count"] > 0
 
 
+async def test_custom_fields_are_defined_and_filled(api: Api, demo: DemoResult) -> None:
+    login = await api.client.post(
+        api.url("/auth/login"), json={"email": DEMO_LOGINS[3][0], "password": DEMO_PASSWORD}
+    )
+    headers = {
+        "Authorization": f"Bearer {login.json()['access_token']}",
+        "X-Organization-Id": str(demo.organization_id),
+    }
+    fields = (await api.client.get(api.url("/custom-fields"), headers=headers)).json()
+    assert {(f["entity"], f["key"], f["type"]) for f in fields} == {
+        ("deal", "source", "select"),
+        ("contact", "linkedin", "text"),
+        ("company", "employees", "number"),
+    }
+    totals = [
+        (
+            await api.client.get(api.url("/deals"), params={"cf.source": option}, headers=headers)
+        ).json()["total"]
+        for option in next(f for f in fields if f["key"] == "source")["options"]
+    ]
+    assert all(total > 0 for total in totals)
+    assert sum(totals) == demo.counts["deals"]
+    big = await api.client.get(
+        api.url("/companies"),
+        params={"cf.employees.min": 1000, "order_by": "cf.employees"},
+        headers=headers,
+    )
+    sizes = [c["custom_fields"]["employees"] for c in big.json()["items"]]
+    assert sizes
+    assert sizes == sorted(sizes, reverse=True)
+    assert min(sizes) >= 1000
+    linked = await api.client.get(api.url("/contacts"), headers=headers)
+    assert any("linkedin" in c["custom_fields"] for c in linked.json()["items"])
+
+
 async def test_a_second_run_changes_nothing(api: Api, demo: DemoResult) -> None:
     before = await snapshot(api.app.state.resources.engine)
     again = await run_seed(api)

@@ -35,12 +35,16 @@ from app.models import (
     ActivityType,
     Company,
     Contact,
+    CustomFieldDefinition,
+    CustomFieldEntity,
+    CustomFieldType,
     Deal,
     DealStage,
     DealStatus,
     Role,
     Task,
 )
+from app.repositories.custom_fields import CustomFieldRepository
 from app.repositories.users import UserRepository
 from app.schemas.auth import RegisterRequest
 from app.schemas.organization import AssignableRole
@@ -473,6 +477,7 @@ class History:
         org = self.organization_id
         people = self._people()
         plans = self._deals(people)
+        await _define_custom_fields(session, org)
 
         # Every company the people work for, each contact in theirs, and each deal naming
         # its contact's company (its title says "... for <company>").
@@ -491,6 +496,7 @@ class History:
                             "phone": f"{prefix} {100 + index} {1000 + 37 * index}",
                             "address": None,
                             "search_text": fold_fields(name, domain),
+                            "custom_fields": {"employees": _EMPLOYEES[index % len(_EMPLOYEES)]},
                             "created_at": self.start,
                             "updated_at": self.start,
                         }
@@ -513,10 +519,19 @@ class History:
                     "phone": p.phone,
                     "search_text": fold_fields(p.name, p.email, p.phone),
                     **match_key_columns(p.email, p.phone),
+                    # Every other contact has a profile.
+                    "custom_fields": (
+                        {
+                            "linkedin": "https://www.linkedin.com/in/"
+                            + "-".join(_ascii(p.name).split())
+                        }
+                        if index % 2 == 0
+                        else {}
+                    ),
                     "created_at": p.created_at,
                     "updated_at": p.created_at,
                 }
-                for p in people
+                for index, p in enumerate(people)
             ],
         )
         deal_ids = await _insert_returning_ids(
@@ -534,10 +549,11 @@ class History:
                     "currency": plan.currency,
                     "status": plan.status,
                     "stage": plan.stage,
+                    "custom_fields": {"source": _demo_source(index)},
                     "created_at": plan.created_at,
                     "updated_at": plan.updated_at or plan.created_at,
                 }
-                for plan in plans
+                for index, plan in enumerate(plans)
             ],
         )
         task_rows = [
@@ -599,6 +615,35 @@ class History:
 
 
 _MOVES = (ActivityType.STATUS_CHANGED, ActivityType.STAGE_CHANGED)
+
+
+# Custom fields (contract section 17): (entity, key, label, type, options). Their values are
+# derived from each record's place in the history, not drawn from the generator, so the rest
+# of the demo stays what it was.
+DemoField = tuple[CustomFieldEntity, str, str, CustomFieldType, list[str] | None]
+DEMO_CUSTOM_FIELDS: tuple[DemoField, ...] = (
+    (CustomFieldEntity.DEAL, "source", "Lead source", CustomFieldType.SELECT, [
+        "website", "referral", "event", "outbound", "partner",
+    ]),
+    (CustomFieldEntity.CONTACT, "linkedin", "LinkedIn profile", CustomFieldType.TEXT, None),
+    (CustomFieldEntity.COMPANY, "employees", "Employees", CustomFieldType.NUMBER, None),
+)  # fmt: skip
+_EMPLOYEES = (12, 48, 230, 1200, 85, 9, 640, 3100, 27, 410)
+
+
+async def _define_custom_fields(session: AsyncSession, organization_id: int) -> None:
+    fields = CustomFieldRepository(session, organization_id)
+    for entity, key, label, kind, options in DEMO_CUSTOM_FIELDS:
+        definition = CustomFieldDefinition(
+            entity=entity, key=key, label=label, type=kind, options=options, required=False
+        )
+        await fields.add(definition)
+        await fields.ensure_index(entity, key)
+
+
+def _demo_source(index: int) -> str:
+    options = DEMO_CUSTOM_FIELDS[0][4] or []
+    return options[(index * 7) % len(options)]
 
 
 async def _insert_returning_ids(
