@@ -27,6 +27,7 @@ PATHS = (
     f"{PREFIX}/contacts?search=петров",
     f"{PREFIX}/contacts?search=müller",
     f"{PREFIX}/contacts?search=555-00012",
+    f"{PREFIX}/deals?cf.source=source_05&page_size=20",
 )
 WHERE = "organization_id = 1 AND status IN ('won') AND amount >= 1000 AND amount <= 50000"
 DEFERRED_JOIN = (

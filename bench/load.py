@@ -49,6 +49,8 @@ from app.core.contact_keys import match_keys
 from app.core.security import PasswordHasher
 from app.core.text import fold, fold_fields
 from app.db.session import create_engine, create_session_factory
+from app.models import CustomFieldEntity
+from app.repositories.custom_fields import index_ddl
 from app.repositories.read_models import ReadModelRepository
 from bench.common import (
     BENCH_PASSWORD,
@@ -65,6 +67,10 @@ from bench.common import (
 )
 
 MARKER_PREFIX = "minicrm-bench-dataset"
+# A deal custom field of the big organization (contract section 17): a select whose options
+# each hold about 1/30 of its deals (`bench.run`'s `cf.<key>` filter scenario).
+CUSTOM_FIELD_KEY = "source"
+CUSTOM_FIELD_OPTIONS = tuple(f"source_{n:02d}" for n in range(1, 31))
 CHUNK = 50_000
 SPAN = timedelta(days=730)
 BULK_TABLES = ("contacts", "deals", "tasks", "activities", "events")
@@ -184,6 +190,8 @@ class Plan:
     small_orgs: int = SMALL_ORGS
     seed: int = SEED
     schema: str = ""  # hash of the migrations (an edited migration forces a reload)
+    # The big organization's deal custom field: its key and options (a change reloads).
+    custom_field: tuple[str, ...] = (CUSTOM_FIELD_KEY, *CUSTOM_FIELD_OPTIONS)
     # per smaller organization: (members, contacts, deals, tasks, activities), from the seed
     small_sizes: tuple[tuple[int, int, int, int, int], ...] = field(default=())
 
@@ -420,6 +428,7 @@ class Generator:
                         stage,
                         created,
                         updated,
+                        _custom_fields(org_id, did),
                     )
                 )
                 if len(chunk) >= CHUNK:
@@ -528,6 +537,29 @@ class Generator:
             next_id += n
 
 
+def _custom_fields(org_id: int, deal_id: int) -> str:
+    """A deal's `custom_fields` (JSON text): the big organization's deals each hold one option
+    of its select, spread evenly by id (no draw from the generator: the rest of the dataset
+    stays what it was); the others have none."""
+    if org_id != BIG_ORG_ID:
+        return "{}"
+    option = CUSTOM_FIELD_OPTIONS[(deal_id * 7919) % len(CUSTOM_FIELD_OPTIONS)]
+    return json.dumps({CUSTOM_FIELD_KEY: option})
+
+
+async def _define_custom_field(conn: asyncpg.Connection) -> None:
+    """The big organization's definition, and its per-key index as the app makes it."""
+    await conn.execute(
+        "INSERT INTO custom_field_definitions "
+        "(organization_id, entity, key, label, type, options, required, created_at, updated_at) "
+        "VALUES ($1, 'deal', $2, 'Lead source', 'select', $3::jsonb, false, now(), now())",
+        BIG_ORG_ID,
+        CUSTOM_FIELD_KEY,
+        json.dumps(list(CUSTOM_FIELD_OPTIONS)),
+    )
+    await conn.execute(index_ddl(CustomFieldEntity.DEAL, CUSTOM_FIELD_KEY))
+
+
 COLUMNS = {
     "organizations": ("id", "name", "created_at"),
     "users": ("id", "email", "name", "password_hash", "created_at"),
@@ -558,6 +590,7 @@ COLUMNS = {
         "stage",
         "created_at",
         "updated_at",
+        "custom_fields",
     ),
     "tasks": (
         "id",
@@ -765,6 +798,10 @@ async def _load(url: str, plan: Plan) -> dict[str, float]:
                 f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
                 f"(SELECT coalesce(max(id), 0) + 1 FROM {name}), false)"
             )
+
+        started = time.perf_counter()
+        await _define_custom_field(conn)
+        timings["custom field definition + index"] = time.perf_counter() - started
 
         started = time.perf_counter()
         organization_ids = [r["id"] for r in await conn.fetch("SELECT id FROM organizations")]

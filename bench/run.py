@@ -76,6 +76,8 @@ from bench.common import (
     table,
 )
 from bench.load import (
+    CUSTOM_FIELD_KEY,
+    CUSTOM_FIELD_OPTIONS,
     CYRILLIC_NAMES,
     FIRST_NAMES,
     LAST_NAMES,
@@ -92,6 +94,10 @@ HOST = "127.0.0.1"
 PATCH_IDS = 120_000  # deals at stage `proposal` handed to the PATCH scenario
 LATENCY_CONNECTIONS = 4
 COLD = "[cold]"  # every request another URL: the app's caches miss
+# A custom field filter (contract section 17): each of the select's options in turn.
+CUSTOM_FILTER = (
+    f"GET /deals?cf.{CUSTOM_FIELD_KEY}= ({len(CUSTOM_FIELD_OPTIONS)} options) page_size=20"
+)
 WARM = "[warm]"  # one URL (or four) repeated: after the first request, cache hits
 
 LUA_COMMON = r"""
@@ -869,6 +875,17 @@ def scenarios(plan: Plan, ids_file: Path, patch_ids: int) -> list[Scenario]:
         ),
         *cursor_scenarios(plan),
         Scenario(
+            CUSTOM_FILTER,
+            LUA_ROTATE
+            % {
+                "paths": ", ".join(
+                    f'"{PREFIX}/deals?cf.{CUSTOM_FIELD_KEY}={option}&page_size=20"'
+                    for option in CUSTOM_FIELD_OPTIONS
+                )
+            },
+            latency_connections=LATENCY_CONNECTIONS,
+        ),
+        Scenario(
             "GET /deals/{id}/activities",
             LUA_RANDOM_ID % {"max_id": big_deals, "template": f"{PREFIX}/deals/%d/activities"},
         ),
@@ -1360,6 +1377,12 @@ def targets(
             f"{COLD_SEARCH} [{n} connections]",
             f"contact search (cold) p50 at {n} connections < 30 ms",
             30.0,
+        ),
+        (
+            f"{CUSTOM_FILTER} [{n} connections]",
+            f"deal list filtered by a custom field (cf.<key>=value, page_size=20) p50 at {n} "
+            "connections <= 20 ms",
+            20.0 + 1e-9,  # inclusive: at most 20 ms
         ),
     ]
     out: list[dict[str, Any]] = []

@@ -90,6 +90,18 @@ class CustomFieldFilter:
         return [self.key, self.op.value, self.text]
 
 
+def index_ddl(entity: CustomFieldEntity, key: str) -> str:
+    """The statement that makes the per-key index of (`entity`, `key`) if it is missing."""
+    model = MODEL_OF[entity]
+    table = model.__tablename__
+    key = _checked_key(key)
+    live = " WHERE deleted_at IS NULL" if hasattr(model, "deleted_at") else ""
+    return (
+        f"CREATE INDEX IF NOT EXISTS ix_{table}_cf_{key} ON {table} "
+        f"(organization_id, (custom_fields -> '{key}'), created_at, id){live}"
+    )
+
+
 def _checked_key(key: str) -> str:
     if not _KEY.match(key):  # a programming error: keys are validated at the edge
         raise ValueError(f"not a custom field key: {key!r}")
@@ -235,16 +247,7 @@ class CustomFieldRepository(TenantRepository):
         if self.dialect != "postgresql":
             return
         await self._lock_key(entity, key)
-        model = MODEL_OF[entity]
-        table = model.__tablename__
-        key = _checked_key(key)
-        live = " WHERE deleted_at IS NULL" if hasattr(model, "deleted_at") else ""
-        await self.session.execute(
-            text(
-                f"CREATE INDEX IF NOT EXISTS ix_{table}_cf_{key} ON {table} "
-                f"(organization_id, (custom_fields -> '{key}'), created_at, id){live}"
-            )
-        )
+        await self.session.execute(text(index_ddl(entity, key)))
 
     async def drop_index_if_unused(self, entity: CustomFieldEntity, key: str) -> None:
         if self.dialect != "postgresql":
