@@ -39,7 +39,12 @@ async def fixture_ids(owner: User) -> dict[str, int]:
         data={"kind": "contacts"},
     )
     assert queued.status_code == 202, queued.text
+    field = await owner.post(
+        "/custom-fields", json={"entity": "deal", "key": "notes", "label": "Notes", "type": "text"}
+    )
+    assert field.status_code == 201, field.text
     return {
+        "custom_field_id": field.json()["id"],
         "webhook_id": webhook.json()["id"],
         "import_id": queued.json()["id"],
         "company_id": company.json()["id"],

@@ -59,6 +59,7 @@ EXPECTED_PERMISSIONS: dict[Role, set[Permission]] = {
         P.MANAGE_API_KEYS,
         P.MANAGE_WEBHOOKS,
         P.WEBHOOK_SECRETS,
+        P.MANAGE_CUSTOM_FIELDS,
         P.GRANT_ADMIN,
     },
     Role.ADMIN: {
@@ -74,6 +75,7 @@ EXPECTED_PERMISSIONS: dict[Role, set[Permission]] = {
         P.MANAGE_API_KEYS,
         P.MANAGE_WEBHOOKS,
         P.WEBHOOK_SECRETS,
+        P.MANAGE_CUSTOM_FIELDS,
     },
     Role.MANAGER: {
         P.READ,
