@@ -377,6 +377,11 @@ class CustomFieldKeyTaken(Conflict):
     detail = "This organization already has a custom field with this key on this entity."
 
 
+class CustomFieldLimitReached(Conflict):
+    code = "CUSTOM_FIELD_LIMIT_REACHED"
+    detail = "This entity has as many custom fields as an organization may define (100)."
+
+
 class CustomFieldOptionInUse(Conflict):
     code = "CUSTOM_FIELD_OPTION_IN_USE"
     detail = "A record still holds an option this change removes; change those records first."

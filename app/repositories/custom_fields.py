@@ -200,6 +200,13 @@ class CustomFieldRepository(TenantRepository):
         await self.session.delete(definition)
         await self.session.flush()
 
+    async def count_of(self, entity: CustomFieldEntity) -> int:
+        query = select(func.count()).where(
+            CustomFieldDefinition.organization_id == self.organization_id,
+            CustomFieldDefinition.entity == entity,
+        )
+        return int(await self.session.scalar(query) or 0)
+
     async def value_in_use(self, definition: CustomFieldDefinition, option: str) -> bool:
         """Whether a record of the organization (in the trash too) holds `option`."""
         model = MODEL_OF[definition.entity]
@@ -247,6 +254,11 @@ class CustomFieldRepository(TenantRepository):
         if self.dialect != "postgresql":
             return
         await self._lock_key(entity, key)
+        # Already there (another organization uses the key): no CREATE INDEX, whose table
+        # lock would hold the table's writers until this transaction ends.
+        name = f"ix_{MODEL_OF[entity].__tablename__}_cf_{_checked_key(key)}"
+        if await self.session.scalar(text("SELECT to_regclass(:name)"), {"name": name}):
+            return
         await self.session.execute(text(index_ddl(entity, key)))
 
     async def drop_index_if_unused(self, entity: CustomFieldEntity, key: str) -> None:

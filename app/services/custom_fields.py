@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.cache import Cache
 from app.core.errors import (
     CustomFieldKeyTaken,
+    CustomFieldLimitReached,
     CustomFieldNotFound,
     CustomFieldOptionInUse,
     CustomFieldsInvalid,
@@ -56,6 +57,8 @@ from app.services import events
 from app.services.read_models import ReadModels
 
 MAX_TEXT_LENGTH = 1000
+# Per organization and entity: every definition is read by each write of such a record.
+MAX_DEFINITIONS = 100
 # Numbers beyond this lose integer precision in a 64-bit float (JavaScript clients, SQLite).
 MAX_NUMBER = 2**53
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -326,6 +329,8 @@ class CustomFieldService:
 
     async def create(self, data: CustomFieldCreate) -> CustomFieldDefinition:
         self.ctx.require(Permission.MANAGE_CUSTOM_FIELDS)
+        if await self.fields.count_of(data.entity) >= MAX_DEFINITIONS:
+            raise CustomFieldLimitReached()
         definition = CustomFieldDefinition(
             entity=data.entity,
             key=data.key,

@@ -13,6 +13,7 @@ from app.core.errors import (
     CompanyHasContacts,
     CompanyHasDeals,
     CompanyNotFound,
+    CustomFieldOrderNotScrollable,
     InvalidCursor,
     OwnerNotAMember,
     PermissionDenied,
@@ -51,7 +52,7 @@ def _same(company: CompanyRead) -> CompanyRead:
 @router.get(
     "",
     summary="List companies",
-    responses=problems(*TENANT_ERRORS, InvalidCursor),
+    responses=problems(*TENANT_ERRORS, InvalidCursor, CustomFieldOrderNotScrollable),
     description=(
         "Each with its counts of contacts and open deals. Page mode, or cursor mode with "
         "`limit` (and `cursor`): see the README."

@@ -15,6 +15,7 @@ from app.core.errors import (
     CompanyReferenceInvalid,
     ContactHasDeals,
     ContactNotFound,
+    CustomFieldOrderNotScrollable,
     InvalidCursor,
     OwnerNotAMember,
     PermissionDenied,
@@ -48,7 +49,7 @@ ServiceDep = Annotated[ContactService, Depends(get_contact_service)]
 @router.get(
     "",
     summary="List contacts",
-    responses=problems(*TENANT_ERRORS, InvalidCursor),
+    responses=problems(*TENANT_ERRORS, InvalidCursor, CustomFieldOrderNotScrollable),
     description=(
         "Page mode, or cursor mode with `limit` (and `cursor`): see the README."
         "\n\n" + CUSTOM_FILTERS_HELP

@@ -8,6 +8,7 @@ from app.api.responses import TENANT_ERRORS, problems
 from app.api.routing import StrictJSONRoute
 from app.core.errors import (
     CustomFieldKeyTaken,
+    CustomFieldLimitReached,
     CustomFieldNotFound,
     CustomFieldOptionInUse,
     PermissionDenied,
@@ -49,11 +50,14 @@ async def list_custom_fields(
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Define a custom field",
-    responses=problems(*TENANT_ERRORS, PermissionDenied, CustomFieldKeyTaken),
+    responses=problems(
+        *TENANT_ERRORS, PermissionDenied, CustomFieldKeyTaken, CustomFieldLimitReached
+    ),
 )
 async def create_custom_field(body: CustomFieldCreate, service: ServiceDep) -> CustomFieldRead:
     """Owners and admins. `key` is unique per organization and entity (409
-    `CUSTOM_FIELD_KEY_TAKEN`); `options` are required for `select` and `multiselect` and
+    `CUSTOM_FIELD_KEY_TAKEN`); at most 100 fields per entity (409
+    `CUSTOM_FIELD_LIMIT_REACHED`); `options` are required for `select` and `multiselect` and
     refused otherwise. Records then carry the field in `custom_fields` (see the README for
     each type's values, and the `cf.<key>` filters of the lists)."""
     return CustomFieldRead.model_validate(await service.create(body))

@@ -16,6 +16,7 @@ from app.core.errors import (
     CompanyReferenceInvalid,
     ContactInTrash,
     ContactReferenceInvalid,
+    CustomFieldOrderNotScrollable,
     DealNotFound,
     DealWonRequiresAmount,
     InvalidCursor,
@@ -71,7 +72,7 @@ ActivityServiceDep = Annotated[ActivityService, Depends(get_activity_service)]
 @router.get(
     "",
     summary="List deals",
-    responses=problems(*TENANT_ERRORS, InvalidCursor),
+    responses=problems(*TENANT_ERRORS, InvalidCursor, CustomFieldOrderNotScrollable),
     description=(
         "Filters combine with AND; `min_amount`/`max_amount` are inclusive. The last sort "
         "key is always `id`, so paging is stable. With `limit` (and `cursor`), cursor "
