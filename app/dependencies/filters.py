@@ -50,7 +50,7 @@ def ordered(filters: F, order_by: Enum | str, order: SortOrder) -> F:
     return replace(filters, custom_order=order_by.removeprefix("cf."), order=order)
 
 
-def _custom_filters(request: Request) -> tuple[CustomFieldFilter, ...]:
+async def _custom_filters(request: Request) -> tuple[CustomFieldFilter, ...]:
     found: list[CustomFieldFilter] = []
     errors: list[dict[str, object]] = []
     for name, text in request.query_params.multi_items():
