@@ -174,16 +174,20 @@ class CustomFieldRepository(TenantRepository):
     def dialect(self) -> str:
         return self.session.get_bind().dialect.name
 
-    async def list(self, entity: CustomFieldEntity | None) -> Sequence[CustomFieldDefinition]:
+    async def list(
+        self, entity: CustomFieldEntity | None, *, lock: RowLock | None = None
+    ) -> Sequence[CustomFieldDefinition]:
         query = self._rows()
         if entity is not None:
             query = query.where(CustomFieldDefinition.entity == entity)
         query = query.order_by(CustomFieldDefinition.entity, CustomFieldDefinition.id)
-        return (await self.session.scalars(query)).all()
+        return (await self.session.scalars(with_lock(query, lock))).all()
 
-    async def of_entity(self, entity: CustomFieldEntity) -> dict[str, CustomFieldDefinition]:
+    async def of_entity(
+        self, entity: CustomFieldEntity, *, lock: RowLock | None = None
+    ) -> dict[str, CustomFieldDefinition]:
         """The entity's definitions by key."""
-        return {definition.key: definition for definition in await self.list(entity)}
+        return {definition.key: definition for definition in await self.list(entity, lock=lock)}
 
     async def get(
         self, definition_id: int, *, lock: RowLock | None = None

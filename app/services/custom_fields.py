@@ -178,9 +178,13 @@ def checked_values(
 
 
 async def definitions_of(
-    session: AsyncSession, organization_id: int, entity: CustomFieldEntity
+    session: AsyncSession,
+    organization_id: int,
+    entity: CustomFieldEntity,
+    *,
+    lock: RowLock | None = None,
 ) -> dict[str, CustomFieldDefinition]:
-    return await CustomFieldRepository(session, organization_id).of_entity(entity)
+    return await CustomFieldRepository(session, organization_id).of_entity(entity, lock=lock)
 
 
 async def values_for(
@@ -190,10 +194,14 @@ async def values_for(
     given: Mapping[str, Any] | None,
     current: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`checked_values` against the organization's definitions (read only if needed)."""
+    """`checked_values` against the organization's definitions (read only if needed).
+
+    The definitions are share-locked until the write commits: a PATCH or DELETE of one of
+    them (which locks it for update) waits for the write, and a write after it sees its
+    result, so no value outside a field's options, nor of a deleted field, is ever stored."""
     if not given and current is not None:
         return dict(current)
-    definitions = await definitions_of(session, organization_id, entity)
+    definitions = await definitions_of(session, organization_id, entity, lock=RowLock.SHARE)
     return checked_values(definitions, given, current)
 
 

@@ -277,7 +277,7 @@ class RowImporter:
         result = BatchResult()
         valid: list[tuple[Record, ContactImportRow]] = []
         definitions = await definitions_of(
-            self.session, self.ctx.organization_id, CustomFieldEntity.CONTACT
+            self.session, self.ctx.organization_id, CustomFieldEntity.CONTACT, lock=RowLock.SHARE
         )
         given: dict[int, dict[str, Any] | None] = {}
         for record in records:
