@@ -64,6 +64,7 @@ DEAL_FIELDS = (  # DealRead, in its order
     "created_at",
     "updated_at",
     "company_id",
+    "custom_fields",
 )
 
 
@@ -117,6 +118,8 @@ def render(row: asyncpg.Record) -> bytes:
     body["amount"] = _money(body["amount"])
     body["created_at"] = _utc(body["created_at"])
     body["updated_at"] = _utc(body["updated_at"])
+    # jsonb arrives as its text, which the app's JSON column type decodes as this does.
+    body["custom_fields"] = json.loads(body["custom_fields"])
     # as FastAPI's JSONResponse renders
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
