@@ -3,6 +3,7 @@ their validation, filters and sorting, deletion, exports, and the per-key index.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -13,6 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.support import Api, Team, User, assert_problem, create_contact
+from tests.test_imports import errors_of, imported
 
 
 async def define(user: User, **body: Any) -> dict[str, Any]:
@@ -599,8 +601,6 @@ async def test_postgres_index_per_key_and_money_exact(
 
 
 async def test_imports_carry_custom_field_columns(owner: User) -> None:
-    from tests.test_imports import errors_of, imported
-
     await define(owner, entity="contact", key="linkedin", type="text")
     await define(owner, entity="contact", key="vip", type="boolean")
     await define(owner, **SOURCE)
@@ -662,3 +662,32 @@ async def test_at_most_100_fields_per_entity(owner: User) -> None:
     )
     assert_problem(response, 409, "CUSTOM_FIELD_LIMIT_REACHED")
     await define(owner, entity="contact", key="more", type="text")  # another entity's own
+
+
+async def test_postgres_an_option_removal_waits_for_a_write_holding_the_option(
+    owner: User, engine: AsyncEngine
+) -> None:
+    """A record write share-locks the definitions it checks against until it commits: the
+    removal of an option waits for it, then sees the value and refuses."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("row locks: PostgreSQL (SQLite serialises writers whole)")
+    source = await define(owner, **SOURCE)
+    contact_id = await create_contact(owner)
+    deal = await new_deal(owner, contact_id)
+    async with engine.connect() as writer:
+        # What a deal write does: lock the definitions, then store the checked value.
+        await writer.execute(
+            text("SELECT id FROM custom_field_definitions WHERE id = :id FOR SHARE"),
+            {"id": source["id"]},
+        )
+        removal = asyncio.create_task(
+            owner.patch(f"/custom-fields/{source['id']}", json={"options": ["web", "referral"]})
+        )
+        await asyncio.sleep(0.5)
+        assert not removal.done()
+        await writer.execute(
+            text('UPDATE deals SET custom_fields = \'{"source": "event"}\' WHERE id = :id'),
+            {"id": deal["id"]},
+        )
+        await writer.commit()
+    assert_problem(await removal, 409, "CUSTOM_FIELD_OPTION_IN_USE")
