@@ -416,6 +416,7 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
     import signal
 
     from app.db.session import create_engine, create_session_factory
+    from app.jobs.custom_field_indexes import keep_custom_field_indexes
     from app.jobs.worker import run_worker
     from app.services.trash import TrashPurger
 
@@ -429,7 +430,8 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
         logger.info("delivering webhooks with %d loop(s)", concurrency)
         purger = TrashPurger(factory, settings)  # once per interval for the whole process
         await asyncio.gather(
-            *(run_worker(factory, settings, stop, purger=purger) for _ in range(concurrency))
+            *(run_worker(factory, settings, stop, purger=purger) for _ in range(concurrency)),
+            keep_custom_field_indexes(engine, settings, stop),
         )
     finally:
         await engine.dispose()
@@ -438,7 +440,8 @@ async def run_workers(settings: Settings, concurrency: int) -> None:
 
 @command(
     "worker",
-    "Run background work (webhook delivery, trash purge) until stopped; run as many as wanted.",
+    "Run background work (webhook delivery, imports, trash purge, custom field indexes) "
+    "until stopped; run as many as wanted.",
     argument(
         "--concurrency",
         type=_positive_int,

@@ -128,7 +128,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.resources = resources
     tune_garbage_collection()
     worker = (
-        BackgroundWork(resources.session_factory, settings)
+        BackgroundWork(resources.engine, resources.session_factory, settings)
         if settings.runs_background_worker
         else None
     )

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     TRASH_RETENTION_DAYS: int = Field(default=30, ge=0)
     # How often, at most, each worker process (or the API's background work) purges the trash.
     TRASH_PURGE_INTERVAL_SECONDS: float = Field(default=60, gt=0)
+    # How often each worker process compares the custom fields defined with their indexes
+    # on PostgreSQL, and makes or drops those that differ (app/jobs/custom_field_indexes.py).
+    CUSTOM_FIELD_INDEX_INTERVAL_SECONDS: float = Field(default=5, gt=0)
     # Webhooks (app/jobs/webhooks.py). Private, loopback and link-local receivers (and plain
     # http) are refused unless this is on: for tests and local use only.
     WEBHOOK_ALLOW_PRIVATE_URLS: bool = False

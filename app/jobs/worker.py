@@ -3,7 +3,8 @@
 purge work with `make run`).
 
 Each turn purges the trash when due (at most once per `TRASH_PURGE_INTERVAL_SECONDS` per
-process, `TrashPurger`), then serves one webhook endpoint and a slice of one import."""
+process, `TrashPurger`), then serves one webhook endpoint and a slice of one import. Beside
+the loops, each process keeps the custom field indexes (`app.jobs.custom_field_indexes`)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import asyncio
 import contextlib
 import logging
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
+from app.jobs.custom_field_indexes import keep_custom_field_indexes
 from app.jobs.imports import ImportRunner
 from app.jobs.webhooks import WebhookDeliverer, worker_name
 from app.services.trash import TrashPurger
@@ -63,22 +65,24 @@ async def run_worker(
 
 
 class BackgroundWork:
-    """`concurrency` worker loops as tasks of the running process (the API's lifespan)."""
+    """`concurrency` worker loops as tasks of the running process (the API's lifespan), and
+    the keeping of custom field indexes (PostgreSQL only)."""
 
     def __init__(
         self,
+        engine: AsyncEngine,
         session_factory: async_sessionmaker[AsyncSession],
         settings: Settings,
         concurrency: int = 1,
     ) -> None:
         self.stop = asyncio.Event()
         purger = TrashPurger(session_factory, settings)
+        loop = asyncio.get_running_loop()
         self.tasks = [
-            asyncio.get_running_loop().create_task(
-                run_worker(session_factory, settings, self.stop, purger=purger)
-            )
+            loop.create_task(run_worker(session_factory, settings, self.stop, purger=purger))
             for _ in range(concurrency)
         ]
+        self.tasks.append(loop.create_task(keep_custom_field_indexes(engine, settings, self.stop)))
 
     async def aclose(self) -> None:
         self.stop.set()

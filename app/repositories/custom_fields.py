@@ -9,8 +9,9 @@ or 0/1.
 
 Per-key indexes (PostgreSQL): `ix_<table>_cf_<key>` on `(organization_id, (custom_fields ->
 '<key>'), created_at, id)` (live rows only where the table has a trash), one per table and key,
-shared by every organization that defines the key: made when a definition is created, dropped
-when the last definition of that key on that table goes. `->` keeps the index free of casts,
+shared by every organization that defines the key. The worker keeps them in step with the
+definitions (`app.jobs.custom_field_indexes`): made `CONCURRENTLY` once a key is defined,
+dropped `CONCURRENTLY` once no organization defines it. `->` keeps the index free of casts,
 so no organization's value can fail to index. A filter `cf.<key>=v` then reads the first
 page as an index range in `created_at` order. The key is a lower-case identifier
 (`CUSTOM_FIELD_KEY`), which is what lets it be written into SQL as a literal: the expression
@@ -39,6 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app.db.types import utcnow
 from app.models import (
@@ -90,16 +92,29 @@ class CustomFieldFilter:
         return [self.key, self.op.value, self.text]
 
 
-def index_ddl(entity: CustomFieldEntity, key: str) -> str:
-    """The statement that makes the per-key index of (`entity`, `key`) if it is missing."""
+def index_name(entity: CustomFieldEntity, key: str) -> str:
+    return f"ix_{MODEL_OF[entity].__tablename__}_cf_{_checked_key(key)}"
+
+
+def index_ddl(entity: CustomFieldEntity, key: str, *, concurrently: bool = False) -> str:
+    """The statement that makes the per-key index of (`entity`, `key`) if it is missing.
+    `concurrently`: without the lock that holds writes to the table while it builds (and
+    outside any transaction)."""
     model = MODEL_OF[entity]
-    table = model.__tablename__
-    key = _checked_key(key)
     live = " WHERE deleted_at IS NULL" if hasattr(model, "deleted_at") else ""
+    how = " CONCURRENTLY" if concurrently else ""
     return (
-        f"CREATE INDEX IF NOT EXISTS ix_{table}_cf_{key} ON {table} "
-        f"(organization_id, (custom_fields -> '{key}'), created_at, id){live}"
+        f"CREATE INDEX{how} IF NOT EXISTS {index_name(entity, key)} ON {model.__tablename__} "
+        f"(organization_id, (custom_fields -> '{_checked_key(key)}'), created_at, id){live}"
     )
+
+
+def drop_index_ddl(name: str) -> str:
+    """Drops a per-key index without the lock that would hold reads of its table (and every
+    statement queued behind that lock) while it waits for running ones."""
+    if not is_custom_field_index(name):
+        raise ValueError(f"not a custom field index: {name!r}")
+    return f"DROP INDEX CONCURRENTLY IF EXISTS {name}"
 
 
 def _checked_key(key: str) -> str:
@@ -244,35 +259,28 @@ class CustomFieldRepository(TenantRepository):
         result = await self.session.execute(statement)
         return int(getattr(result, "rowcount", 0) or 0)
 
-    # --- the per-key indexes (PostgreSQL): see the module ----------------------------------
 
-    async def _lock_key(self, entity: CustomFieldEntity, key: str) -> None:
-        # One transaction at a time decides about a (table, key) index: a definition created
-        # in one organization while another drops the last one cannot lose its index.
-        await self.session.execute(
-            text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
-            {"name": f"custom_field_index:{entity.value}:{key}"},
+# --- the per-key indexes (PostgreSQL): see the module; kept by `app.jobs.custom_field_indexes`
+
+
+async def wanted_indexes(connection: AsyncConnection) -> dict[str, tuple[CustomFieldEntity, str]]:
+    """The per-key index every (entity, key) defined by some organization needs, by name. Read
+    over all organizations: the index is shared, and only key names are read."""
+    rows = await connection.execute(
+        select(CustomFieldDefinition.entity, CustomFieldDefinition.key).distinct()
+    )
+    return {index_name(entity, key): (entity, key) for entity, key in rows}
+
+
+async def present_indexes(connection: AsyncConnection) -> dict[str, bool]:
+    """The per-key indexes the database has, by name: whether each is valid (a build that was
+    interrupted leaves an invalid one, which no query uses)."""
+    rows = await connection.execute(
+        text(
+            "SELECT c.relname, i.indisvalid FROM pg_index i "
+            "JOIN pg_class c ON c.oid = i.indexrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = current_schema() AND c.relname LIKE 'ix\\_%\\_cf\\_%'"
         )
-
-    async def ensure_index(self, entity: CustomFieldEntity, key: str) -> None:
-        if self.dialect != "postgresql":
-            return
-        await self._lock_key(entity, key)
-        # Already there (another organization uses the key): no CREATE INDEX, whose table
-        # lock would hold the table's writers until this transaction ends.
-        name = f"ix_{MODEL_OF[entity].__tablename__}_cf_{_checked_key(key)}"
-        if await self.session.scalar(text("SELECT to_regclass(:name)"), {"name": name}):
-            return
-        await self.session.execute(text(index_ddl(entity, key)))
-
-    async def drop_index_if_unused(self, entity: CustomFieldEntity, key: str) -> None:
-        if self.dialect != "postgresql":
-            return
-        await self._lock_key(entity, key)
-        still_used = exists().where(
-            CustomFieldDefinition.entity == entity, CustomFieldDefinition.key == key
-        )
-        if await self.session.scalar(select(still_used)):
-            return
-        table = MODEL_OF[entity].__tablename__
-        await self.session.execute(text(f"DROP INDEX IF EXISTS ix_{table}_cf_{_checked_key(key)}"))
+    )
+    return {name: valid for name, valid in rows if is_custom_field_index(name)}

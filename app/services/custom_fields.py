@@ -354,7 +354,6 @@ class CustomFieldService:
                 events.record(self.session, self.ctx, EventType.CUSTOM_FIELD_CREATED, created)
         except IntegrityError as exc:
             raise CustomFieldKeyTaken() from exc
-        await self.fields.ensure_index(data.entity, data.key)
         return definition
 
     async def update(self, definition_id: int, data: CustomFieldUpdate) -> CustomFieldDefinition:
@@ -398,7 +397,7 @@ class CustomFieldService:
         definition = await self.get(definition_id, lock=RowLock.UPDATE)
         self.ctx.require(Permission.MANAGE_CUSTOM_FIELDS)
         gone = _read(definition)
-        entity, key = definition.entity, definition.key
+        entity = definition.entity
         await self.fields.remove_values(definition)
         events.changed_in_bulk(self.session, entity.value)
         if entity is CustomFieldEntity.DEAL:
@@ -406,7 +405,6 @@ class CustomFieldService:
         elif entity is CustomFieldEntity.CONTACT:
             await self.read_models.contacts_written()
         await self.fields.delete(definition)
-        await self.fields.drop_index_if_unused(entity, key)
         events.record(self.session, self.ctx, EventType.CUSTOM_FIELD_DELETED, gone)
 
 

@@ -638,7 +638,6 @@ async def _define_custom_fields(session: AsyncSession, organization_id: int) -> 
             entity=entity, key=key, label=label, type=kind, options=options, required=False
         )
         await fields.add(definition)
-        await fields.ensure_index(entity, key)
 
 
 def _demo_source(index: int) -> str:
