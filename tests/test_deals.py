@@ -36,6 +36,7 @@ DEAL_KEYS = {
     "created_at",
     "updated_at",
     "company_id",  # section 17: null for a client that ignores companies
+    "pipeline_id",  # section 17: the default pipeline for a client that ignores pipelines
 }
 
 

@@ -77,7 +77,9 @@ def _message(error: dict[str, Any]) -> str:
 
 async def _app_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
-    return problem_response(exc.status, exc.code, exc.detail, title=exc.title, headers=exc.headers)
+    return problem_response(
+        exc.status, exc.code, exc.detail, title=exc.title, headers=exc.headers, errors=exc.errors
+    )
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

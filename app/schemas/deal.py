@@ -8,8 +8,9 @@ from typing import Annotated
 import pycountry
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
-from app.models.enums import DealStage, DealStatus
+from app.models.enums import DealStatus
 from app.schemas.common import Id, InputSchema, Money, MoneyOut, NotNullOnPatch, OutputSchema, Title
+from app.schemas.pipeline import DealStageKey
 
 
 def _iso_4217(code: str) -> str:
@@ -53,6 +54,11 @@ class DealCreate(InputSchema):
     company_id: Id | None = Field(
         default=None, description="A company of this organization (else 400 `COMPANY_NOT_FOUND`)."
     )
+    pipeline_id: Id | None = Field(
+        default=None,
+        description="A pipeline of this organization (else 400 `PIPELINE_NOT_FOUND`); the "
+        "default pipeline when left out. The deal starts at its first stage.",
+    )
 
 
 class DealUpdate(NotNullOnPatch):
@@ -60,19 +66,34 @@ class DealUpdate(NotNullOnPatch):
         json_schema_extra={"examples": [{"status": "in_progress", "stage": "proposal"}]}
     )
 
-    _not_null = ("title", "amount", "currency", "status", "stage", "contact_id", "owner_id")
+    _not_null = (
+        "title",
+        "amount",
+        "currency",
+        "status",
+        "stage",
+        "contact_id",
+        "owner_id",
+        "pipeline_id",
+    )
 
     title: Title | None = None
     amount: Money | None = None
     currency: CurrencyCode | None = None
     status: DealStatus | None = None
-    stage: DealStage | None = None
+    stage: DealStageKey | None = None
     contact_id: Id | None = None
     owner_id: Id | None = None
     company_id: Id | None = Field(
         default=None,
         description="A company of this organization (else 400 `COMPANY_NOT_FOUND`); null "
         "leaves the deal without a company.",
+    )
+    pipeline_id: Id | None = Field(
+        default=None,
+        description="Move the deal to this pipeline of this organization (else 400 "
+        "`PIPELINE_NOT_FOUND`): to `stage` if given (one of the new pipeline's), else to the "
+        "new pipeline's first stage.",
     )
 
 
@@ -92,6 +113,7 @@ class DealRead(OutputSchema):
                     "stage": "proposal",
                     "created_at": "2026-01-15T10:00:00Z",
                     "updated_at": "2026-01-20T09:30:00Z",
+                    "pipeline_id": 1,
                     "company_id": 2,
                 }
             ]
@@ -106,8 +128,10 @@ class DealRead(OutputSchema):
     amount: MoneyOut
     currency: str
     status: DealStatus
-    stage: DealStage
+    stage: DealStageKey
     created_at: datetime
     updated_at: datetime
-    # Last, so that an export's columns before it keep their places.
+    # After these, so that an export's columns before them keep their places (and
+    # `company_id` stays last, where section 17's first part put it).
+    pipeline_id: int
     company_id: int | None

@@ -46,7 +46,17 @@ from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, UOWTran
 from app.core.errors import CursorExpired
 from app.core.tenancy import TenantContext
 from app.db.types import utcnow
-from app.models import Activity, ActivityType, Company, Contact, Deal, Membership, Task
+from app.models import (
+    Activity,
+    ActivityType,
+    Company,
+    Contact,
+    Deal,
+    Membership,
+    Pipeline,
+    PipelineStage,
+    Task,
+)
 from app.repositories import events as event_rows
 from app.repositories.events import EventRepository, TypeFilter
 from app.schemas.event import EventType, split_type_patterns
@@ -144,6 +154,24 @@ def backfill(session: AsyncSession) -> None:
     session.info[_BACKFILL] = True
 
 
+def founding(session: AsyncSession) -> None:
+    """Declare that this transaction founds an organization, whose default pipeline is part of
+    it: like the organization itself it has no event (the founding's is `member.added`)."""
+    _recorded(session).add("pipeline")
+
+
+def only_in_trash(session: AsyncSession, kind: str) -> None:
+    """Declare that the records of `kind` this transaction changed without an event are in
+    the trash (deals moved off a deleted stage): a record has no events while it is there;
+    restoring it sends it whole."""
+    _recorded(session).add(kind)
+
+
+def _recorded(session: AsyncSession) -> set[str]:
+    recorded: set[str] = session.info.setdefault(_RECORDED, set())
+    return recorded
+
+
 def purging(session: AsyncSession) -> None:
     """Declare that this transaction purges trashed records for good (`app.services.trash`):
     their `*.deleted` event was written when they went to the trash, and a purge has none."""
@@ -190,6 +218,8 @@ _KIND_OF_TABLE = {
     Deal.__tablename__: "deal",
     Task.__tablename__: "task",
     Membership.__tablename__: "member",
+    Pipeline.__tablename__: "pipeline",
+    PipelineStage.__tablename__: "pipeline",
 }
 
 

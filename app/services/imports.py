@@ -16,7 +16,9 @@ the row's values is `skipped` (nothing written). They are written in bulk: one l
 INSERT, the updates, and the events of a batch in one transaction.
 
 Both may carry a `company_id`: a company of this organization, as `POST /contacts` and
-`POST /deals` require (else the row fails with `COMPANY_NOT_FOUND`).
+`POST /deals` require (else the row fails with `COMPANY_NOT_FOUND`). A deal may carry a
+`pipeline_id` (the default pipeline when empty), and its `stage` must be one of that
+pipeline's (`STAGE_NOT_IN_PIPELINE`; a key of no pipeline: `VALIDATION_ERROR`).
 
 **Deals** refer to their contact by `contact_id` or `contact_email`; every row is a new deal
 (`on_conflict` does not apply). Each is written as `POST /deals` writes it (its running
@@ -46,7 +48,10 @@ from app.core.errors import (
     ImportNotFound,
     OwnerNotAMember,
     PermissionDenied,
+    PipelineReferenceInvalid,
+    StageNotInPipeline,
     StageRollbackForbidden,
+    UnknownStage,
 )
 from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
@@ -406,6 +411,7 @@ class RowImporter:
                 amount=row.amount,
                 currency=row.currency,
                 company_id=row.company_id,
+                pipeline_id=row.pipeline_id,
             )
             savepoint = await self.session.begin_nested()
             try:
@@ -431,8 +437,10 @@ def _deal_column(exc: AppError, record: Record, row: DealImportRow) -> str | Non
         name = "owner_id"
     elif isinstance(exc, DealWonRequiresAmount):
         name = "status"
-    elif isinstance(exc, StageRollbackForbidden):
+    elif isinstance(exc, StageRollbackForbidden | StageNotInPipeline | UnknownStage):
         name = "stage"
+    elif isinstance(exc, PipelineReferenceInvalid):
+        name = "pipeline_id"
     else:
         return None
     return record.columns.get(name, name)
