@@ -39,7 +39,10 @@ async def fixture_ids(owner: User) -> dict[str, int]:
         data={"kind": "contacts"},
     )
     assert queued.status_code == 202, queued.text
+    pipelines = await owner.get("/pipelines")
+    assert pipelines.status_code == 200, pipelines.text
     return {
+        "pipeline_id": pipelines.json()[0]["id"],
         "webhook_id": webhook.json()["id"],
         "import_id": queued.json()["id"],
         "company_id": company.json()["id"],

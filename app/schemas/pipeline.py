@@ -72,7 +72,9 @@ class StageAdd(StageCreate):
 
 
 class StageUpdate(NotNullOnPatch):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Demo", "position": 0}]})
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Live demo", "position": 2}]}
+    )
 
     _not_null = ("name", "probability", "position")
 

@@ -109,8 +109,8 @@ class PipelineService:
     async def update(self, pipeline_id: int, data: PipelineUpdate) -> PipelineRead:
         """Rename it, or make it the default (the former default stops being it, in the same
         transaction, with its own `pipeline.updated`)."""
-        self._require_manager()
         pipeline = await self._pipeline(pipeline_id, lock=RowLock.NO_KEY_UPDATE)
+        self._require_manager()
         before = await self._read(pipeline)
         changes = data.changes()
         if changes.get("is_default") is False and pipeline.is_default:
@@ -151,11 +151,11 @@ class PipelineService:
 
     async def delete(self, pipeline_id: int) -> None:
         """409 while it is the default or holds deals (live or in the trash)."""
-        self._require_manager()
         # Exclusive: deal writes hold KEY SHARE on the pipeline they put a deal in, so those
         # that got in first have committed before the check below, and later ones find it
         # gone.
         pipeline = await self._pipeline(pipeline_id, lock=RowLock.UPDATE)
+        self._require_manager()
         if pipeline.is_default:
             raise PipelineIsDefault()
         if await self.pipelines.has_deals(pipeline.id):
@@ -168,8 +168,8 @@ class PipelineService:
     # --- stages -------------------------------------------------------------------------
 
     async def add_stage(self, pipeline_id: int, data: StageAdd) -> PipelineRead:
-        self._require_manager()
         pipeline = await self._pipeline(pipeline_id, lock=RowLock.NO_KEY_UPDATE)
+        self._require_manager()
         before = await self._read(pipeline)
         stages = await self._stages(pipeline)
         if any(stage.key == data.key for stage in stages):
@@ -191,8 +191,8 @@ class PipelineService:
     async def update_stage(self, pipeline_id: int, key: str, data: StageUpdate) -> PipelineRead:
         """Rename it, give it a new probability, move it (the stages between move one place
         to make room)."""
-        self._require_manager()
         pipeline = await self._pipeline(pipeline_id, lock=RowLock.NO_KEY_UPDATE)
+        self._require_manager()
         before = await self._read(pipeline)
         stages = await self._stages(pipeline)
         stage = _find(stages, key)
@@ -214,8 +214,8 @@ class PipelineService:
     ) -> PipelineRead:
         """See the module: 409 `LAST_STAGE`, 409 `STAGE_HAS_DEALS` without `move_deals_to`,
         400 `STAGE_MOVE_TARGET_INVALID` for a target that is not another stage here."""
-        self._require_manager()
         pipeline = await self._pipeline(pipeline_id, lock=RowLock.NO_KEY_UPDATE)
+        self._require_manager()
         before = await self._read(pipeline)
         stages = await self._stages(pipeline)
         stage = _find(stages, key)
@@ -235,8 +235,7 @@ class PipelineService:
             await self._move_deals(pipeline.id, key, move_deals_to)
         stages.remove(stage)
         try:
-            async with self.session.begin_nested():
-                await self.pipelines.delete_stage(stage)
+            await self.pipelines.delete_stage(stage)
         except IntegrityError as exc:
             # A deal came to the stage after the move (a deal restored from the trash, which
             # checks no stage): the foreign key refused to leave it on a deleted stage.
@@ -281,6 +280,7 @@ class PipelineService:
         return after
 
     def _require_manager(self) -> None:
+        # After the pipeline is found: another organization's is a 404, whatever the role.
         self.ctx.require(Permission.MANAGE_ORGANIZATION, _MANAGERS_ONLY)
 
     async def _pipeline(self, pipeline_id: int, *, lock: RowLock | None = None) -> Pipeline:
