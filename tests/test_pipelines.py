@@ -222,6 +222,10 @@ async def test_the_list_filters_on_any_pipelines_stages_and_refuses_unknown_ones
     unknown = await owner.get("/deals", params={"stage": "won"})
     body = assert_problem(unknown, 422, "VALIDATION_ERROR")
     assert body["errors"][0]["loc"] == ["query", "stage"]
+    export = await owner.get("/deals/export", params={"stage": "won"})
+    assert_problem(export, 422, "VALIDATION_ERROR")  # as the list, before any row is sent
+    export = await owner.get("/deals/export", params={"stage": "intro", "format": "jsonl"})
+    assert [json.loads(line)["id"] for line in export.text.splitlines()] == [mine["id"]]
     # A key of another pipeline than the one filtered on: unknown there.
     response = await owner.get(
         "/deals", params={"stage": "proposal", "pipeline_id": pipeline["id"]}

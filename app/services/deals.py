@@ -109,15 +109,7 @@ class DealService:
         return await self.deals.scroll(filters, after, limit)
 
     async def check_filters(self, filters: DealFilters) -> None:
-        """Each `stage` filtered on must be a stage key of the organization's pipelines (of
-        the `pipeline_id` filtered on, if any): 422 otherwise, as an unknown enum value was."""
-        if not filters.stages:
-            return
-        known = await self.pipelines.known_keys(filters.pipeline_id)
-        for key in filters.stages:
-            if key not in known:
-                where = "this pipeline" if filters.pipeline_id else "this organization's pipelines"
-                raise UnknownStage(("query", "stage"), key, where)
+        await check_deal_filters(self.session, self.ctx.organization_id, filters)
 
     async def get(self, deal_id: int, *, lock: RowLock | None = None) -> Deal:
         deal = await self.deals.get(deal_id, lock=lock)
@@ -311,6 +303,21 @@ class DealService:
         # A share lock keeps the company from being deleted until this transaction commits.
         if await self.companies.get(company_id, lock=RowLock.SHARE) is None:
             raise CompanyReferenceInvalid()
+
+
+async def check_deal_filters(
+    session: AsyncSession, organization_id: int, filters: DealFilters
+) -> None:
+    """Each `stage` filtered on (list, export) must be a stage key of the organization's
+    pipelines (of the `pipeline_id` filtered on, if any): 422 otherwise, as an unknown enum
+    value was."""
+    if not filters.stages:
+        return
+    known = await PipelineRepository(session, organization_id).known_keys(filters.pipeline_id)
+    for key in filters.stages:
+        if key not in known:
+            where = "this pipeline" if filters.pipeline_id else "this organization's pipelines"
+            raise UnknownStage(("query", "stage"), key, where)
 
 
 def _read(deal: Deal) -> DealRead:
