@@ -3,6 +3,7 @@ management with moves; analytics per pipeline that stay exact through every chan
 
 from __future__ import annotations
 
+import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -450,3 +451,51 @@ async def test_imports_and_exports_carry_the_pipeline(api: Api, owner: User) -> 
     lines = [json.loads(line) for line in export.text.splitlines()]
     exported = {line["title"]: line["pipeline_id"] for line in lines}
     assert exported == {"Default": default["id"], "In partners": pipeline["id"]}
+
+
+async def test_a_stage_deleted_while_deals_move_to_it_leaves_none_behind(pg_api: Api) -> None:
+    """On PostgreSQL, writers run at once: deals created at, or moved to, a stage while it is
+    deleted either land before the deletion (and are moved with the others) or find it gone;
+    none is left on the deleted stage, and the running totals stay exact."""
+    owner = await pg_api.register(organization_name="Busy")
+    pipeline = await partners(owner)
+    pid = pipeline["id"]
+    contact = await create_contact(owner)
+    deals = [await create_deal(owner, contact, amount="10", pipeline_id=pid) for _ in range(12)]
+
+    async def to_pilot(deal_id: int) -> int:
+        response = await owner.patch(f"/deals/{deal_id}", json={"stage": "pilot"})
+        return response.status_code
+
+    async def new_at_pilot() -> int:
+        response = await owner.post(
+            "/deals", json={"contact_id": contact, "title": "N", "pipeline_id": pid}
+        )
+        if response.status_code != 201:
+            return response.status_code
+        return await to_pilot(response.json()["id"])
+
+    async def delete_pilot() -> int:
+        response = await owner.delete(
+            f"/pipelines/{pid}/stages/pilot", params={"move_deals_to": "terms"}
+        )
+        return response.status_code
+
+    results = await asyncio.gather(
+        *(to_pilot(deal["id"]) for deal in deals[:6]),
+        delete_pilot(),
+        *(to_pilot(deal["id"]) for deal in deals[6:]),
+        *(new_at_pilot() for _ in range(4)),
+    )
+    assert set(results) <= {200, 400, 409, 422}, results
+    engine = pg_api.app.state.resources.engine
+    async with engine.connect() as conn:
+        left = await conn.scalar(
+            text("SELECT count(*) FROM deals WHERE pipeline_id = :p AND stage = 'pilot'"),
+            {"p": pid},
+        )
+    pilot_exists = any(
+        s["key"] == "pilot" for s in ok(await owner.get(f"/pipelines/{pid}"))["stages"]
+    )
+    assert pilot_exists or left == 0
+    await assert_totals_exact(engine)
