@@ -38,9 +38,11 @@ DealStageKey = Annotated[
 StageName = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), Safe
 ]
+# Strict: a JSON number, not `true` (which Python's int would take as 1).
 Probability = Annotated[
     int,
     Field(
+        strict=True,
         ge=0,
         le=100,
         description="How likely (percent) an open deal at this stage is won: weighs the "
@@ -48,7 +50,7 @@ Probability = Annotated[
     ),
 ]
 MAX_STAGES = 50
-Position = Annotated[int, Field(ge=0, le=MAX_STAGES - 1)]
+Position = Annotated[int, Field(strict=True, ge=0, le=MAX_STAGES - 1)]
 
 
 class StageCreate(InputSchema):
