@@ -28,6 +28,7 @@ from app.api.v1 import (
     events,
     imports,
     organizations,
+    pipelines,
     tasks,
     trash,
     webhooks,
@@ -159,8 +160,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title=settings.APP_NAME,
         version="0.1.0",
         summary=(
-            "A multi-tenant CRM API: organizations, companies, contacts, deals, tasks and "
-            "analytics."
+            "A multi-tenant CRM API: organizations, companies, contacts, deals, pipelines, "
+            "tasks and analytics."
         ),
         description=(
             "Authorize in Swagger UI with the **Authorize** button: paste an `access_token` "
@@ -177,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"name": "contacts", "description": "People a team sells to."},
             {"name": "companies", "description": "Companies their contacts and deals belong to."},
             {"name": "deals", "description": "Deals through the pipeline, and their timeline."},
+            {"name": "pipelines", "description": "Pipelines and their stages, per organization."},
             {"name": "tasks", "description": "To-dos attached to deals."},
             {
                 "name": "custom fields",
@@ -233,6 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         contacts,
         companies,
         tasks,
+        pipelines,
         custom_fields,
         events,
         webhooks,

@@ -20,6 +20,10 @@ redis://127.0.0.1:6379/12, flushed before and after: it must belong to the bench
 production with REDIS_URL), skipped when Redis does not answer. Every response's `X-Cache`
 header is checked (uncached must be MISS, cached must be HIT after warm-up).
 
+The big organization's deals are spread over three pipelines (`bench.load`): requests without
+`pipeline_id` read the default one (most deals), `pipeline=2` the second one, with stages of
+its own.
+
 The summary is measured uncached at `days=30` (the default window) and `days=365` side by side,
 and the difference of their medians is printed: the window's cost (`new_deals_last_n_days`).
 
@@ -54,6 +58,7 @@ from bench.common import (
     BENCH_SECRET_KEY,
     BIG_ORG_ID,
     OWNER_EMAIL,
+    PARTNERSHIPS_PIPELINE_ID,
     code_fingerprint,
     database_url,
     machine_info,
@@ -256,12 +261,19 @@ ENDPOINTS = (
 )
 
 
+_PARTNERSHIPS = {"pipeline_id": str(PARTNERSHIPS_PIPELINE_ID)}
+
+
 def _variants(endpoint: str, extra: bool) -> Iterator[tuple[str, dict[str, str]]]:
+    # Without `pipeline_id`: the default pipeline (most of the deals); `pipeline=2`: the
+    # big organization's second pipeline, with stages of its own.
     if endpoint != "summary":  # the funnel has no `days`
         yield "", {}
         yield "currency=EUR", {"currency": "EUR"}
+        yield "pipeline=2", _PARTNERSHIPS
         return
     yield "days=30", {"days": "30"}
+    yield "pipeline=2", {"days": "30", **_PARTNERSHIPS}
     if extra:
         yield "days=365", {"days": "365"}
     yield "currency=EUR", {"currency": "EUR"}

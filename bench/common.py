@@ -20,6 +20,11 @@ BENCH_SECRET_KEY = "bench-only-secret-key-7d1f0c4b9e2a4f68a3c5d7e9b1f3a5c7-not-f
 BENCH_PASSWORD = "bench-password-2024"
 OWNER_EMAIL = "owner@big.bench.example.com"
 BIG_ORG_ID = 1
+# The big organization's pipelines (`bench.load`): its default one holds most deals; the
+# analytics scenarios also read the second, with stages of its own. Pipeline ids are fixed
+# by the loader: the big organization's come first.
+BIG_DEFAULT_PIPELINE_ID = 1
+PARTNERSHIPS_PIPELINE_ID = 2
 SEED = 20240601
 
 

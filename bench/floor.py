@@ -63,6 +63,7 @@ DEAL_FIELDS = (  # DealRead, in its order
     "stage",
     "created_at",
     "updated_at",
+    "pipeline_id",
     "company_id",
     "custom_fields",
 )

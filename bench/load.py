@@ -4,10 +4,12 @@
 
 - creates the database (default `minicrm_bench`, or BENCH_DATABASE_URL) and runs
   `alembic upgrade head` on it;
-- one big organization (id 1): 100 members, 100,000 contacts, 1,000,000 deals, and (unless
-  --skip-timeline) 300,000 tasks and 2,000,000 activities; plus 100 smaller organizations
-  with 5-13 members and 200-3,000 deals each (about 1,000 users in all, one membership each:
-  the many-token scenarios of `bench.run` use one access token per user);
+- one big organization (id 1): 100 members, 100,000 contacts, 1,000,000 deals spread over
+  three pipelines (the default "Sales pipeline" holds 80 %, "Partnerships" with 4 stages of
+  its own 12 %, "Renewals" with 3 8 %), and (unless --skip-timeline) 300,000 tasks and
+  2,000,000 activities; plus 100 smaller organizations with their default pipeline only,
+  5-13 members and 200-3,000 deals each (about 1,000 users in all, one membership each: the
+  many-token scenarios of `bench.run` use one access token per user);
 - 200,000 events of the big organization (one `deal.updated` per deal, fewer with fewer
   deals), for the change-feed scenario;
 - rebuilds `deal_stats` for every organization, then VACUUM ANALYZE.
@@ -50,13 +52,16 @@ from app.core.security import PasswordHasher
 from app.core.text import fold, fold_fields
 from app.db.session import create_engine, create_session_factory
 from app.models import CustomFieldEntity
+from app.models.pipeline import DEFAULT_PIPELINE_NAME, DEFAULT_STAGES
 from app.repositories.custom_fields import index_ddl
 from app.repositories.read_models import ReadModelRepository
 from bench.common import (
     BENCH_PASSWORD,
     BENCH_SECRET_KEY,
+    BIG_DEFAULT_PIPELINE_ID,
     BIG_ORG_ID,
     OWNER_EMAIL,
+    PARTNERSHIPS_PIPELINE_ID,
     SEED,
     asyncpg_dsn,
     database_name,
@@ -90,6 +95,35 @@ STAGE_GIVEN_STATUS = {
     "won": (0.0, 0.0, 0.10, 0.90),
     "lost": (0.35, 0.30, 0.20, 0.15),
 }
+# The big organization's other pipelines: (id, name, share of its deals, (key, name,
+# probability) per stage, P(stage | status) as above).
+OTHER_PIPELINES = (
+    (
+        PARTNERSHIPS_PIPELINE_ID,
+        "Partnerships",
+        0.12,
+        (("intro", "Intro call", 20), ("pilot", "Pilot", 50), ("terms", "Terms", 80),
+         ("signed", "Signed", 100)),
+        {
+            "new": (0.9, 0.1, 0.0, 0.0),
+            "in_progress": (0.3, 0.4, 0.3, 0.0),
+            "won": (0.0, 0.0, 0.2, 0.8),
+            "lost": (0.4, 0.3, 0.2, 0.1),
+        },
+    ),
+    (
+        PARTNERSHIPS_PIPELINE_ID + 1,
+        "Renewals",
+        0.08,
+        (("due", "Due", 60), ("quoted", "Quoted", 80), ("renewed", "Renewed", 100)),
+        {
+            "new": (1.0, 0.0, 0.0),
+            "in_progress": (0.4, 0.6, 0.0),
+            "won": (0.0, 0.1, 0.9),
+            "lost": (0.5, 0.4, 0.1),
+        },
+    ),
+)  # fmt: skip
 CURRENCIES = ("USD", "EUR", "GBP")
 CURRENCY_WEIGHTS = (0.80, 0.15, 0.05)
 ACTIVITY_TYPES = ("comment", "status_changed", "stage_changed", "task_created", "system")
@@ -168,7 +202,8 @@ COMMENTS = (
 
 # Bump when the generated data changes in a way the other fields of `Plan` do not show:
 # an older dataset is then reloaded. 2: 100 smaller organizations, about 1,000 users.
-LAYOUT = 2
+# 3: pipelines (the big organization's deals over three of them).
+LAYOUT = 3
 BIG_DEALS = 1_000_000
 MAX_EVENTS = 200_000
 SMALL_ORGS = 100
@@ -250,6 +285,7 @@ class Plan:
         """Rows of the seed dataset per table (the benchmark may add rows with larger ids)."""
         return {
             "organizations": 1 + self.small_orgs,
+            "pipelines": 1 + len(OTHER_PIPELINES) + self.small_orgs,
             "users": self.users,
             "memberships": self.users,
             "contacts": self.big_contacts + sum(s[1] for s in self.small_sizes),
@@ -280,6 +316,7 @@ class Generator:
         self.org_contacts: dict[int, range] = {}
         self.org_deals: dict[int, range] = {}
         self.deal_created: list[float] = []  # seconds after `start`, indexed by deal id - 1
+        self.default_pipeline: dict[int, int] = {}  # organization id -> its default pipeline
         self._titles = [f"{c} {s}" for c in COMPANY_ROOTS for s in COMPANY_SUFFIXES]
 
     def _at(self, offset: float) -> datetime:
@@ -297,6 +334,31 @@ class Generator:
         for k in range(self.plan.small_orgs):
             rows.append((BIG_ORG_ID + 1 + k, f"Bench Small Org {k + 1:02d}", self.start))
         return rows
+
+    def pipelines(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+        """Every organization's default pipeline (the big organization's first, with its other
+        two after it: ids 1-3, then the smaller organizations' in order), and their stages."""
+        pipelines: list[tuple[Any, ...]] = []
+        stages: list[tuple[Any, ...]] = []
+
+        def add(org_id: int, name: str, default: bool, own: Sequence[tuple[str, str, int]]) -> None:
+            pipeline_id = len(pipelines) + 1
+            pipelines.append((pipeline_id, org_id, name, default, self.start, self.start))
+            for position, (key, stage_name, probability) in enumerate(own):
+                stages.append(
+                    (len(stages) + 1, org_id, pipeline_id, key, stage_name, position, probability)
+                )
+
+        add(BIG_ORG_ID, DEFAULT_PIPELINE_NAME, True, DEFAULT_STAGES)
+        assert len(pipelines) == BIG_DEFAULT_PIPELINE_ID
+        for _, name, _, own, _ in OTHER_PIPELINES:
+            add(BIG_ORG_ID, name, False, own)
+        for k in range(self.plan.small_orgs):
+            org_id = BIG_ORG_ID + 1 + k
+            self.default_pipeline[org_id] = len(pipelines) + 1
+            add(org_id, DEFAULT_PIPELINE_NAME, True, DEFAULT_STAGES)
+        self.default_pipeline[BIG_ORG_ID] = BIG_DEFAULT_PIPELINE_ID
+        return pipelines, stages
 
     def users_and_memberships(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         users: list[tuple[Any, ...]] = []
@@ -382,6 +444,17 @@ class Generator:
             )
             for status, weights in STAGE_GIVEN_STATUS.items()
         }
+        # (pipeline id, its stage keys, cumulative weights per status) of the big
+        # organization's other pipelines, and the cumulative shares that pick them.
+        others = [
+            (
+                pipeline_id,
+                [key for key, _, _ in own],
+                {status: list(itertools.accumulate(w)) for status, w in given.items()},
+            )
+            for pipeline_id, _, _, own, given in OTHER_PIPELINES
+        ]
+        shares = list(itertools.accumulate(share for _, _, share, _, _ in OTHER_PIPELINES))
         next_id = 1
         for org_id, _, n, *_ in self._org_sizes():
             owners = self.org_users[org_id]
@@ -397,7 +470,15 @@ class Generator:
             for i in range(n):
                 did = next_id + i
                 status = statuses[i]
+                pipeline_id = self.default_pipeline[org_id]
                 stage = rng.choices(STAGES, cum_weights=stage_choices[status])[0]
+                if org_id == BIG_ORG_ID:
+                    pick = rng.random()
+                    for share, (other_id, keys, weights) in zip(shares, others, strict=True):
+                        if pick < share:
+                            pipeline_id = other_id
+                            stage = rng.choices(keys, cum_weights=weights[status])[0]
+                            break
                 # log-normal amounts around ~8,000 (a few zero-amount early deals)
                 if status == "new" and rng.random() < 0.08:
                     cents = 0
@@ -425,6 +506,7 @@ class Generator:
                         Decimal(cents).scaleb(-2),
                         currencies[i],
                         status,
+                        pipeline_id,
                         stage,
                         created,
                         updated,
@@ -562,6 +644,16 @@ async def _define_custom_field(conn: asyncpg.Connection) -> None:
 
 COLUMNS = {
     "organizations": ("id", "name", "created_at"),
+    "pipelines": ("id", "organization_id", "name", "is_default", "created_at", "updated_at"),
+    "pipeline_stages": (
+        "id",
+        "organization_id",
+        "pipeline_id",
+        "key",
+        "name",
+        "position",
+        "probability",
+    ),
     "users": ("id", "email", "name", "password_hash", "created_at"),
     "memberships": ("organization_id", "user_id", "role", "created_at"),
     "contacts": (
@@ -587,6 +679,7 @@ COLUMNS = {
         "amount",
         "currency",
         "status",
+        "pipeline_id",
         "stage",
         "created_at",
         "updated_at",
@@ -626,6 +719,11 @@ INTEGRITY_CHECKS = {
     "activities without a deal of their organization": (
         "SELECT count(*) FROM activities a WHERE NOT EXISTS (SELECT 1 FROM deals d "
         "WHERE d.organization_id = a.organization_id AND d.id = a.deal_id)"
+    ),
+    "deals at a stage that is not one of their pipeline's": (
+        "SELECT count(*) FROM deals d WHERE NOT EXISTS (SELECT 1 FROM pipeline_stages s "
+        "WHERE s.organization_id = d.organization_id AND s.pipeline_id = d.pipeline_id "
+        "AND s.key = d.stage)"
     ),
     "deal owners that are not members": (
         "SELECT count(*) FROM deals d WHERE NOT EXISTS (SELECT 1 FROM memberships m "
@@ -758,8 +856,11 @@ async def _load(url: str, plan: Plan) -> dict[str, float]:
             await conn.execute(f'DROP INDEX "{row["indexname"]}"')
 
         users, memberships = gen.users_and_memberships()
+        pipelines, stages = gen.pipelines()
         for name, rows in (
             ("organizations", gen.organizations()),
+            ("pipelines", pipelines),
+            ("pipeline_stages", stages),
             ("users", users),
             ("memberships", memberships),
         ):
@@ -787,6 +888,8 @@ async def _load(url: str, plan: Plan) -> dict[str, float]:
 
         for name in (
             "organizations",
+            "pipelines",
+            "pipeline_stages",
             "users",
             "contacts",
             "deals",
@@ -837,7 +940,9 @@ SELECT n, d.organization_id, 'deal.updated', now() - ($2 - n) * interval '1 seco
                'id', d.id, 'organization_id', d.organization_id, 'contact_id', d.contact_id,
                'owner_id', d.owner_id, 'title', d.title, 'amount', d.amount::float8,
                'currency', d.currency, 'status', d.status, 'stage', d.stage,
-               'created_at', d.created_at, 'updated_at', d.updated_at),
+               'created_at', d.created_at, 'updated_at', d.updated_at,
+               'pipeline_id', d.pipeline_id, 'company_id', d.company_id,
+               'custom_fields', d.custom_fields),
            'changes', json_build_object('stage', json_build_array('qualification', d.stage))
        )::text
 FROM (

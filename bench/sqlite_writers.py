@@ -74,8 +74,9 @@ def _load_deals(path: Path, organization_id: int, owner_id: int, contact_id: int
     with sqlite3.connect(path, timeout=30) as conn:
         conn.executemany(
             "INSERT INTO deals (organization_id, contact_id, owner_id, title, search_text, "
-            "amount, currency, status, stage, created_at, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "amount, currency, status, stage, created_at, updated_at, pipeline_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, (SELECT id FROM pipelines "
+            "WHERE organization_id = ?1 AND is_default))",
             rows,
         )
 

@@ -86,11 +86,15 @@ def summary_of(
     avg_won: float,
     new_deals: int,
     days: int = 30,
+    weighted: float = 0,
 ) -> dict[str, Any]:
     return {
         "by_status": {s: totals(*by_status.get(s, (0, 0))) for s in STATUSES},
         "total": totals(*total),
         "avg_won_amount": avg_won,
+        # section 17: open deals' amounts x their stage's probability (default pipeline:
+        # qualification 10 %, proposal 40 %, negotiation 70 %, closed 100 %)
+        "weighted_pipeline_value": weighted,
         "new_deals_last_n_days": new_deals,
         "days": days,
     }
@@ -179,6 +183,7 @@ async def test_summary_has_exact_figures_per_status(dataset: User) -> None:
         total=(8, 1455.91),
         avg_won=433.34,  # 1300.01 / 3 = 433.3366...
         new_deals=8,
+        weighted=40.61,  # (0.10 + 0.20 + 5.55) x 10 % + 100.05 x 40 % = 40.605
     )
 
 
@@ -191,12 +196,14 @@ async def test_summary_filtered_by_currency(dataset: User) -> None:
         total=(6, 450.36),
         avg_won=150.01,  # 300.01 / 2 = 150.005, rounded half up
         new_deals=6,
+        weighted=40.05,
     )
     assert eur == summary_of(
         {"in_progress": (1, 5.55), "won": (1, 1000.0)},
         total=(2, 1005.55),
         avg_won=1000.0,
         new_deals=2,
+        weighted=0.56,  # 5.55 x 10 % = 0.555, rounded half up
     )
     assert await read(dataset, SUMMARY, currency="eur") == eur
     assert await read(dataset, SUMMARY, currency="gbp") == summary_of({}, (0, 0), 0, 0)
@@ -232,7 +239,11 @@ async def test_funnel_filtered_by_currency(dataset: User) -> None:
 
 async def test_another_organization_sees_only_its_own_deals(dataset: User, stranger: User) -> None:
     assert await read(stranger, SUMMARY) == summary_of(
-        {"new": (1, 1.0), "won": (1, 999.99)}, total=(2, 1000.99), avg_won=999.99, new_deals=2
+        {"new": (1, 1.0), "won": (1, 999.99)},
+        total=(2, 1000.99),
+        avg_won=999.99,
+        new_deals=2,
+        weighted=0.1,
     )
     assert await read(stranger, FUNNEL) == {
         "stages": [

@@ -458,6 +458,29 @@ def on_import(method: str, suffix: str = "") -> Builder:
     return build
 
 
+PIPELINE = {
+    "name": "Partners",
+    "stages": [
+        {"key": "intro", "name": "Intro", "probability": 10},
+        {"key": "signed", "name": "Signed", "probability": 100},
+    ],
+}
+
+
+async def new_pipeline(ctx: Ctx) -> int:
+    """A fresh pipeline of the target organization (two stages: `intro`, `signed`)."""
+    return await created(ctx.target.owner.post("/pipelines", json=PIPELINE))
+
+
+def on_pipeline(method: str, suffix: str = "", body: Any = None) -> Builder:
+    """A request on a fresh pipeline of the target organization."""
+
+    async def build(ctx: Ctx) -> Req:
+        return Req(method, f"/pipelines/{await new_pipeline(ctx)}{suffix}", body)
+
+    return build
+
+
 ROUTES: dict[tuple[str, str], Route] = {
     # auth (section 2)
     ("POST", "/auth/register"): Route(register, public(201)),
@@ -598,6 +621,25 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     ("POST", "/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): Route(
         retry_delivery, in_org(202, 202, 403)
+    ),
+    # pipelines (section 17): owner and admin manage them (API keys of those roles too),
+    # everyone reads them
+    ("GET", "/pipelines"): Route(fixed("GET", "/pipelines"), in_org(200)),
+    ("POST", "/pipelines"): Route(fixed("POST", "/pipelines", PIPELINE), in_org(201, 201, 403)),
+    ("GET", "/pipelines/{pipeline_id}"): Route(on_pipeline("GET"), in_org(200)),
+    ("PATCH", "/pipelines/{pipeline_id}"): Route(
+        on_pipeline("PATCH", body={"name": "Renamed"}), in_org(200, 200, 403)
+    ),
+    ("DELETE", "/pipelines/{pipeline_id}"): Route(on_pipeline("DELETE"), in_org(204, 204, 403)),
+    ("POST", "/pipelines/{pipeline_id}/stages"): Route(
+        on_pipeline("POST", "/stages", {"key": "demo", "name": "Demo", "probability": 30}),
+        in_org(201, 201, 403),
+    ),
+    ("PATCH", "/pipelines/{pipeline_id}/stages/{key}"): Route(
+        on_pipeline("PATCH", "/stages/intro", {"name": "First call"}), in_org(200, 200, 403)
+    ),
+    ("DELETE", "/pipelines/{pipeline_id}/stages/{key}"): Route(
+        on_pipeline("DELETE", "/stages/intro"), in_org(200, 200, 403)
     ),
     # imports (section 16): anyone who may create records imports them (each row under the
     # rules of its role); the starter or a manager and above cancels

@@ -494,7 +494,20 @@ async def test_seed_demo_is_idempotent_and_gives_every_view_something(
         summary = (await client.get("/api/v1/analytics/deals/summary", headers=headers)).json()
         assert summary["by_status"]["won"]["count"] >= 20
         funnel = (await client.get("/api/v1/analytics/deals/funnel", headers=headers)).json()
-        assert funnel["stages"][0]["reached"] == counts["deals"]
+        # The funnel is the default pipeline's (section 17): the demo has a second one.
+        pipelines = (await client.get("/api/v1/pipelines", headers=headers)).json()
+        in_pipelines = [
+            (await client.get(f"/api/v1/deals?pipeline_id={p['id']}", headers=headers)).json()
+            for p in pipelines
+        ]
+        assert sum(page["total"] for page in in_pipelines) == counts["deals"]
+        default = [
+            page["total"]
+            for p, page in zip(pipelines, in_pipelines, strict=True)
+            if p["is_default"]
+        ]
+        assert funnel["stages"][0]["reached"] == default[0]
+        assert len(pipelines) == 2
 
 
 def test_rebuild_stats_recomputes_the_running_totals(

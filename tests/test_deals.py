@@ -37,6 +37,7 @@ DEAL_KEYS = {
     "updated_at",
     "company_id",  # section 17: null for a client that ignores companies
     "custom_fields",  # section 17: {} for a client that ignores custom fields
+    "pipeline_id",  # section 17: the default pipeline for a client that ignores pipelines
 }
 
 

@@ -53,6 +53,7 @@ DEAL_COLUMNS = [
     "stage",
     "created_at",
     "updated_at",
+    "pipeline_id",  # section 17: the columns before keep their places
     "company_id",
 ]
 TASK_COLUMNS = [

@@ -25,7 +25,7 @@ def ok(response: httpx.Response, status: int = 200) -> Any:
 
 
 def summary_of(
-    by_status: dict[str, tuple[int, float]], new_deals: int, days: int = 30
+    by_status: dict[str, tuple[int, float]], new_deals: int, days: int = 30, weighted: float = 0
 ) -> dict[str, Any]:
     counts = {s: by_status.get(s, (0, 0))[0] for s in STATUSES}
     amounts = {s: by_status.get(s, (0, 0))[1] for s in STATUSES}
@@ -34,6 +34,8 @@ def summary_of(
         "by_status": {s: {"count": counts[s], "total_amount": amounts[s]} for s in STATUSES},
         "total": {"count": sum(counts.values()), "total_amount": sum(amounts.values())},
         "avg_won_amount": round(won_amount / won_count, 2) if won_count else 0,
+        # section 17: the open deals' amounts weighed by their stage (qualification 10 %)
+        "weighted_pipeline_value": weighted,
         "new_deals_last_n_days": new_deals,
         "days": days,
     }
@@ -195,7 +197,7 @@ async def test_full_flow(api: Api) -> None:
     # 8. analytics of the second organization
     summary = ok(await member.get("/analytics/deals/summary"))
     assert summary == summary_of(
-        {"new": (1, 200), "won": (1, 1500.5), "lost": (1, 300)}, new_deals=3
+        {"new": (1, 200), "won": (1, 1500.5), "lost": (1, 300)}, new_deals=3, weighted=20
     )
     assert summary["total"] == {"count": 3, "total_amount": 2000.5}
     assert summary["avg_won_amount"] == 1500.5
@@ -216,13 +218,13 @@ async def test_full_flow(api: Api) -> None:
 
     # the first organization sees only its own deal
     acme_summary = ok(await founder.get("/analytics/deals/summary"))
-    assert acme_summary == summary_of({"new": (1, 999)}, new_deals=1)
+    assert acme_summary == summary_of({"new": (1, 999)}, new_deals=1, weighted=99.9)
 
     # a write is visible at once (never a stale cached answer)
     ok(await owner.patch(f"/deals/{small['id']}", json={"status": "in_progress"}))
     after = ok(await member.get("/analytics/deals/summary"))
     assert after == summary_of(
-        {"in_progress": (1, 200), "won": (1, 1500.5), "lost": (1, 300)}, new_deals=3
+        {"in_progress": (1, 200), "won": (1, 1500.5), "lost": (1, 300)}, new_deals=3, weighted=20
     )
     ok(await owner.patch(f"/deals/{small['id']}", json={"stage": "negotiation"}))
     assert ok(await member.get("/analytics/deals/funnel")) == funnel_of(

@@ -43,8 +43,11 @@ async def fixture_ids(owner: User) -> dict[str, int]:
         "/custom-fields", json={"entity": "deal", "key": "notes", "label": "Notes", "type": "text"}
     )
     assert field.status_code == 201, field.text
+    pipelines = await owner.get("/pipelines")
+    assert pipelines.status_code == 200, pipelines.text
     return {
         "custom_field_id": field.json()["id"],
+        "pipeline_id": pipelines.json()[0]["id"],
         "webhook_id": webhook.json()["id"],
         "import_id": queued.json()["id"],
         "company_id": company.json()["id"],

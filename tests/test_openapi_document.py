@@ -348,6 +348,8 @@ def test_operations_name_the_codes_they_answer_with_examples() -> None:
         "OWNER_NOT_A_MEMBER",
         "CONTACT_NOT_FOUND",
         "COMPANY_NOT_FOUND",
+        "PIPELINE_NOT_FOUND",  # section 17
+        "STAGE_NOT_IN_PIPELINE",
     }
 
 

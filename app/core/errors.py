@@ -7,6 +7,7 @@ validation and routing errors) as RFC 9457 problem+json.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 
@@ -286,6 +287,98 @@ class OwnerNotAMember(BusinessRuleViolation):
 class DueDateInPast(BusinessRuleViolation):
     code = "DUE_DATE_IN_PAST"
     detail = "due_date cannot be before today (UTC)."
+
+
+# --- pipelines (contract section 17) --------------------------------------------------------
+
+
+class PipelineNotFound(NotFound):
+    code = "PIPELINE_NOT_FOUND"
+    detail = "Pipeline not found."
+
+
+class PipelineReferenceInvalid(BadRequest):
+    """A deal (or an import row) names a pipeline that is not one of this organization (400,
+    as for a deal's contact)."""
+
+    code = "PIPELINE_NOT_FOUND"
+    detail = "pipeline_id does not refer to a pipeline of this organization."
+
+
+class StageNotFound(NotFound):
+    code = "STAGE_NOT_FOUND"
+    detail = "The pipeline has no stage with this key."
+
+
+class UnknownStage(AppError):
+    """A stage key that none of the organization's pipelines has (or, where one pipeline is
+    meant, not that one's): refused as a value outside a schema's enum always was, 422
+    `VALIDATION_ERROR` with the place in `errors`. A key of another of its pipelines is a
+    400 `STAGE_NOT_IN_PIPELINE` instead."""
+
+    status = 422
+    code = "VALIDATION_ERROR"
+    title = HTTPStatus(422).phrase
+    detail = "The request does not match the expected schema."
+
+    def __init__(self, loc: tuple[str | int, ...], key: str, where: str) -> None:
+        super().__init__()
+        self.errors = [
+            {
+                "loc": list(loc),
+                "msg": f"Input should be a stage key of {where}, not {key!r}",
+                "type": "stage_key",
+            }
+        ]
+
+
+class StageNotInPipeline(BusinessRuleViolation):
+    code = "STAGE_NOT_IN_PIPELINE"
+    detail = "stage must be the key of a stage of the deal's pipeline."
+
+
+class StageKeyTaken(Conflict):
+    code = "STAGE_KEY_TAKEN"
+    detail = "The pipeline already has a stage with this key."
+
+
+class StageHasDeals(Conflict):
+    code = "STAGE_HAS_DEALS"
+    detail = (
+        "Deals (live or in the trash) are at this stage: name the stage they move to with "
+        "move_deals_to."
+    )
+
+
+class StageMoveTargetInvalid(BusinessRuleViolation):
+    code = "STAGE_MOVE_TARGET_INVALID"
+    detail = "move_deals_to must be the key of another stage of the same pipeline."
+
+
+class LastStage(Conflict):
+    code = "LAST_STAGE"
+    detail = "A pipeline keeps at least one stage: this is its last one."
+
+
+class PipelineIsDefault(Conflict):
+    code = "PIPELINE_IS_DEFAULT"
+    detail = "The default pipeline cannot be deleted: make another pipeline the default first."
+
+
+class DefaultPipelineRequired(BusinessRuleViolation):
+    code = "DEFAULT_PIPELINE_REQUIRED"
+    detail = (
+        "An organization always has a default pipeline: make another one the default instead "
+        "of unsetting this one."
+    )
+
+
+class PipelineHasDeals(Conflict):
+    code = "PIPELINE_HAS_DEALS"
+    detail = (
+        "Deals (live or in the trash) are in this pipeline, so it cannot be deleted: move them "
+        "to another pipeline, or delete them and empty the trash, first."
+    )
 
 
 class MergeSourceNotFound(NotFound):

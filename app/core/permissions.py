@@ -15,7 +15,7 @@ class Permission(StrEnum):
     MODIFY_ANY_RECORD = "modify_any_record"
     REASSIGN_OWNER = "reassign_owner"
     ROLLBACK_STAGE = "rollback_stage"
-    MANAGE_ORGANIZATION = "manage_organization"  # rename
+    MANAGE_ORGANIZATION = "manage_organization"  # rename it, set up its pipelines
     MANAGE_MEMBERS = "manage_members"  # add, change, remove others
     LEAVE_ORGANIZATION = "leave_organization"  # remove oneself
     MANAGE_API_KEYS = "manage_api_keys"

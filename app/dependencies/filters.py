@@ -14,13 +14,14 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
 
-from app.models import DealStage, DealStatus
+from app.models import DealStatus
 from app.repositories.companies import CompanyFilters
 from app.repositories.contacts import ContactFilters
 from app.repositories.custom_fields import CustomFieldFilter, FilterOp
 from app.repositories.deals import DealFilters
 from app.repositories.tasks import TaskFilters
 from app.schemas.common import DueDate, Id, Money, SearchText, SortOrder
+from app.schemas.pipeline import DealStageKey
 
 AmountQuery = Annotated[Money | None, Query(description="Inclusive.")]
 
@@ -94,12 +95,19 @@ async def get_deal_filters(
     status_: Annotated[
         list[DealStatus] | None, Query(alias="status", description="Repeatable.")
     ] = None,
-    stage: Annotated[list[DealStage] | None, Query(description="Repeatable.")] = None,
+    stage: Annotated[
+        list[DealStageKey] | None,
+        Query(
+            description="Repeatable. A stage key of one of the organization's pipelines (of "
+            "`pipeline_id`, when given); any other is refused (422)."
+        ),
+    ] = None,
     min_amount: AmountQuery = None,
     max_amount: AmountQuery = None,
     owner_id: Annotated[Id | None, Query()] = None,
     contact_id: Annotated[Id | None, Query()] = None,
     company_id: Annotated[Id | None, Query(description="Deals naming this company.")] = None,
+    pipeline_id: Annotated[Id | None, Query(description="Deals of this pipeline.")] = None,
     search: Annotated[
         SearchText | None, Query(description="Case-insensitive substring of the title.")
     ] = None,
@@ -113,6 +121,7 @@ async def get_deal_filters(
         owner_id=owner_id,
         contact_id=contact_id,
         company_id=company_id,
+        pipeline_id=pipeline_id,
         search=search,
         custom=custom,
     )

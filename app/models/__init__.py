@@ -13,6 +13,7 @@ from app.models.event import Event, EventPruneMark
 from app.models.idempotency import IdempotencyKey
 from app.models.imports import Import, ImportFile, ImportRowError
 from app.models.organization import Membership, Organization
+from app.models.pipeline import Pipeline, PipelineStage
 from app.models.signing_key import SigningKey
 from app.models.task import Task
 from app.models.user import AuthSession, RefreshToken, User
@@ -43,6 +44,8 @@ __all__ = [
     "ImportRowError",
     "Membership",
     "Organization",
+    "Pipeline",
+    "PipelineStage",
     "RefreshToken",
     "Role",
     "SigningKey",

@@ -12,7 +12,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    bindparam,
+    select,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, BigIntId
@@ -20,6 +23,22 @@ from app.db.types import Money, UTCDateTime, utcnow
 from app.models._columns import Trashable, live_index, str_enum, trash_index
 from app.models.custom_field import custom_values_column
 from app.models.enums import DealStage, DealStatus
+from app.models.pipeline import STAGE_KEY_LENGTH, Pipeline
+
+_DEFAULT_PIPELINE = select(Pipeline.id).where(
+    Pipeline.organization_id == bindparam("organization_id"), Pipeline.is_default
+)
+
+
+def _default_pipeline(context: DefaultExecutionContext) -> int | None:
+    """A deal inserted without a pipeline is in its organization's default one (as the
+    migration put the deals that existed before pipelines). The services always name it;
+    this serves bulk inserts that predate pipelines (fixtures, scripts)."""
+    organization_id = context.get_current_parameters()["organization_id"]  # type: ignore[no-untyped-call]
+    pipeline_id: int | None = context.connection.scalar(
+        _DEFAULT_PIPELINE, {"organization_id": organization_id}
+    )
+    return pipeline_id
 
 
 class Deal(Trashable, Base):
@@ -31,6 +50,21 @@ class Deal(Trashable, Base):
             ["contacts.organization_id", "contacts.id"],
             ondelete="RESTRICT",
             name="fk_deals_contact_same_org",
+        ),
+        # The pipeline is one of the deal's organization, and the stage one of the
+        # pipeline's (keys are never renamed): the database refuses a deal on a deleted
+        # stage or in another organization's pipeline, whatever writes it.
+        ForeignKeyConstraint(
+            ["organization_id", "pipeline_id"],
+            ["pipelines.organization_id", "pipelines.id"],
+            ondelete="RESTRICT",
+            name="fk_deals_pipeline_same_org",
+        ),
+        ForeignKeyConstraint(
+            ["pipeline_id", "stage"],
+            ["pipeline_stages.pipeline_id", "pipeline_stages.key"],
+            ondelete="RESTRICT",
+            name="fk_deals_stage_in_pipeline",
         ),
         CheckConstraint("amount >= 0", name="amount_not_negative"),
         # The list and count indexes cover live deals only (`live_index`).
@@ -50,6 +84,9 @@ class Deal(Trashable, Base):
         # Whole, not partial: the company's deals (its open-deal count, the list's
         # `company_id` filter), and the foreign key's check when a company is deleted.
         Index("ix_deals_company", "company_id", "created_at", "id"),
+        # Whole, not partial: a pipeline's or a stage's deals, live or in the trash (whether
+        # one may be deleted, moving a stage's deals), and the foreign keys' checks.
+        Index("ix_deals_org_pipeline_stage", "organization_id", "pipeline_id", "stage"),
     )
 
     id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
@@ -67,8 +104,10 @@ class Deal(Trashable, Base):
     status: Mapped[DealStatus] = mapped_column(
         str_enum(DealStatus, "deal_status"), default=DealStatus.NEW
     )
-    stage: Mapped[DealStage] = mapped_column(
-        str_enum(DealStage, "deal_stage"), default=DealStage.QUALIFICATION
+    pipeline_id: Mapped[int] = mapped_column(BigIntId, default=_default_pipeline)
+    # A stage key of the deal's pipeline (`fk_deals_stage_in_pipeline`).
+    stage: Mapped[str] = mapped_column(
+        String(STAGE_KEY_LENGTH), default=DealStage.QUALIFICATION.value
     )
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)

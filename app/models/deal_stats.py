@@ -6,10 +6,11 @@ from decimal import Decimal
 from sqlalchemy import BigInteger, Date, ForeignKey, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.db.base import Base
+from app.db.base import Base, BigIntId
 from app.db.types import Money
 from app.models._columns import str_enum
-from app.models.enums import DealStage, DealStatus
+from app.models.enums import DealStatus
+from app.models.pipeline import STAGE_KEY_LENGTH
 
 TOTAL_PRECISION = 24
 # Each bucket is split over this many rows (by deal id), so concurrent writes to one
@@ -18,8 +19,8 @@ STAT_SLOTS = 16
 
 
 class DealStat(Base):
-    """Running totals of deals per (organization, currency, status, stage), each split over
-    `STAT_SLOTS` rows: readers sum the slots.
+    """Running totals of deals per (organization, pipeline, currency, status, stage), each
+    split over `STAT_SLOTS` rows: readers sum the slots.
 
     Maintained in the same transaction as every deal write (`app.services.read_models`), so
     analytics aggregate at most a few dozen rows instead of scanning every deal of an
@@ -30,11 +31,15 @@ class DealStat(Base):
     organization_id: Mapped[int] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
     )
+    # No foreign key: a pipeline is deleted only when it has no deals, and its rows (all
+    # zero by then) stay, since their versions are part of the organization's data version,
+    # which must never go back. `rebuild` starts the organization's rows over.
+    pipeline_id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
     status: Mapped[DealStatus] = mapped_column(
         str_enum(DealStatus, "deal_status"), primary_key=True
     )
-    stage: Mapped[DealStage] = mapped_column(str_enum(DealStage, "deal_stage"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(STAGE_KEY_LENGTH), primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True, default=0, server_default="0")
     deal_count: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_sum: Mapped[Decimal] = mapped_column(Money(TOTAL_PRECISION), default=Decimal(0))

@@ -21,6 +21,9 @@ class Organization(Base):
     # contact-list totals computed at another version are never served (see
     # `app.services.read_models`).
     contacts_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Bumped by every change of the organization's pipelines or stages: analytics are cached
+    # under the deals' version plus this one (see `app.services.read_models`).
+    pipelines_version: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Membership(Base):

@@ -11,23 +11,23 @@ from typing import Any
 
 from sqlalchemy import Select, bindparam, func, select
 
-from app.models import Deal, DealDailyCount, DealStage, DealStat, DealStatus
+from app.models import Deal, DealDailyCount, DealStat, DealStatus
 from app.repositories.base import TenantRepository, live
-from app.repositories.read_models import DEALS_VERSION
+from app.repositories.read_models import ANALYTICS_VERSION
 from app.repositories.tenancy import tenant_query
 
 
 @dataclass(frozen=True, slots=True)
 class StatRow:
     status: DealStatus
-    stage: DealStage
+    stage: str
     count: int
     amount: Decimal
 
 
-# A cache hit needs the tenant and the deals' data version (`app.services.read_models`):
+# A cache hit needs the tenant and the analytics' data version (`app.services.read_models`):
 # one statement.
-TENANT_AND_VERSION = tenant_query(DEALS_VERSION.scalar_subquery().label("version"))
+TENANT_AND_VERSION = tenant_query(ANALYTICS_VERSION.scalar_subquery().label("version"))
 
 
 def _created_since(currency: bool) -> Select[Any]:
@@ -56,8 +56,9 @@ _CREATED_SINCE = {False: _created_since(False), True: _created_since(True)}
 
 
 class AnalyticsRepository(TenantRepository):
-    async def totals(self, currency: str | None) -> Sequence[StatRow]:
-        """Deal count and amount per (status, stage): one aggregate over a few dozen rows."""
+    async def totals(self, pipeline_id: int, currency: str | None) -> Sequence[StatRow]:
+        """Deal count and amount of a pipeline per (status, stage): one aggregate over a few
+        dozen rows."""
         query = (
             select(
                 DealStat.status,
@@ -65,7 +66,10 @@ class AnalyticsRepository(TenantRepository):
                 func.sum(DealStat.deal_count),
                 func.sum(DealStat.amount_sum),
             )
-            .where(DealStat.organization_id == self.organization_id)
+            .where(
+                DealStat.organization_id == self.organization_id,
+                DealStat.pipeline_id == pipeline_id,
+            )
             .group_by(DealStat.status, DealStat.stage)
         )
         if currency is not None:

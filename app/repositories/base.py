@@ -47,13 +47,20 @@ class RowLock(Enum):
     BEGIN IMMEDIATE, so there these are no-ops)."""
 
     SHARE = "share"  # others may read-lock too; a concurrent DELETE/UPDATE waits
+    # Weaker: only a concurrent DELETE (or a change of a key) waits, not an UPDATE of other
+    # columns (a deal write checking its stage does not hold up a stage's rename).
+    KEY_SHARE = "key_share"
     UPDATE = "update"  # exclusive: concurrent writers of this row queue up behind us
+    # Exclusive for writers, but not against KEY_SHARE holders (a stage's rename, reorder).
+    NO_KEY_UPDATE = "no_key_update"
 
 
 def with_lock(query: S, lock: RowLock | None) -> S:
     if lock is None:
         return query
-    return query.with_for_update(read=lock is RowLock.SHARE)
+    read = lock in (RowLock.SHARE, RowLock.KEY_SHARE)
+    key_share = lock in (RowLock.KEY_SHARE, RowLock.NO_KEY_UPDATE)
+    return query.with_for_update(read=read, key_share=key_share)
 
 
 def sorted_by(query: S, column: Any, id_column: Any, order: SortOrder) -> S:

@@ -10,7 +10,7 @@ from sqlalchemy import Row, Select, and_, bindparam
 
 from app.core.text import fold
 from app.db.session import plan_for_values
-from app.models import Deal, DealStage, DealStatus
+from app.models import Deal, DealStatus
 from app.repositories import custom_fields
 from app.repositories.base import RowLock, TenantRepository, live, sorted_by, with_lock
 from app.repositories.cursor import KeyOrder, Keyset, scroll
@@ -53,12 +53,13 @@ def _key_order(filters: DealFilters) -> KeyOrder:
 @dataclass(frozen=True, slots=True)
 class DealFilters:
     statuses: tuple[DealStatus, ...] = ()
-    stages: tuple[DealStage, ...] = ()
+    stages: tuple[str, ...] = ()
     min_amount: Decimal | None = None
     max_amount: Decimal | None = None
     owner_id: int | None = None
     contact_id: int | None = None
     company_id: int | None = None
+    pipeline_id: int | None = None
     search: str | None = None
     order_by: DealOrderBy = DealOrderBy.CREATED_AT
     order: SortOrder = SortOrder.DESC
@@ -152,6 +153,8 @@ class DealRepository(TenantRepository):
             query = query.where(Deal.contact_id == filters.contact_id)
         if filters.company_id is not None:
             query = query.where(Deal.company_id == filters.company_id)
+        if filters.pipeline_id is not None:
+            query = query.where(Deal.pipeline_id == filters.pipeline_id)
         if filters.search:
             query = query.where(Deal.search_text.contains(fold(filters.search), autoescape=True))
         dialect = self.session.get_bind().dialect.name

@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.models import Deal, DealDailyCount, DealStage, DealStat, DealStatus, Organization
+from app.models import Deal, DealDailyCount, DealStat, DealStatus, Organization
 from app.models.deal_stats import STAT_SLOTS
 from app.repositories.base import TenantRepository, live
 
@@ -32,15 +32,18 @@ from app.repositories.base import TenantRepository, live
 class StatKey:
     """One running total of `deal_stats` (a slot of it)."""
 
+    pipeline_id: int
     currency: str
     status: DealStatus
-    stage: DealStage
+    stage: str
     slot: int = 0
 
     @classmethod
-    def of(cls, currency: str, status: DealStatus, stage: DealStage, deal_id: int) -> StatKey:
+    def of(
+        cls, pipeline_id: int, currency: str, status: DealStatus, stage: str, deal_id: int
+    ) -> StatKey:
         # A deal always lands in the same slot, so its own moves touch one slot's rows.
-        return cls(currency, status, stage, deal_id % STAT_SLOTS)
+        return cls(pipeline_id, currency, status, stage, deal_id % STAT_SLOTS)
 
 
 _stats = DealStat.__table__.c
@@ -53,6 +56,20 @@ _organizations = Organization.__table__.c
 _CONTACTS_VERSION = select(_organizations.contacts_version).where(
     _organizations.id == bindparam("organization_id")
 )
+# What analytics are cached under: the deals' version plus the pipelines' (both only grow,
+# so their sum moves whenever either does).
+ANALYTICS_VERSION = select(
+    DEALS_VERSION.scalar_subquery()
+    + select(_organizations.pipelines_version)
+    .where(_organizations.id == bindparam("organization_id"))
+    .scalar_subquery()
+)
+_MOVE_PIPELINES_VERSION = (
+    update(Organization)
+    .where(Organization.id == bindparam("organization_id"))
+    .values(pipelines_version=Organization.pipelines_version + 1)
+    .execution_options(synchronize_session=False)
+)
 _MOVE_CONTACTS_VERSION = (
     update(Organization)
     .where(Organization.id == bindparam("organization_id"))
@@ -61,11 +78,16 @@ _MOVE_CONTACTS_VERSION = (
 )
 
 
+_stats_table: Any = DealStat.__table__
+_STAT_KEY = ["organization_id", "pipeline_id", "currency", "status", "stage", "slot"]
+
+
 def _upsert(builder: Any) -> Any:
     """Add a (count, amount) delta to one running total, creating its row if needed, and move
     the row's version."""
     statement = builder(DealStat.__table__).values(
         organization_id=bindparam("organization_id"),
+        pipeline_id=bindparam("pipeline_id"),
         currency=bindparam("currency"),
         status=bindparam("status"),
         stage=bindparam("stage"),
@@ -75,7 +97,7 @@ def _upsert(builder: Any) -> Any:
         version=1,
     )
     return statement.on_conflict_do_update(
-        index_elements=["organization_id", "currency", "status", "stage", "slot"],
+        index_elements=_STAT_KEY,
         set_={
             "deal_count": _stats.deal_count + statement.excluded.deal_count,
             "amount_sum": _stats.amount_sum + statement.excluded.amount_sum,
@@ -119,9 +141,13 @@ class ReadModelRepository(TenantRepository):
         no total sees); an organization with no totals row has no deal any read model holds."""
         first = (
             await self.session.execute(
-                select(_stats.currency, _stats.status, _stats.stage, _stats.slot)
+                select(
+                    _stats.pipeline_id, _stats.currency, _stats.status, _stats.stage, _stats.slot
+                )
                 .where(_stats.organization_id == self.organization_id)
-                .order_by(_stats.currency, _stats.status, _stats.stage, _stats.slot)
+                .order_by(
+                    _stats.pipeline_id, _stats.currency, _stats.status, _stats.stage, _stats.slot
+                )
                 .limit(1)
             )
         ).first()
@@ -131,6 +157,7 @@ class ReadModelRepository(TenantRepository):
             update(DealStat)
             .where(
                 _stats.organization_id == self.organization_id,
+                _stats.pipeline_id == first.pipeline_id,
                 _stats.currency == first.currency,
                 _stats.status == first.status,
                 _stats.stage == first.stage,
@@ -138,6 +165,74 @@ class ReadModelRepository(TenantRepository):
             )
             .values(version=_stats.version + 1)
         )
+
+    async def move_pipelines_version(self) -> None:
+        await self.session.execute(
+            _MOVE_PIPELINES_VERSION, {"organization_id": self.organization_id}
+        )
+
+    async def merge_stage_totals(self, pipeline_id: int, stage: str, into: str) -> None:
+        """Add the running totals of a stage to those of another stage of the same pipeline
+        and delete its rows: what moving every live deal of the stage to the other one does
+        to them (a deal keeps its slot), in two statements over a few dozen rows. The merged
+        rows' versions are carried over, plus one per row, so the data version only grows."""
+        source = DealStat.__table__.alias("source")
+        moved = select(
+            source.c.organization_id,
+            source.c.pipeline_id,
+            source.c.currency,
+            source.c.status,
+            literal(into, DealStat.stage.type).label("stage"),
+            source.c.slot,
+            source.c.deal_count,
+            source.c.amount_sum,
+            (source.c.version + 1).label("version"),
+        ).where(
+            source.c.organization_id == self.organization_id,
+            source.c.pipeline_id == pipeline_id,
+            source.c.stage == stage,
+        )
+        builder = postgresql.insert if self._dialect() == "postgresql" else sqlite.insert
+        statement = builder(_stats_table).from_select(
+            [
+                "organization_id",
+                "pipeline_id",
+                "currency",
+                "status",
+                "stage",
+                "slot",
+                "deal_count",
+                "amount_sum",
+                "version",
+            ],
+            moved,
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=[
+                "organization_id",
+                "pipeline_id",
+                "currency",
+                "status",
+                "stage",
+                "slot",
+            ],
+            set_={
+                "deal_count": _stats.deal_count + statement.excluded.deal_count,
+                "amount_sum": _stats.amount_sum + statement.excluded.amount_sum,
+                "version": _stats.version + statement.excluded.version,
+            },
+        )
+        await self.session.execute(statement)
+        await self.session.execute(
+            delete(DealStat).where(
+                DealStat.organization_id == self.organization_id,
+                DealStat.pipeline_id == pipeline_id,
+                DealStat.stage == stage,
+            )
+        )
+
+    def _dialect(self) -> str:
+        return self.session.get_bind().dialect.name
 
     async def apply_deal_totals(self, deltas: Mapping[StatKey, tuple[int, Decimal]]) -> None:
         """Add (count, amount) deltas to the running totals; each row touched moves its version.
@@ -151,6 +246,7 @@ class ReadModelRepository(TenantRepository):
                 upsert,
                 {
                     "organization_id": self.organization_id,
+                    "pipeline_id": key.pipeline_id,
                     "currency": key.currency,
                     "status": key.status,
                     "stage": key.stage,
@@ -171,9 +267,18 @@ class ReadModelRepository(TenantRepository):
         )
         await self.session.execute(
             insert(DealStat).from_select(
-                ["organization_id", "currency", "status", "stage", "deal_count", "amount_sum"],
+                [
+                    "organization_id",
+                    "pipeline_id",
+                    "currency",
+                    "status",
+                    "stage",
+                    "deal_count",
+                    "amount_sum",
+                ],
                 select(
                     Deal.organization_id,
+                    Deal.pipeline_id,
                     Deal.currency,
                     Deal.status,
                     Deal.stage,
@@ -181,7 +286,9 @@ class ReadModelRepository(TenantRepository):
                     func.sum(Deal.amount),
                 )
                 .where(Deal.organization_id == self.organization_id, live(Deal))
-                .group_by(Deal.organization_id, Deal.currency, Deal.status, Deal.stage),
+                .group_by(
+                    Deal.organization_id, Deal.pipeline_id, Deal.currency, Deal.status, Deal.stage
+                ),
             )
         )
         await self._rebuild_daily_counts()
@@ -189,17 +296,24 @@ class ReadModelRepository(TenantRepository):
         # 0, which only an entry computed for an organization without deals can carry.
         first = (
             await self.session.execute(
-                select(DealStat.currency, DealStat.status, DealStat.stage, DealStat.slot)
+                select(
+                    DealStat.pipeline_id,
+                    DealStat.currency,
+                    DealStat.status,
+                    DealStat.stage,
+                    DealStat.slot,
+                )
                 .where(DealStat.organization_id == self.organization_id)
                 .limit(1)
             )
         ).first()
         if first is not None:
-            currency, status, stage, slot = first
+            pipeline_id, currency, status, stage, slot = first
             await self.session.execute(
                 update(DealStat)
                 .where(
                     DealStat.organization_id == self.organization_id,
+                    DealStat.pipeline_id == pipeline_id,
                     DealStat.currency == currency,
                     DealStat.status == status,
                     DealStat.stage == stage,

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 
-from app.models.enums import DealStage
 from app.schemas.common import MoneyOut, OutputSchema
+from app.schemas.pipeline import DealStageKey
 
 # `by_status` objects name every status as a property (not a map keyed by status), so generated
 # clients keep the keys as typed fields; a test keeps these in step with `DealStatus`.
@@ -41,6 +41,7 @@ class DealSummary(OutputSchema):
                     },
                     "total": {"count": 10, "total_amount": 65400.5},
                     "avg_won_amount": 10500.17,
+                    "weighted_pipeline_value": 10800.0,
                     "new_deals_last_n_days": 6,
                     "days": 30,
                 }
@@ -51,12 +52,19 @@ class DealSummary(OutputSchema):
     by_status: TotalsByStatus
     total: StatusTotals
     avg_won_amount: MoneyOut
-    new_deals_last_n_days: int
+    weighted_pipeline_value: MoneyOut = Field(
+        description="The open deals' (`new`, `in_progress`) amounts, each weighed by its "
+        "stage's `probability` (percent): the sum of amount x probability / 100, exact, "
+        "rounded half-up to cents. Across currencies unless `currency` is given."
+    )
+    new_deals_last_n_days: int = Field(
+        description="Deals created in the last `days` days, in all of the organization's pipelines."
+    )
     days: int
 
 
 class FunnelStage(OutputSchema):
-    stage: DealStage
+    stage: DealStageKey
     count: int
     by_status: CountsByStatus
     reached: int

@@ -8,9 +8,10 @@ from typing import Annotated, Any
 import pycountry
 from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
 
-from app.models.enums import DealStage, DealStatus
+from app.models.enums import DealStatus
 from app.schemas.common import Id, InputSchema, Money, MoneyOut, NotNullOnPatch, OutputSchema, Title
 from app.schemas.custom_field import CustomValues
+from app.schemas.pipeline import DealStageKey
 
 
 def _iso_4217(code: str) -> str:
@@ -54,6 +55,11 @@ class DealCreate(InputSchema):
     company_id: Id | None = Field(
         default=None, description="A company of this organization (else 400 `COMPANY_NOT_FOUND`)."
     )
+    pipeline_id: Id | None = Field(
+        default=None,
+        description="A pipeline of this organization (else 400 `PIPELINE_NOT_FOUND`); the "
+        "default pipeline when left out. The deal starts at its first stage.",
+    )
     custom_fields: CustomValues = Field(default_factory=dict)
 
 
@@ -70,6 +76,7 @@ class DealUpdate(NotNullOnPatch):
         "stage",
         "contact_id",
         "owner_id",
+        "pipeline_id",
         "custom_fields",
     )
 
@@ -77,13 +84,19 @@ class DealUpdate(NotNullOnPatch):
     amount: Money | None = None
     currency: CurrencyCode | None = None
     status: DealStatus | None = None
-    stage: DealStage | None = None
+    stage: DealStageKey | None = None
     contact_id: Id | None = None
     owner_id: Id | None = None
     company_id: Id | None = Field(
         default=None,
         description="A company of this organization (else 400 `COMPANY_NOT_FOUND`); null "
         "leaves the deal without a company.",
+    )
+    pipeline_id: Id | None = Field(
+        default=None,
+        description="Move the deal to this pipeline of this organization (else 400 "
+        "`PIPELINE_NOT_FOUND`): to `stage` if given (one of the new pipeline's), else to the "
+        "new pipeline's first stage.",
     )
     custom_fields: CustomValues | None = None
 
@@ -104,6 +117,7 @@ class DealRead(OutputSchema):
                     "stage": "proposal",
                     "created_at": "2026-01-15T10:00:00Z",
                     "updated_at": "2026-01-20T09:30:00Z",
+                    "pipeline_id": 1,
                     "company_id": 2,
                 }
             ]
@@ -118,10 +132,12 @@ class DealRead(OutputSchema):
     amount: MoneyOut
     currency: str
     status: DealStatus
-    stage: DealStage
+    stage: DealStageKey
     created_at: datetime
     updated_at: datetime
-    # Last, so that an export's columns before it keep their places.
+    # After these, so that an export's columns before them keep their places (and
+    # `company_id` stays last, where section 17's first part put it).
+    pipeline_id: int
     company_id: int | None
     custom_fields: dict[str, Any] = Field(
         default_factory=dict,

@@ -7,10 +7,11 @@ from typing import Any
 from fastapi import UploadFile
 from pydantic import ConfigDict, Field
 
-from app.models.enums import DealStage, DealStatus
+from app.models.enums import DealStatus
 from app.schemas.common import Id, InputSchema, OutputSchema
 from app.schemas.contact import ContactCreate, ContactEmail
 from app.schemas.deal import DealCreate
+from app.schemas.pipeline import DealStageKey
 
 
 class ImportKind(StrEnum):
@@ -87,7 +88,7 @@ class DealImportRow(DealCreate):
     contact_id: Id | None = None  # type: ignore[assignment]
     contact_email: ContactEmail | None = None
     status: DealStatus | None = None
-    stage: DealStage | None = None
+    stage: DealStageKey | None = None
     owner_id: Id | None = None
 
 

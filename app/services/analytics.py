@@ -1,4 +1,5 @@
-"""Summary and funnel of an organization's deals: aggregated in SQL, cached per organization
+"""Summary and funnel of a pipeline's deals (the default pipeline unless one is named):
+aggregated in SQL from the running totals, cached per organization
 (`app.services.read_models`)."""
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import Cache
+from app.core.errors import PipelineNotFound
 from app.core.tenancy import AnyCaller, TenantContext
-from app.models import DealStage, DealStatus
+from app.models import OPEN_DEAL_STATUSES, DealStatus, PipelineStage
 from app.repositories.analytics import TENANT_AND_VERSION, AnalyticsRepository, StatRow
+from app.repositories.pipelines import PipelineRepository
 from app.schemas.analytics import (
     CountsByStatus,
     DealFunnel,
@@ -28,12 +31,18 @@ from app.services.tenancy import resolve_tenant
 _CENT = Decimal("0.01")
 
 
-def build_summary(rows: Sequence[StatRow], new_deals: int, days: int) -> DealSummary:
+def build_summary(
+    rows: Sequence[StatRow], stages: Sequence[PipelineStage], new_deals: int, days: int
+) -> DealSummary:
     counts = dict.fromkeys(DealStatus, 0)
     amounts = dict.fromkeys(DealStatus, Decimal(0))
+    probabilities = {stage.key: stage.probability for stage in stages}
+    weighted = Decimal(0)  # amount x probability, summed; divided by 100 once, at the end
     for row in rows:
         counts[row.status] += row.count
         amounts[row.status] += row.amount
+        if row.status in OPEN_DEAL_STATUSES:
+            weighted += row.amount * probabilities.get(row.stage, 0)
     won_count = counts[DealStatus.WON]
     avg_won = (
         (amounts[DealStatus.WON] / won_count).quantize(_CENT, ROUND_HALF_UP)
@@ -49,19 +58,21 @@ def build_summary(rows: Sequence[StatRow], new_deals: int, days: int) -> DealSum
         ),
         total=StatusTotals(count=sum(counts.values()), total_amount=sum(amounts.values())),
         avg_won_amount=avg_won,
+        weighted_pipeline_value=(weighted / 100).quantize(_CENT, ROUND_HALF_UP),
         new_deals_last_n_days=new_deals,
         days=days,
     )
 
 
-def build_funnel(rows: Sequence[StatRow]) -> DealFunnel:
-    by_stage = {stage: dict.fromkeys(DealStatus, 0) for stage in DealStage}
+def build_funnel(rows: Sequence[StatRow], pipeline_stages: Sequence[PipelineStage]) -> DealFunnel:
+    by_stage = {stage.key: dict.fromkeys(DealStatus, 0) for stage in pipeline_stages}
     for row in rows:
-        by_stage[row.stage][row.status] += row.count
+        if row.stage in by_stage:  # (a deleted stage's rows went to another one)
+            by_stage[row.stage][row.status] += row.count
     stages: list[FunnelStage] = []
     reached = sum(sum(statuses.values()) for statuses in by_stage.values())
     previous_reached: int | None = None
-    for stage in DealStage:  # pipeline order
+    for stage in (s.key for s in pipeline_stages):  # position order
         count = sum(by_stage[stage].values())
         conversion = None
         if previous_reached:
@@ -91,6 +102,7 @@ class AnalyticsService:
     ) -> None:
         self.ctx = ctx
         self.analytics = AnalyticsRepository(session, ctx.organization_id)
+        self.pipelines = PipelineRepository(session, ctx.organization_id)
         self.read_models = ReadModels(session, ctx.organization_id, cache)
         # Read before anything is computed: figures computed afterwards are at least as fresh.
         self.version = version
@@ -104,21 +116,46 @@ class AnalyticsService:
         ctx, row = await resolve_tenant(session, caller, organization_id, TENANT_AND_VERSION)
         return cls(session, ctx, cache, int(row.version))
 
-    async def summary(self, days: int, currency: str | None) -> tuple[DealSummary, bool]:
+    async def summary(
+        self, pipeline_id: int | None, days: int, currency: str | None
+    ) -> tuple[DealSummary, bool]:
+        """A pipeline's figures (None: the default pipeline's). A cached entry is only ever
+        stored for a pipeline that was found, under a version every pipeline change moves:
+        a hit needs no check that the pipeline exists."""
+
         async def compute() -> dict[str, Any]:
-            rows = await self.analytics.totals(currency)
+            found, stages = await self._pipeline(pipeline_id)
+            rows = await self.analytics.totals(found, currency)
             since = datetime.now(UTC) - timedelta(days=days)
             new_deals = await self.analytics.count_created_since(since, currency)
-            return build_summary(rows, new_deals, days).model_dump(mode="json")
+            return build_summary(rows, stages, new_deals, days).model_dump(mode="json")
 
         value, hit = await self.read_models.analytics(
-            summary_key(days, currency), self.version, compute
+            summary_key(pipeline_id, days, currency), self.version, compute
         )
         return DealSummary.model_validate(value), hit
 
-    async def funnel(self, currency: str | None) -> tuple[DealFunnel, bool]:
+    async def funnel(
+        self, pipeline_id: int | None, currency: str | None
+    ) -> tuple[DealFunnel, bool]:
         async def compute() -> dict[str, Any]:
-            return build_funnel(await self.analytics.totals(currency)).model_dump(mode="json")
+            found, stages = await self._pipeline(pipeline_id)
+            rows = await self.analytics.totals(found, currency)
+            return build_funnel(rows, stages).model_dump(mode="json")
 
-        value, hit = await self.read_models.analytics(funnel_key(currency), self.version, compute)
+        value, hit = await self.read_models.analytics(
+            funnel_key(pipeline_id, currency), self.version, compute
+        )
         return DealFunnel.model_validate(value), hit
+
+    async def _pipeline(self, pipeline_id: int | None) -> tuple[int, list[PipelineStage]]:
+        """The pipeline (None: the default) and its stages; 404 for none of this
+        organization."""
+        pipeline = (
+            await self.pipelines.default()
+            if pipeline_id is None
+            else await self.pipelines.get(pipeline_id)
+        )
+        if pipeline is None:
+            raise PipelineNotFound()
+        return pipeline.id, (await self.pipelines.stages([pipeline.id]))[pipeline.id]

@@ -59,8 +59,9 @@ class AuthService:
             )
         except IntegrityError as exc:  # a concurrent registration won the race
             raise EmailTaken() from exc
-        organization = await self.organizations.add(Organization(name=data.organization_name))
-        membership = await OrganizationService(self.session).add_owner(organization, user.id)
+        organization, membership = await OrganizationService(self.session).found(
+            data.organization_name, user.id
+        )
         tokens = await self._start_session(user.id)
         return Registration(user, organization, membership, tokens)
 

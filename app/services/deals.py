@@ -1,9 +1,19 @@
 """Deals: the pipeline rules and the automatic timeline. What a deal write means for cached
-lists and analytics is `app.services.read_models`'s business."""
+lists and analytics is `app.services.read_models`'s business.
+
+**Pipelines and stages.** A deal is in one pipeline of its organization (the default one when
+none is named) and at one of that pipeline's stages (a new deal at its first). A stage key that
+none of the organization's pipelines has is refused as a value outside an enum always was (422
+`VALIDATION_ERROR`); a key of another pipeline is 400 `STAGE_NOT_IN_PIPELINE`. "Backwards" is
+a lower rank (position), compared across pipelines too when a deal moves to another one. The
+pipeline and stage a write puts a deal on are locked (`KEY SHARE`) until it commits, so a
+concurrent deletion of either waits for it (and then sees its deal), and the database's
+foreign keys refuse a deal on a stage that is not its pipeline's, whatever writes it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Row
@@ -18,18 +28,22 @@ from app.core.errors import (
     CustomFieldOrderNotScrollable,
     DealNotFound,
     DealWonRequiresAmount,
+    PipelineReferenceInvalid,
+    StageNotInPipeline,
+    UnknownStage,
 )
 from app.core.tenancy import AnyCaller, TenantContext
 from app.core.text import fold
 from app.core.versioning import ExpectedVersion, ensure_version
 from app.db.types import utcnow
-from app.models import ActivityType, CustomFieldEntity, Deal, DealStage, DealStatus
+from app.models import ActivityType, CustomFieldEntity, Deal, DealStatus
 from app.repositories.activities import ActivityRepository
 from app.repositories.base import RowLock
 from app.repositories.companies import CompanyRepository
 from app.repositories.contacts import ContactRepository
 from app.repositories.cursor import Keyset
 from app.repositories.deals import TENANT_AND_DEAL, DealFilters, DealRepository
+from app.repositories.pipelines import PipelineRepository, StageRef
 from app.repositories.tasks import TaskRepository
 from app.repositories.trash import TrashRepository, put_in_trash
 from app.schemas.common import PageParams
@@ -53,6 +67,7 @@ class DealService:
         self.activities = ActivityRepository(session, ctx.organization_id)
         self.tasks = TaskRepository(session, ctx.organization_id)
         self.trash = TrashRepository(session, ctx.organization_id)
+        self.pipelines = PipelineRepository(session, ctx.organization_id)
         self.read_models = ReadModels(session, ctx.organization_id, cache)
 
     @staticmethod
@@ -74,6 +89,7 @@ class DealService:
         """A page and the exact total, cheap at a million deals: the total is counted once
         per filter set, and a page is read from where it is known to begin (both remembered
         under the deals' data version, see `app.services.read_models`)."""
+        await self.check_filters(filters)
         version = await self.read_models.deals_version()  # first: what follows is as fresh
         filters = await custom_fields.resolved(
             self.session, self.ctx.organization_id, CustomFieldEntity.DEAL, filters
@@ -97,10 +113,14 @@ class DealService:
         starts (the position is the page start). Not sorted by a custom field."""
         if filters.custom_order is not None:
             raise CustomFieldOrderNotScrollable()
+        await self.check_filters(filters)
         filters = await custom_fields.resolved(
             self.session, self.ctx.organization_id, CustomFieldEntity.DEAL, filters
         )
         return await self.deals.scroll(filters, after, limit)
+
+    async def check_filters(self, filters: DealFilters) -> None:
+        await check_deal_filters(self.session, self.ctx.organization_id, filters)
 
     async def get(self, deal_id: int, *, lock: RowLock | None = None) -> Deal:
         deal = await self.deals.get(deal_id, lock=lock)
@@ -113,20 +133,20 @@ class DealService:
         data: DealCreate,
         *,
         status: DealStatus | None = None,
-        stage: DealStage | None = None,
+        stage: str | None = None,
         owner_id: int | None = None,
     ) -> Deal:
-        """`POST /deals`. An import may also give the status, stage and owner a PATCH could
-        set, under the same rules, checked against the new deal (a new deal's stage is the
-        first, so any stage is forward)."""
+        """`POST /deals`: in `data.pipeline_id` (the default pipeline when None), at its first
+        stage. An import may also give the status, stage and owner a PATCH could set, under
+        the same rules, checked against the new deal (a new deal's stage is the first, so any
+        stage of its pipeline is forward)."""
+        place = await self._stage(data.pipeline_id, stage)
         await self._ensure_contact(data.contact_id)
         if data.company_id is not None:
             await self._ensure_company(data.company_id)
         owner = self.ctx.user_id if owner_id is None else owner_id
         await ensure_owner_assignable(self.session, self.ctx, self.ctx.user_id, owner)
         status = status or DealStatus.NEW
-        stage = stage or DealStage.QUALIFICATION
-        ensure_can_move_stage(self.ctx, DealStage.QUALIFICATION, stage)
         if status is DealStatus.WON and data.amount <= 0:
             raise DealWonRequiresAmount()
         values = await custom_fields.values_for(
@@ -141,7 +161,8 @@ class DealService:
             amount=data.amount,
             currency=data.currency,
             status=status,
-            stage=stage,
+            pipeline_id=place.pipeline_id,
+            stage=place.key,
             custom_fields=values,
         )
         try:
@@ -165,9 +186,9 @@ class DealService:
         deal = await self.get(deal_id, lock=RowLock.UPDATE)
         ensure_can_modify(self.ctx, deal.owner_id, "deals")
         ensure_version(expected, deal.id, deal.updated_at)
-        given = data.changes()
-        custom = given.pop("custom_fields", None)
-        changes = {field: value for field, value in given.items() if value != getattr(deal, field)}
+        sent = data.changes()
+        custom = sent.pop("custom_fields", None)
+        changes = {field: value for field, value in sent.items() if value != getattr(deal, field)}
         if custom:
             values = await custom_fields.values_for(
                 self.session,
@@ -178,9 +199,20 @@ class DealService:
             )
             if values != deal.custom_fields:
                 changes["custom_fields"] = values
-        new_stage = changes.get("stage", deal.stage)
+        if "pipeline_id" in changes or "stage" in changes:
+            # Another pipeline: to the stage sent (even one of the same key), else its first.
+            place = await self._stage(
+                changes.get("pipeline_id", deal.pipeline_id), sent.get("stage")
+            )
+            current = await self.pipelines.rank(deal.pipeline_id, deal.stage)
+            ensure_can_move_stage(self.ctx, _Rank(current or 0), place)
+            changes.pop("pipeline_id", None)
+            changes.pop("stage", None)
+            if place.pipeline_id != deal.pipeline_id:
+                changes["pipeline_id"] = place.pipeline_id
+            if place.key != deal.stage:
+                changes["stage"] = place.key
         new_status = changes.get("status", deal.status)
-        ensure_can_move_stage(self.ctx, deal.stage, new_stage)
         if "owner_id" in changes:
             await ensure_owner_assignable(
                 self.session, self.ctx, deal.owner_id, changes["owner_id"]
@@ -192,7 +224,7 @@ class DealService:
         if new_status is DealStatus.WON and changes.get("amount", deal.amount) <= 0:
             raise DealWonRequiresAmount()
 
-        old_status, old_stage = deal.status, deal.stage
+        old_status, old_stage, old_pipeline = deal.status, deal.stage, deal.pipeline_id
         before = DealFigures.of(deal)
         read_before = _read(deal) if changes else None
         for field, value in changes.items():
@@ -207,11 +239,14 @@ class DealService:
                 self.ctx.user_id,
                 self.ctx.api_key_id,
             )
-        if new_stage != old_stage:
+        if deal.stage != old_stage or deal.pipeline_id != old_pipeline:
+            moved: dict[str, Any] = {"old_stage": old_stage, "new_stage": deal.stage}
+            if deal.pipeline_id != old_pipeline:
+                moved |= {"old_pipeline_id": old_pipeline, "new_pipeline_id": deal.pipeline_id}
             await self.activities.add(
                 deal.id,
                 ActivityType.STAGE_CHANGED,
-                {"old_stage": old_stage.value, "new_stage": new_stage.value},
+                moved,
                 self.ctx.user_id,
                 self.ctx.api_key_id,
             )
@@ -272,6 +307,19 @@ class DealService:
             )
         return deal
 
+    async def _stage(self, pipeline_id: int | None, key: str | None) -> StageRef:
+        """The pipeline (None: the default) and stage (None: its first) a write puts a deal
+        on, locked until the write commits (see the module); the errors a client gets for
+        either."""
+        place = await self.pipelines.stage_ref(pipeline_id, key, lock=RowLock.KEY_SHARE)
+        if place is not None:
+            return place
+        if pipeline_id is not None and await self.pipelines.get(pipeline_id) is None:
+            raise PipelineReferenceInvalid()
+        if key is not None and key in await self.pipelines.known_keys():
+            raise StageNotInPipeline()
+        raise UnknownStage(("body", "stage"), str(key), "the deal's pipeline")
+
     async def _ensure_contact(self, contact_id: int) -> None:
         # A share lock keeps the contact from being deleted until this transaction commits.
         if await self.contacts.get(contact_id, lock=RowLock.SHARE) is None:
@@ -283,5 +331,25 @@ class DealService:
             raise CompanyReferenceInvalid()
 
 
+async def check_deal_filters(
+    session: AsyncSession, organization_id: int, filters: DealFilters
+) -> None:
+    """Each `stage` filtered on (list, export) must be a stage key of the organization's
+    pipelines (of the `pipeline_id` filtered on, if any): 422 otherwise, as an unknown enum
+    value was."""
+    if not filters.stages:
+        return
+    known = await PipelineRepository(session, organization_id).known_keys(filters.pipeline_id)
+    for key in filters.stages:
+        if key not in known:
+            where = "this pipeline" if filters.pipeline_id else "this organization's pipelines"
+            raise UnknownStage(("query", "stage"), key, where)
+
+
 def _read(deal: Deal) -> DealRead:
     return DealRead.model_validate(deal)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rank:
+    rank: int

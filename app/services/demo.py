@@ -3,7 +3,9 @@
 An organization with one login per role, a few hundred contacts and deals created over the last
 months, each deal's timeline (status and stage changes one step at a time, comments, tasks) at
 plausible moments, and tasks with varied texts and due dates, some overdue. Deals are mostly in
-one currency, so the summary across currencies still reads as money.
+one currency, so the summary across currencies still reads as money. Most deals are in the
+default "Sales pipeline"; some are in a second pipeline, "Partnerships", with stages of its own
+(fewer, other names and probabilities, the same keys where they mean the same).
 
 The users, the organization and the memberships go through the same services as the API. The
 history is written in bulk (rows with their past timestamps, a few statements instead of
@@ -41,10 +43,13 @@ from app.models import (
     Deal,
     DealStage,
     DealStatus,
+    Pipeline,
+    PipelineStage,
     Role,
     Task,
 )
 from app.repositories.custom_fields import CustomFieldRepository
+from app.repositories.pipelines import PipelineRepository
 from app.repositories.users import UserRepository
 from app.schemas.auth import RegisterRequest
 from app.schemas.organization import AssignableRole
@@ -69,6 +74,15 @@ MAIN_CURRENCY = "EUR"
 OTHER_CURRENCY = "USD"  # a few deals with overseas clients
 OTHER_CURRENCY_SHARE = 0.06
 SEED = 20_260_115
+SALES_STAGES: tuple[str, ...] = tuple(DealStage)
+# The second pipeline: (key, name, probability). Deals of some products are partnerships.
+PARTNERSHIP_PIPELINE = "Partnerships"
+PARTNERSHIP_STAGES = (
+    ("qualification", "Intro call", 20),
+    ("negotiation", "Terms", 60),
+    ("closed", "Signed", 100),
+)
+PARTNERSHIP_SHARE = 0.15
 
 # --- the vocabulary -----------------------------------------------------------------------------
 
@@ -266,8 +280,9 @@ class _DealPlan:
     amount: Decimal
     currency: str
     created_at: datetime
+    partnership: bool = False
     status: DealStatus = DealStatus.NEW
-    stage: DealStage = DealStage.QUALIFICATION
+    stage: str = DealStage.QUALIFICATION
     updated_at: datetime | None = None
     # (when, type, payload, author)
     events: list[tuple[datetime, ActivityType, dict[str, Any], int]] = field(default_factory=list)
@@ -375,6 +390,7 @@ class History:
                     amount=amount,
                     currency=currency,
                     created_at=created,
+                    partnership=rng.random() < PARTNERSHIP_SHARE,
                 )
                 self._evolve(plan)
                 plans.append(plan)
@@ -386,15 +402,17 @@ class History:
         rng = self.rng
         age = (self.now - plan.created_at).days
         closed = rng.random() < min(0.8, age / 100)
-        stages = list(DealStage)
+        stages = [key for key, _, _ in PARTNERSHIP_STAGES] if plan.partnership else SALES_STAGES
+        last_open = len(stages) - 2  # the stage before the closing one
         if closed:
             final = DealStatus.WON if rng.random() < 0.45 else DealStatus.LOST
-            reached = 2 if final is DealStatus.WON else rng.choice((0, 1, 1, 2, 2))
+            reached = last_open if final is DealStatus.WON else rng.choice((0, 1, 1, 2, 2))
         elif age < 10 and rng.random() < 0.6:
             final, reached = DealStatus.NEW, 0
         else:
             final = DealStatus.IN_PROGRESS if rng.random() < 0.85 else DealStatus.NEW
             reached = rng.choice((0, 1, 1, 2)) if final is DealStatus.IN_PROGRESS else 0
+        reached = min(reached, last_open)
         if final is DealStatus.NEW and rng.random() < 0.3:
             plan.amount = Decimal("0.00")  # not estimated yet
 
@@ -405,16 +423,16 @@ class History:
         steps += [("stage", stages[r - 1], stages[r]) for r in range(1, reached + 1)]
         if final is DealStatus.WON:
             steps += [
-                ("stage", DealStage.NEGOTIATION, DealStage.CLOSED),
+                ("stage", stages[last_open], stages[-1]),
                 ("status", DealStatus.IN_PROGRESS, DealStatus.WON),
             ]
         elif final is DealStatus.LOST:
             steps += [
                 ("status", DealStatus.IN_PROGRESS, DealStatus.LOST),
-                ("stage", stages[reached], DealStage.CLOSED),
+                ("stage", stages[reached], stages[-1]),
             ]
         plan.status = final
-        plan.stage = DealStage.CLOSED if closed else stages[reached]
+        plan.stage = stages[-1] if closed else stages[reached]
 
         # When it ends: a closed deal took 1-12 weeks; an open one was last touched lately.
         if closed:
@@ -478,6 +496,21 @@ class History:
         people = self._people()
         plans = self._deals(people)
         await _define_custom_fields(session, org)
+        pipelines = PipelineRepository(session, org)
+        sales = await pipelines.default()
+        assert sales is not None, "every organization has a default pipeline"
+        partnerships = await pipelines.add(
+            Pipeline(
+                name=PARTNERSHIP_PIPELINE,
+                is_default=False,
+                created_at=self.start,
+                updated_at=self.start,
+            ),
+            [
+                PipelineStage(key=key, name=name, position=position, probability=probability)
+                for position, (key, name, probability) in enumerate(PARTNERSHIP_STAGES)
+            ],
+        )
 
         # Every company the people work for, each contact in theirs, and each deal naming
         # its contact's company (its title says "... for <company>").
@@ -548,6 +581,7 @@ class History:
                     "amount": plan.amount,
                     "currency": plan.currency,
                     "status": plan.status,
+                    "pipeline_id": partnerships.id if plan.partnership else sales.id,
                     "stage": plan.stage,
                     "custom_fields": {"source": _demo_source(index)},
                     "created_at": plan.created_at,
@@ -606,6 +640,7 @@ class History:
         activities.sort(key=lambda row: (row["created_at"], row["deal_id"]))
         await session.execute(insert(Activity), activities)
         return {
+            "pipelines": 2,
             "companies": len(company_ids),
             "contacts": len(contact_ids),
             "deals": len(deal_ids),

@@ -54,6 +54,8 @@ from app.models import (
     CustomFieldDefinition,
     Deal,
     Membership,
+    Pipeline,
+    PipelineStage,
     Task,
 )
 from app.repositories import events as event_rows
@@ -157,7 +159,25 @@ def changed_in_bulk(session: AsyncSession, kind: str) -> None:
     """Declare that this transaction changes records of `kind` in bulk as the consequence of a
     change whose own event says so (deleting a custom field removes its values from every
     record: `custom_field.deleted`), so those records need no event each."""
-    session.info.setdefault(_RECORDED, set()).add(kind)
+    _recorded(session).add(kind)
+
+
+def founding(session: AsyncSession) -> None:
+    """Declare that this transaction founds an organization, whose default pipeline is part of
+    it: like the organization itself it has no event (the founding's is `member.added`)."""
+    _recorded(session).add("pipeline")
+
+
+def only_in_trash(session: AsyncSession, kind: str) -> None:
+    """Declare that the records of `kind` this transaction changed without an event are in
+    the trash (deals moved off a deleted stage): a record has no events while it is there;
+    restoring it sends it whole."""
+    _recorded(session).add(kind)
+
+
+def _recorded(session: AsyncSession) -> set[str]:
+    recorded: set[str] = session.info.setdefault(_RECORDED, set())
+    return recorded
 
 
 def purging(session: AsyncSession) -> None:
@@ -207,6 +227,8 @@ _KIND_OF_TABLE = {
     Deal.__tablename__: "deal",
     Task.__tablename__: "task",
     Membership.__tablename__: "member",
+    Pipeline.__tablename__: "pipeline",
+    PipelineStage.__tablename__: "pipeline",
 }
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -61,6 +61,7 @@ from app.schemas.deal import DealRead
 from app.schemas.export import ExportFormat
 from app.schemas.task import TaskRead
 from app.services.custom_fields import resolve_filters
+from app.services.deals import check_deal_filters
 from app.services.tenancy import resolve_tenant
 
 # A spreadsheet runs a cell starting with one of these as a formula (OWASP).
@@ -124,6 +125,9 @@ class ExportRepository(Protocol):
     ) -> Sequence[Row[Any]]: ...
 
 
+FilterCheck = Callable[[AsyncSession, int, Any], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class ExportKind:
     """What is exported: the item schema's fields, read from the table's columns, and how each
@@ -136,6 +140,9 @@ class ExportKind:
     repository: Callable[[AsyncSession, int], ExportRepository]
     json_converters: tuple[tuple[int, ColumnConverter], ...]
     csv_converters: tuple[tuple[int, ColumnConverter], ...]
+    # Checks the filters against the organization's data before the first row (a deal
+    # export's stages must be stage keys of its pipelines): raises as the list would.
+    check: FilterCheck | None = None
 
     @classmethod
     def of(
@@ -145,6 +152,7 @@ class ExportKind:
         schema: type[OutputSchema],
         repository: Callable[[AsyncSession, int], ExportRepository],
         entity: CustomFieldEntity | None = None,
+        check: FilterCheck | None = None,
     ) -> ExportKind:
         fields = tuple(schema.model_fields)
         assert entity is None or fields[-1] == CUSTOM_FIELDS, "custom fields come last"
@@ -172,14 +180,29 @@ class ExportKind:
                 json_converters.append((index, to_json))
             if to_csv is not None:
                 csv_converters.append((index, to_csv))
-        return cls(name, fields, entity, repository, tuple(json_converters), tuple(csv_converters))
+        return cls(
+            name,
+            fields,
+            entity,
+            repository,
+            tuple(json_converters),
+            tuple(csv_converters),
+            check,
+        )
 
 
 CUSTOM_FIELDS = "custom_fields"
 CONTACTS = ExportKind.of(
     "contacts", Contact.__table__, ContactRead, ContactRepository, CustomFieldEntity.CONTACT
 )
-DEALS = ExportKind.of("deals", Deal.__table__, DealRead, DealRepository, CustomFieldEntity.DEAL)
+DEALS = ExportKind.of(
+    "deals",
+    Deal.__table__,
+    DealRead,
+    DealRepository,
+    CustomFieldEntity.DEAL,
+    check_deal_filters,
+)
 TASKS = ExportKind.of("tasks", Task.__table__, TaskRead, TaskRepository)
 
 
@@ -309,6 +332,8 @@ class Export:
         anything is sent."""
         assert self._session is not None, "open() first"
         assert self._ctx is not None
+        if self.kind.check is not None:
+            await self.kind.check(self._session, self._ctx.organization_id, self.filters)
         repository = self.kind.repository(self._session, self._ctx.organization_id)
         filters = self.filters
         if self.kind.entity is not None:

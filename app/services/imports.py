@@ -18,7 +18,9 @@ INSERT, the updates, and the events of a batch in one transaction.
 Both may carry a `company_id`: a company of this organization, as `POST /contacts` and
 `POST /deals` require (else the row fails with `COMPANY_NOT_FOUND`), and custom field values
 in columns `cf.<key>` (`custom_fields_of`), checked as the API checks them (a bad value, an
-unknown key or a missing required field fails the row, `VALIDATION_ERROR` at that column).
+unknown key or a missing required field fails the row, `VALIDATION_ERROR` at that column). A
+deal may carry a `pipeline_id` (the default pipeline when empty), and its `stage` must be one
+of that pipeline's (`STAGE_NOT_IN_PIPELINE`; a key of no pipeline: `VALIDATION_ERROR`).
 
 **Deals** refer to their contact by `contact_id` or `contact_email`; every row is a new deal
 (`on_conflict` does not apply). Each is written as `POST /deals` writes it (its running
@@ -49,7 +51,10 @@ from app.core.errors import (
     ImportNotFound,
     OwnerNotAMember,
     PermissionDenied,
+    PipelineReferenceInvalid,
+    StageNotInPipeline,
     StageRollbackForbidden,
+    UnknownStage,
 )
 from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
@@ -461,6 +466,7 @@ class RowImporter:
                 currency=row.currency,
                 company_id=row.company_id,
                 custom_fields={**row.custom_fields, **(given.get(record.row) or {})},
+                pipeline_id=row.pipeline_id,
             )
             savepoint = await self.session.begin_nested()
             try:
@@ -486,8 +492,10 @@ def _deal_column(exc: AppError, record: Record, row: DealImportRow) -> str | Non
         name = "owner_id"
     elif isinstance(exc, DealWonRequiresAmount):
         name = "status"
-    elif isinstance(exc, StageRollbackForbidden):
+    elif isinstance(exc, StageRollbackForbidden | StageNotInPipeline | UnknownStage):
         name = "stage"
+    elif isinstance(exc, PipelineReferenceInvalid):
+        name = "pipeline_id"
     else:
         return None
     return record.columns.get(name, name)

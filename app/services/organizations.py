@@ -22,6 +22,7 @@ from app.repositories.users import UserRepository
 from app.schemas.event import EventType
 from app.schemas.organization import AssignableRole, MemberRead, OrganizationRead
 from app.services import events
+from app.services.pipelines import create_default as create_default_pipeline
 
 
 def _member_read(membership: Membership, user: User) -> MemberRead:
@@ -53,12 +54,19 @@ class OrganizationService:
 
     async def create(self, user_id: int, name: str) -> OrganizationRead:
         await self._require_account(user_id)
-        organization = await self.organizations.add(Organization(name=name))
-        await self.add_owner(organization, user_id)
+        organization, _ = await self.found(name, user_id)
         return _organization_read(organization, Role.OWNER)
 
-    async def add_owner(self, organization: Organization, user_id: int) -> Membership:
-        """The founding membership of a new organization: its first event, `member.added`."""
+    async def found(self, name: str, user_id: int) -> tuple[Organization, Membership]:
+        """A new organization (whatever creates one: a registration, `POST /organizations`),
+        with its default pipeline and its owner's membership, whose `member.added` is its first
+        event."""
+        organization = await self.organizations.add(Organization(name=name))
+        await create_default_pipeline(self.session, organization.id)
+        membership = await self._add_owner(organization, user_id)
+        return organization, membership
+
+    async def _add_owner(self, organization: Organization, user_id: int) -> Membership:
         membership = await self.organizations.add_member(organization.id, user_id, Role.OWNER)
         user = await self.users.get(user_id)  # in the session already: no round trip
         if user is None:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from typing import Protocol
 
 from app.core.errors import DueDateInPast, PermissionDenied, StageRollbackForbidden
 from app.core.permissions import Permission
 from app.core.tenancy import TenantContext
-from app.models.enums import DealStage
+
+
+class Ranked(Protocol):
+    """A stage's place in its pipeline (0: first): `DealStage`, a `PipelineStage`, ..."""
+
+    @property
+    def rank(self) -> int: ...
 
 
 def ensure_can_modify(ctx: TenantContext, record_owner_id: int, what: str) -> None:
@@ -17,8 +24,11 @@ def ensure_can_modify(ctx: TenantContext, record_owner_id: int, what: str) -> No
         raise PermissionDenied(f"Members may only change their own {what}.")
 
 
-def ensure_can_move_stage(ctx: TenantContext, current: DealStage, new: DealStage) -> None:
-    """Forward (even skipping stages) is open to everyone; backward needs owner or admin."""
+def ensure_can_move_stage(ctx: TenantContext, current: Ranked, new: Ranked) -> None:
+    """Forward (even skipping stages) is open to everyone; backward needs owner or admin.
+
+    Backward is a lower rank (position) in the pipeline. Moving to another pipeline compares
+    the ranks too, so that no one rolls a deal back by hopping pipelines."""
     if new.rank < current.rank and not ctx.can(Permission.ROLLBACK_STAGE):
         raise StageRollbackForbidden()
 

@@ -5,8 +5,8 @@ when `REDIS_URL` is set), each entry under the data version it was computed from
 
 | read model                        | key                                      | version  |
 |-----------------------------------|------------------------------------------|----------|
-| analytics summary                 | `summary:{days}:{currency or *}`         | deals    |
-| analytics funnel                  | `funnel:{currency or *}`                 | deals    |
+| analytics summary                 | `summary:{pipeline}:{days}:{currency or *}` | analytics |
+| analytics funnel                  | `funnel:{pipeline}:{currency or *}`      | analytics |
 | exact `total` of a deal list      | `deals:count:` + the filters (no order)  | deals    |
 | where a deal list page begins     | `deals:page:` + filters, order, size, page | deals  |
 | exact `total` of a contact list   | `contacts:count:` + search, owner, company | contacts |
@@ -16,7 +16,11 @@ when `REDIS_URL` is set), each entry under the data version it was computed from
 - deals: the sum of the organization's `deal_stats.version`. Every deal write moves the
   running total its deal is counted in (`deal_written`), even a write that leaves every
   total as it was (a new title, owner or contact changes list totals and page starts);
-- contacts: `organizations.contacts_version`, moved by `contacts_written`.
+- contacts: `organizations.contacts_version`, moved by `contacts_written`;
+- analytics: the deals' version plus `organizations.pipelines_version`, which every change of
+  a pipeline or stage moves (`pipelines_written`): a rename, a new probability, a reorder, a
+  new default. `{pipeline}` in their keys is the pipeline's id, or `default` when none was
+  named (which pipeline that is moves the version too).
 
 A reader reads the version *first*, then computes: what it stores is at least as fresh as the
 version it is stored under (analytics read it in the statement that checks membership,
@@ -45,7 +49,8 @@ and restoring it creating it again; trashing or restoring a contact moves the co
 version. Only live records are in any read model (`app.repositories.base.live`).
 
 **Precomputed figures** that analytics read instead of the deals (not a cache; always exact):
-`deal_stats` running totals per (currency, status, stage), maintained by `deal_written`; and
+`deal_stats` running totals per (pipeline, currency, status, stage), maintained by
+`deal_written` (and, when a stage is deleted and its deals moved, by `stage_merged`); and
 `deal_daily_counts`, deals created per UTC day, kept by database triggers on `deals` (any
 statement, see migration 0006). `rebuild` recomputes both (`minicrm rebuild-stats`).
 
@@ -71,7 +76,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 from app.core.cache import Cache, Json, cache_key, cached
 from app.core.text import fold
 from app.db.session import after_commit
-from app.models import Contact, Deal, DealStage, DealStatus
+from app.models import Contact, Deal, DealStatus
 from app.repositories.contacts import ContactFilters
 from app.repositories.deals import DealFilters, PageStart
 from app.repositories.read_models import ReadModelRepository, StatKey
@@ -91,6 +96,7 @@ def _deal_set(filters: DealFilters) -> list[Any]:
         filters.contact_id,
         None if filters.search is None else fold(filters.search),
         filters.company_id,
+        filters.pipeline_id,
         *(where.cache_part() for where in filters.custom),
     ]
 
@@ -110,12 +116,12 @@ def contact_count_key(filters: ContactFilters) -> str:
     return cache_key("contacts:count", [search, filters.owner_id, filters.company_id, *custom])
 
 
-def summary_key(days: int, currency: str | None) -> str:
-    return f"summary:{days}:{currency or '*'}"
+def summary_key(pipeline_id: int | None, days: int, currency: str | None) -> str:
+    return f"summary:{pipeline_id or 'default'}:{days}:{currency or '*'}"
 
 
-def funnel_key(currency: str | None) -> str:
-    return f"funnel:{currency or '*'}"
+def funnel_key(pipeline_id: int | None, currency: str | None) -> str:
+    return f"funnel:{pipeline_id or 'default'}:{currency or '*'}"
 
 
 # --- writes --------------------------------------------------------------------------------
@@ -126,18 +132,19 @@ class DealFigures:
     """What the read models know of a deal, taken before a write changes it."""
 
     deal_id: int
+    pipeline_id: int
     currency: str
     status: DealStatus
-    stage: DealStage
+    stage: str
     amount: Decimal
 
     @classmethod
     def of(cls, deal: Deal) -> DealFigures:
-        return cls(deal.id, deal.currency, deal.status, deal.stage, deal.amount)
+        return cls(deal.id, deal.pipeline_id, deal.currency, deal.status, deal.stage, deal.amount)
 
     @property
     def stat_key(self) -> StatKey:
-        return StatKey.of(self.currency, self.status, self.stage, self.deal_id)
+        return StatKey.of(self.pipeline_id, self.currency, self.status, self.stage, self.deal_id)
 
 
 class ReadModels:
@@ -249,6 +256,21 @@ class ReadModels:
         """A contact was created, changed or deleted: move the contacts' data version."""
         await self.repository.move_contacts_version()
         _moved(self.session, _CONTACTS)
+
+    async def pipelines_written(self) -> None:
+        """A pipeline or stage was created, changed or deleted: move the pipelines' version
+        (analytics are cached under it) and drop the organization's cached entries once the
+        transaction commits."""
+        await self.repository.move_pipelines_version()
+        after_commit(self.session, partial(self.cache.invalidate, self.organization_id))
+
+    async def stage_merged(self, pipeline_id: int, stage: str, into: str) -> None:
+        """Every deal at `stage` of the pipeline was moved to `into` (the stage is being
+        deleted): its running totals join those of `into`, which moves the deals' version;
+        the cache is dropped after the commit. Call it after the deals are flushed."""
+        await self.repository.merge_stage_totals(pipeline_id, stage, into)
+        _moved(self.session, _DEALS)
+        after_commit(self.session, partial(self.cache.invalidate, self.organization_id))
 
     async def rebuild(self) -> None:
         """Recompute the precomputed deal figures from the deals (after a bulk load that

@@ -22,7 +22,9 @@ from app.core.errors import (
     InvalidCursor,
     OwnerNotAMember,
     PermissionDenied,
+    PipelineReferenceInvalid,
     PreconditionFailed,
+    StageNotInPipeline,
     StageRollbackForbidden,
 )
 from app.dependencies.auth import (
@@ -125,12 +127,16 @@ def _deal(deal: object) -> DealRead:
     "",
     status_code=status.HTTP_201_CREATED,
     summary="Create a deal",
-    responses=problems(*TENANT_ERRORS, ContactReferenceInvalid, CompanyReferenceInvalid),
+    responses=problems(
+        *TENANT_ERRORS, ContactReferenceInvalid, CompanyReferenceInvalid, PipelineReferenceInvalid
+    ),
 )
 async def create_deal(body: DealCreate, service: ServiceDep) -> DealRead:
-    """Starts as `new` / `qualification`; the caller becomes `owner_id`. `contact_id` must be a
-    contact of this organization (400 `CONTACT_NOT_FOUND`), and `company_id`, if given, a
-    company of it (400 `COMPANY_NOT_FOUND`)."""
+    """Starts as `new`, at the first stage of its pipeline: `pipeline_id`, or the default
+    pipeline (whose first stage is `qualification`). The caller becomes `owner_id`.
+    `contact_id` must be a contact of this organization (400 `CONTACT_NOT_FOUND`),
+    `company_id`, if given, a company of it (400 `COMPANY_NOT_FOUND`), and `pipeline_id` a
+    pipeline of it (400 `PIPELINE_NOT_FOUND`)."""
     return DealRead.model_validate(await service.create(body))
 
 
@@ -174,6 +180,8 @@ async def read_deal(
         OwnerNotAMember,
         ContactReferenceInvalid,
         CompanyReferenceInvalid,
+        PipelineReferenceInvalid,
+        StageNotInPipeline,
         PermissionDenied,
         StageRollbackForbidden,
         DealNotFound,
@@ -184,8 +192,13 @@ async def update_deal(
     deal_id: DealId, body: DealUpdate, service: ServiceDep, if_match: IfMatch, response: Response
 ) -> DealRead:
     """Partial update, checked against the values the deal will have afterwards:
-    `won` needs `amount > 0` (400 `DEAL_WON_REQUIRES_AMOUNT`); moving `stage` backwards needs
-    owner or admin (403 `STAGE_ROLLBACK_FORBIDDEN`); members change only their own deals;
+    `won` needs `amount > 0` (400 `DEAL_WON_REQUIRES_AMOUNT`); `stage` must be a stage of the
+    deal's pipeline (400 `STAGE_NOT_IN_PIPELINE`; a key of no pipeline of the organization:
+    422); moving it backwards (to a lower position) needs owner or admin (403
+    `STAGE_ROLLBACK_FORBIDDEN`); `pipeline_id` moves the deal to another pipeline of the
+    organization (400 `PIPELINE_NOT_FOUND`), to `stage` or else that pipeline's first stage,
+    and is backwards when the new stage's position is lower; members change only their own
+    deals;
     `owner_id` only by managers and above, to a member (400 `OWNER_NOT_A_MEMBER`);
     `company_id` only to a company of this organization (400 `COMPANY_NOT_FOUND`), `null`
     for none.
