@@ -223,6 +223,28 @@ async def test_a_merge_fills_nothing_the_target_has(any_api: Api) -> None:
     assert (await owner.get(f"/contacts/{target['id']}")).json() == before
 
 
+async def test_a_merge_fills_the_custom_fields_the_target_has_no_value_for(
+    any_api: Api,
+) -> None:
+    owner = await any_api.register()
+    for key in ("linkedin", "twitter"):
+        response = await owner.post(
+            "/custom-fields",
+            json={"entity": "contact", "key": key, "label": key, "type": "text"},
+        )
+        assert response.status_code == 201, response.text
+    target = await contact(owner, "T", custom_fields={"linkedin": "t"})
+    first = await contact(owner, "S1", custom_fields={"linkedin": "s1"})
+    second = await contact(owner, "S2", custom_fields={"twitter": "s2"})
+    response = await owner.post(
+        f"/contacts/{target['id']}/merge", json={"source_ids": [first["id"], second["id"]]}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["filled_fields"] == ["custom_fields"]
+    merged = (await owner.get(f"/contacts/{target['id']}")).json()
+    assert merged["custom_fields"] == {"linkedin": "t", "twitter": "s2"}
+
+
 async def test_refused_merges_change_nothing(any_api: Api) -> None:
     owner = await any_api.register()
     member = await any_api.member_of(owner, "member")

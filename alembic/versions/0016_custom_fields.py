@@ -6,9 +6,9 @@ JSON text on SQLite), NOT NULL with `{}` for none, so defining a field needs no 
 Adding a column with a constant default rewrites no table on PostgreSQL (11+), nor on SQLite.
 
 The indexes that make a filter on one custom field fast on PostgreSQL are not declared here:
-the service creates one per (table, key) when a definition is created and drops it when no
-organization uses that key any more (`app.repositories.custom_fields`), and `alembic/env.py`
-leaves them out of the comparison with the models.
+the worker makes one per (table, key) once a key is defined and drops it when no organization
+uses that key any more (`app.jobs.custom_field_indexes`), and `alembic/env.py` leaves them out
+of the comparison with the models.
 
 Revision ID: 0016
 Revises: 0015

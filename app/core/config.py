@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     # How often each worker process compares the custom fields defined with their indexes
     # on PostgreSQL, and makes or drops those that differ (app/jobs/custom_field_indexes.py).
     CUSTOM_FIELD_INDEX_INTERVAL_SECONDS: float = Field(default=5, gt=0)
+    # At most this many per-key indexes in all (those of the keys most organizations define
+    # first): each costs every write to its table a check, whichever organization writes.
+    CUSTOM_FIELD_INDEXES_MAX: int = Field(default=100, ge=0)
     # Webhooks (app/jobs/webhooks.py). Private, loopback and link-local receivers (and plain
     # http) are refused unless this is on: for tests and local use only.
     WEBHOOK_ALLOW_PRIVATE_URLS: bool = False

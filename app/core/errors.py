@@ -486,7 +486,7 @@ class CustomFieldsInvalid(AppError):
 
     status = 422
     code = "VALIDATION_ERROR"
-    title = "Unprocessable Content"
+    title = HTTPStatus.UNPROCESSABLE_ENTITY.phrase  # as a request validation error's
     detail = "The request does not match the expected schema."
 
     def __init__(self, errors: list[dict[str, Any]]) -> None:

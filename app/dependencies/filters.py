@@ -57,7 +57,7 @@ async def _custom_filters(request: Request) -> tuple[CustomFieldFilter, ...]:
     for name, text in request.query_params.multi_items():
         if not name.startswith("cf."):
             continue
-        match = _CUSTOM_FILTER.match(name)
+        match = _CUSTOM_FILTER.fullmatch(name)
         if match is None:
             message = "use cf.<key>, cf.<key>.min or cf.<key>.max with a lower-case key"
         elif len(text) > MAX_CUSTOM_FILTER_LENGTH:

@@ -35,14 +35,15 @@ logger = logging.getLogger(__name__)
 _LOCK_KEY = 0x63665F69  # "cf_i"
 
 
-async def reconcile(connection: AsyncConnection) -> list[str]:
-    """One pass over the per-key indexes on an AUTOCOMMIT `connection`: what it did, e.g.
-    `["created ix_deals_cf_source"]`. Nothing when another worker holds the turn."""
+async def reconcile(connection: AsyncConnection, limit: int) -> list[str]:
+    """One pass over the per-key indexes on an AUTOCOMMIT `connection`, keeping at most
+    `limit` of them: what it did, e.g. `["created ix_deals_cf_source"]`. Nothing when another
+    worker holds the turn."""
     if not await connection.scalar(text("SELECT pg_try_advisory_lock(:key)"), {"key": _LOCK_KEY}):
         return []
     done: list[str] = []
     try:
-        wanted = await wanted_indexes(connection)
+        wanted = await wanted_indexes(connection, limit)
         present = await present_indexes(connection)
         for name, valid in present.items():
             if name not in wanted or not valid:
@@ -70,7 +71,8 @@ async def keep_custom_field_indexes(
         try:
             async with engine.connect() as connection:
                 autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-                for step in await reconcile(autocommit):
+                limit = settings.CUSTOM_FIELD_INDEXES_MAX
+                for step in await reconcile(autocommit, limit):
                     logger.info("custom field index: %s", step)
         except Exception:
             logger.exception("keeping the custom field indexes failed; trying again later")

@@ -8,10 +8,11 @@ the type. On SQLite a value is `json_extract(custom_fields, '$.<key>')`, an SQL 
 or 0/1.
 
 Per-key indexes (PostgreSQL): `ix_<table>_cf_<key>` on `(organization_id, (custom_fields ->
-'<key>'), created_at, id)` (live rows only where the table has a trash), one per table and key,
-shared by every organization that defines the key. The worker keeps them in step with the
-definitions (`app.jobs.custom_field_indexes`): made `CONCURRENTLY` once a key is defined,
-dropped `CONCURRENTLY` once no organization defines it. `->` keeps the index free of casts,
+'<key>'), created_at, id)` over the rows that have the key (`custom_fields ? '<key>'`, which
+every filter on the key states too, and live rows only where the table has a trash), one per
+table and key, shared by every organization that defines the key. The worker keeps them in
+step with the definitions (`app.jobs.custom_field_indexes`): made `CONCURRENTLY` once a key is
+defined, dropped `CONCURRENTLY` once no organization defines it. `->` keeps the index free of casts,
 so no organization's value can fail to index. A filter `cf.<key>=v` then reads the first
 page as an index range in `created_at` order. The key is a lower-case identifier
 (`CUSTOM_FIELD_KEY`), which is what lets it be written into SQL as a literal: the expression
@@ -30,6 +31,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    and_,
     cast,
     exists,
     func,
@@ -101,11 +103,13 @@ def index_ddl(entity: CustomFieldEntity, key: str, *, concurrently: bool = False
     `concurrently`: without the lock that holds writes to the table while it builds (and
     outside any transaction)."""
     model = MODEL_OF[entity]
-    live = " WHERE deleted_at IS NULL" if hasattr(model, "deleted_at") else ""
+    key = _checked_key(key)
+    live = "deleted_at IS NULL AND " if hasattr(model, "deleted_at") else ""
     how = " CONCURRENTLY" if concurrently else ""
     return (
         f"CREATE INDEX{how} IF NOT EXISTS {index_name(entity, key)} ON {model.__tablename__} "
-        f"(organization_id, (custom_fields -> '{_checked_key(key)}'), created_at, id){live}"
+        f"(organization_id, (custom_fields -> '{key}'), created_at, id) "
+        f"WHERE {live}custom_fields ? '{key}'"
     )
 
 
@@ -145,16 +149,21 @@ def condition(model: Carrier, where: CustomFieldFilter, dialect: str) -> ColumnE
         if where.type is CustomFieldType.MULTISELECT:
             return value.op("@>")(cast(literal(json.dumps([where.value])), JSONB))
         constant = cast(literal(_json_text(where.value)), JSONB)
-    else:
-        if where.type is CustomFieldType.MULTISELECT:
-            options = func.json_each(model.custom_fields, f"$.{where.key}").table_valued("value")
-            return exists(
-                select(literal(1)).select_from(options).where(options.c.value == where.value)
-            )
-        sql_value = where.value
-        if where.type is CustomFieldType.MONEY:
-            sql_value = float(where.value)  # SQLite reads JSON numbers as doubles anyway
-        constant = literal(sql_value)
+        # Implied by any comparison of the value; said so that the per-key index, which
+        # holds only the rows with the key, is seen to apply.
+        has_key = model.custom_fields.op("?")(literal_column(f"'{where.key}'"))
+        if where.op is FilterOp.MIN:
+            return and_(has_key, value >= constant)
+        if where.op is FilterOp.MAX:
+            return and_(has_key, value <= constant)
+        return and_(has_key, value == constant)
+    if where.type is CustomFieldType.MULTISELECT:
+        options = func.json_each(model.custom_fields, f"$.{where.key}").table_valued("value")
+        return exists(select(literal(1)).select_from(options).where(options.c.value == where.value))
+    sql_value = where.value
+    if where.type is CustomFieldType.MONEY:
+        sql_value = float(where.value)  # SQLite reads JSON numbers as doubles anyway
+    constant = literal(sql_value)
     if where.op is FilterOp.MIN:
         return value >= constant
     if where.op is FilterOp.MAX:
@@ -263,11 +272,18 @@ class CustomFieldRepository(TenantRepository):
 # --- the per-key indexes (PostgreSQL): see the module; kept by `app.jobs.custom_field_indexes`
 
 
-async def wanted_indexes(connection: AsyncConnection) -> dict[str, tuple[CustomFieldEntity, str]]:
-    """The per-key index every (entity, key) defined by some organization needs, by name. Read
-    over all organizations: the index is shared, and only key names are read."""
+async def wanted_indexes(
+    connection: AsyncConnection, limit: int
+) -> dict[str, tuple[CustomFieldEntity, str]]:
+    """The per-key indexes wanted, by name: one per (entity, key) some organization defines,
+    at most `limit`, those of the keys most organizations define first. Read over all
+    organizations: the index is shared, and only key names are read."""
+    organizations = func.count(CustomFieldDefinition.organization_id.distinct())
     rows = await connection.execute(
-        select(CustomFieldDefinition.entity, CustomFieldDefinition.key).distinct()
+        select(CustomFieldDefinition.entity, CustomFieldDefinition.key)
+        .group_by(CustomFieldDefinition.entity, CustomFieldDefinition.key)
+        .order_by(organizations.desc(), CustomFieldDefinition.entity, CustomFieldDefinition.key)
+        .limit(limit)
     )
     return {index_name(entity, key): (entity, key) for entity, key in rows}
 

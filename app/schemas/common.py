@@ -31,7 +31,7 @@ MAX_ID = 2**63 - 1
 T = TypeVar("T")
 
 
-def _safe_text(value: str) -> str:
+def safe_text(value: str) -> str:
     # PostgreSQL cannot store NUL, and lone surrogates cannot be encoded as UTF-8: refuse both
     # here (422) instead of letting the database fail on them.
     if "\x00" in value:
@@ -45,7 +45,7 @@ def _safe_text(value: str) -> str:
 
 # Constraints come before the safety check, so "   " is stripped first and then refused as too
 # short; the AfterValidator keeps NUL and lone surrogates out of the database.
-Safe = AfterValidator(_safe_text)
+Safe = AfterValidator(safe_text)
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), Safe]
 Title = Name
 Description = Annotated[str, StringConstraints(max_length=5000), Safe]

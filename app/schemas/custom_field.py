@@ -3,10 +3,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from app.models.custom_field import CUSTOM_FIELD_KEY, CustomFieldEntity, CustomFieldType
-from app.schemas.common import InputSchema, Name, NotNullOnPatch, OutputSchema
+from app.schemas.common import InputSchema, Name, NotNullOnPatch, OutputSchema, Safe
 
 CHOICE_TYPES = frozenset({CustomFieldType.SELECT, CustomFieldType.MULTISELECT})
 MAX_OPTIONS = 100
@@ -20,7 +29,28 @@ CustomFieldKey = Annotated[
 CustomFieldOrder = Annotated[
     str, StringConstraints(pattern=r"^cf\.[a-z][a-z0-9_]{0,39}$", max_length=43)
 ]
-Option = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+
+
+def _one_order_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # `order_by` is one of the list's columns or `cf.<key>`: a wrong value is one error at
+    # `order_by`, as before custom fields, not one per alternative of the union.
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        expected = next(
+            (str(e["ctx"]["expected"]) for e in exc.errors() if e["type"] == "enum"), None
+        )
+        if expected is None:
+            raise
+        raise PydanticCustomError(
+            "enum", "Input should be {expected} or cf.<key>", {"expected": expected}
+        ) from None
+
+
+OneOrderError = WrapValidator(_one_order_error)
+Option = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), Safe
+]
 Options = Annotated[list[Option], Field(min_length=1, max_length=MAX_OPTIONS)]
 # What records carry: `{key: value}`, each value checked against its definition by the service.
 CustomValues = Annotated[

@@ -98,6 +98,9 @@ class CompanyService:
     async def update(
         self, company_id: int, data: CompanyUpdate, *, expected: ExpectedVersion | None = None
     ) -> CompanyRead:
+        await custom_fields.lock_definitions_first(
+            self.session, self.ctx.organization_id, CustomFieldEntity.COMPANY, data
+        )
         # Locked first: concurrent PATCHes run one after the other, and `expected` is checked
         # against the version this write starts from.
         company = await self.companies.get(company_id, lock=RowLock.UPDATE)

@@ -6,10 +6,10 @@ groups are read from an index, however many contacts there are.
 
 **Merge** folds duplicates (the sources) into one contact (the target), in one transaction:
 every deal of a source moves to the target (a `deal.updated` event and a `contact_merged`
-timeline entry each), the target's empty fields are filled from the sources (first non-empty
-value in `source_ids` order; `contact.updated` if any was), and each source is deleted through
-the contacts' own delete path (its `contact.deleted` event, and whatever deleting a contact
-means there). A refusal anywhere rolls all of it back.
+timeline entry each), the target's empty fields and missing custom field values are filled
+from the sources (first value in `source_ids` order; `contact.updated` if any was), and each
+source is deleted through the contacts' own delete path (its `contact.deleted` event, and
+whatever deleting a contact means there). A refusal anywhere rolls all of it back.
 
 Who may merge: whoever may change the target and delete every source and change every deal
 that moves (CONTRACT section 3): managers and above always; a member only when all of them
@@ -27,13 +27,15 @@ from app.core.cache import Cache
 from app.core.errors import ContactNotFound, MergeIntoItself, MergeSourceNotFound
 from app.core.tenancy import TenantContext
 from app.core.versioning import ExpectedVersion, ensure_version
-from app.models import ActivityType, Contact
+from app.models import ActivityType, Contact, CustomFieldEntity
 from app.repositories.activities import ActivityRepository
+from app.repositories.base import RowLock
 from app.repositories.contact_merge import ContactMergeRepository, DuplicateKey
 from app.schemas.common import PageParams
 from app.schemas.contact import ContactUpdate
 from app.schemas.contact_merge import MAX_GROUP_CONTACTS, MatchReason
 from app.schemas.deal import DealUpdate
+from app.services import custom_fields
 from app.services.contacts import ContactService
 from app.services.deals import DealService
 from app.services.policies import ensure_can_modify
@@ -95,6 +97,11 @@ class ContactMergeService:
         # its locks (deal, then contact): a merge and a PATCH moving one of these deals queue
         # up instead of deadlocking. A deal attached to a source in between makes the
         # source's delete refuse (409 `CONTACT_HAS_DEALS`), with nothing changed.
+        # The contacts' custom field definitions before anything, as every write that may
+        # store values takes them (the target may be filled with the sources' values).
+        await custom_fields.definitions_of(
+            self.session, self.ctx.organization_id, CustomFieldEntity.CONTACT, lock=RowLock.SHARE
+        )
         deals = await self.repository.lock_deals_of(source_ids)
         contacts = await self.repository.lock_contacts([target_id, *source_ids])
         target = contacts.get(target_id)
@@ -134,8 +141,16 @@ class ContactMergeService:
 
 
 def _fills(target: Contact, sources: Sequence[Contact]) -> dict[str, Any]:
-    """The target's empty fields, each with the first non-empty value among the sources."""
+    """The target's empty fields, each with the first non-empty value among the sources; and
+    its custom fields without a value, likewise (`custom_fields`: those values only)."""
     fills: dict[str, Any] = {}
+    custom: dict[str, Any] = {}
+    for source in sources:
+        for key, value in source.custom_fields.items():
+            if key not in target.custom_fields:
+                custom.setdefault(key, value)
+    if custom:
+        fills["custom_fields"] = custom
     for field in FILLABLE_FIELDS:
         if getattr(target, field):
             continue

@@ -111,6 +111,9 @@ class ContactService:
     async def update(
         self, contact_id: int, data: ContactUpdate, *, expected: ExpectedVersion | None = None
     ) -> Contact:
+        await custom_fields.lock_definitions_first(
+            self.session, self.ctx.organization_id, CustomFieldEntity.CONTACT, data
+        )
         # Locked first: two concurrent PATCHes run one after the other, and `expected` is
         # checked against the version this write starts from.
         contact = await self.contacts.get(contact_id, lock=RowLock.UPDATE)

@@ -33,7 +33,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -50,7 +50,7 @@ from app.core.tenancy import TenantContext
 from app.models import CustomFieldDefinition, CustomFieldEntity, CustomFieldType
 from app.repositories.base import RowLock
 from app.repositories.custom_fields import CustomFieldFilter, CustomFieldRepository, FilterOp
-from app.schemas.common import Money
+from app.schemas.common import Money, safe_text
 from app.schemas.custom_field import CustomFieldCreate, CustomFieldRead, CustomFieldUpdate
 from app.schemas.event import EventType
 from app.services import events
@@ -98,11 +98,12 @@ def stored_value(definition: CustomFieldDefinition, value: Any) -> Any:
             raise _Invalid("must be a string")
         if len(value) > MAX_TEXT_LENGTH:
             raise _Invalid(f"must be at most {MAX_TEXT_LENGTH} characters")
-        return value
+        return _safe(value)
     if kind is CustomFieldType.NUMBER:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Invalid("must be a number")
-        if not math.isfinite(value) or abs(value) > MAX_NUMBER:
+        # The range first: an integer of any size compares with it (a float of it may not exist).
+        if (isinstance(value, float) and not math.isfinite(value)) or abs(value) > MAX_NUMBER:
             raise _Invalid(f"must be a finite number between -{MAX_NUMBER} and {MAX_NUMBER}")
         return value
     if kind is CustomFieldType.MONEY:
@@ -134,8 +135,23 @@ def stored_value(definition: CustomFieldDefinition, value: Any) -> Any:
     return [option for option in options if option in value]
 
 
+def _safe(text: str) -> str:
+    try:
+        return safe_text(text)
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
 def _error(loc: Sequence[str | int], key: str, message: str) -> dict[str, Any]:
     return {"loc": [*loc, key], "msg": message, "type": "custom_field"}
+
+
+def _same(definition: CustomFieldDefinition, current: Any, stored: Any) -> bool:
+    """Whether `stored` is the value the record has: a multiselect's options in another order
+    are the same value (its options may have been reordered since it was written)."""
+    if definition.type is CustomFieldType.MULTISELECT and isinstance(current, list):
+        return set(current) == set(stored)
+    return bool(current == stored)
 
 
 def checked_values(
@@ -161,9 +177,14 @@ def checked_values(
             values.pop(key, None)
         else:
             try:
-                values[key] = stored_value(definition, value)
+                stored = stored_value(definition, value)
             except _Invalid as exc:
                 errors.append(_error(loc, key, str(exc)))
+                continue
+            if definition.required and stored in ("", []):
+                errors.append(_error(loc, key, "is required and cannot be empty"))
+            elif not _same(definition, values.get(key), stored):
+                values[key] = stored
     if current is None:
         for key, definition in definitions.items():
             if (
@@ -203,6 +224,17 @@ async def values_for(
         return dict(current)
     definitions = await definitions_of(session, organization_id, entity, lock=RowLock.SHARE)
     return checked_values(definitions, given, current)
+
+
+async def lock_definitions_first(
+    session: AsyncSession, organization_id: int, entity: CustomFieldEntity, data: BaseModel
+) -> None:
+    """Before a PATCH locks its record: share-lock the definitions it will check its values
+    against, if it sends any. Every write takes the two locks in this order, as a definition's
+    deletion does (the definition, then the records holding its values), so the two wait for
+    each other instead of deadlocking."""
+    if "custom_fields" in data.model_fields_set:
+        await definitions_of(session, organization_id, entity, lock=RowLock.SHARE)
 
 
 def import_cell(definition: CustomFieldDefinition, cell: Any) -> Any:
@@ -249,16 +281,19 @@ F = TypeVar("F", bound=_Filtered)
 _RANGED = frozenset({CustomFieldType.NUMBER, CustomFieldType.MONEY, CustomFieldType.DATE})
 
 
+# A number as JSON writes one (no `_` separators, spaces, `inf` or `nan`, which float() takes).
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
 def _filter_value(definition: CustomFieldDefinition, where: CustomFieldFilter) -> Any:
-    text = where.text
+    text = _safe(where.text)
     kind = definition.type
     if where.op is not FilterOp.EQ and kind not in _RANGED:
         raise _Invalid("ranges (.min, .max) apply to number, money and date fields only")
     if kind is CustomFieldType.NUMBER:
-        try:
-            number = float(text)
-        except ValueError:
-            raise _Invalid("must be a number") from None
+        if not _NUMBER.fullmatch(text):
+            raise _Invalid("must be a number")
+        number: int | float = int(text) if text.lstrip("-").isdigit() else float(text)
         return stored_value(definition, number)
     if kind is CustomFieldType.MONEY:
         return _money(text)

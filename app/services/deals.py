@@ -183,6 +183,9 @@ class DealService:
         The deal row is locked first, so two concurrent PATCHes of one deal run one after the
         other and each sees the other's result: no update and no activity is lost. With
         `expected`, the second of two writers that read the same version is refused (412)."""
+        await custom_fields.lock_definitions_first(
+            self.session, self.ctx.organization_id, CustomFieldEntity.DEAL, data
+        )
         deal = await self.get(deal_id, lock=RowLock.UPDATE)
         ensure_can_modify(self.ctx, deal.owner_id, "deals")
         ensure_version(expected, deal.id, deal.updated_at)

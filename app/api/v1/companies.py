@@ -25,11 +25,13 @@ from app.dependencies.filters import CUSTOM_FILTERS_HELP, CompanyFilterQuery, or
 from app.dependencies.pagination import ListWindow
 from app.schemas.common import MAX_ID, CursorPage, CursorParams, Page, SortOrder
 from app.schemas.company import CompanyCreate, CompanyOrderBy, CompanyRead, CompanyUpdate
-from app.schemas.custom_field import CustomFieldOrder
+from app.schemas.custom_field import CustomFieldOrder, OneOrderError
 from app.services.companies import CompanyService, derived_figures
 from app.services.cursors import CursorScope
 
 router = APIRouter(prefix="/companies", tags=["companies"], route_class=StrictJSONRoute)
+# A column of the list, or `cf.<key>`.
+CompanyOrder = Annotated[CompanyOrderBy | CustomFieldOrder, OneOrderError]
 
 CompanyId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
@@ -64,7 +66,7 @@ async def list_companies(
     service: ServiceDep,
     page: ListWindow,
     filtered: CompanyFilterQuery,
-    order_by: CompanyOrderBy | CustomFieldOrder = CompanyOrderBy.CREATED_AT,
+    order_by: CompanyOrder = CompanyOrderBy.CREATED_AT,
     order: SortOrder = SortOrder.DESC,
 ) -> Page[CompanyRead] | CursorPage[CompanyRead]:
     filters = ordered(filtered, order_by, order)

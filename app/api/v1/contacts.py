@@ -27,12 +27,14 @@ from app.dependencies.filters import CUSTOM_FILTERS_HELP, ContactFilterQuery, or
 from app.dependencies.pagination import ListWindow
 from app.schemas.common import MAX_ID, CursorPage, CursorParams, Page, SortOrder
 from app.schemas.contact import ContactCreate, ContactOrderBy, ContactRead, ContactUpdate
-from app.schemas.custom_field import CustomFieldOrder
+from app.schemas.custom_field import CustomFieldOrder, OneOrderError
 from app.services.contacts import ContactService
 from app.services.cursors import CursorScope
 from app.services.exports import CONTACTS
 
 router = APIRouter(prefix="/contacts", tags=["contacts"], route_class=StrictJSONRoute)
+# A column of the list, or `cf.<key>`.
+ContactOrder = Annotated[ContactOrderBy | CustomFieldOrder, OneOrderError]
 
 ContactId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
@@ -60,7 +62,7 @@ async def list_contacts(
     service: ServiceDep,
     page: ListWindow,
     filtered: ContactFilterQuery,
-    order_by: ContactOrderBy | CustomFieldOrder = ContactOrderBy.CREATED_AT,
+    order_by: ContactOrder = ContactOrderBy.CREATED_AT,
     order: SortOrder = SortOrder.DESC,
 ) -> Page[ContactRead] | CursorPage[ContactRead]:
     filters = ordered(filtered, order_by, order)

@@ -45,7 +45,7 @@ from app.schemas.common import (
     Page,
     SortOrder,
 )
-from app.schemas.custom_field import CustomFieldOrder
+from app.schemas.custom_field import CustomFieldOrder, OneOrderError
 from app.schemas.deal import DealCreate, DealOrderBy, DealRead, DealUpdate
 from app.services.activities import ActivityService
 from app.services.cursors import CursorScope
@@ -53,6 +53,8 @@ from app.services.deals import DealService
 from app.services.exports import DEALS
 
 router = APIRouter(prefix="/deals", tags=["deals"], route_class=StrictJSONRoute)
+# A column of the list, or `cf.<key>`.
+DealOrder = Annotated[DealOrderBy | CustomFieldOrder, OneOrderError]
 
 DealId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
@@ -87,7 +89,7 @@ async def list_deals(
     service: ServiceDep,
     page: ListWindow,
     filtered: DealFilterQuery,
-    order_by: DealOrderBy | CustomFieldOrder = DealOrderBy.CREATED_AT,
+    order_by: DealOrder = DealOrderBy.CREATED_AT,
     order: SortOrder = SortOrder.DESC,
 ) -> Page[DealRead] | CursorPage[DealRead]:
     filters = ordered(filtered, order_by, order)
