@@ -19,9 +19,11 @@ import asyncpg
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import event
+from fastapi import FastAPI
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
+from app.core.handlers import register_exception_handlers
 from app.main import create_app
 from tests.conftest import AppFactory, make_settings
 from tests.support import Api, User, assert_problem, count_rows, create_contact, create_deal
@@ -230,3 +232,32 @@ async def test_with_the_database_down_ready_and_requests_answer_503(api: Api, ow
     finally:
         await client.aclose()
         await manager.__aexit__(None, None, None)
+
+
+async def test_a_transaction_rolled_back_for_a_deadlock_is_503_write_conflict(
+    pg_api: Api,
+) -> None:
+    """PostgreSQL ends one of two deadlocked writes (or a serialization failure) by rolling it
+    back: nothing of it was kept, so it is answered as the other transient database troubles
+    are, 503 with Retry-After, never 500. The error is raised by PostgreSQL itself here."""
+    engine = pg_api.app.state.resources.engine
+    app = FastAPI()
+    register_exception_handlers(app)
+
+    @app.get("/conflict/{code}")
+    async def conflict(code: str) -> None:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(f"DO $$ BEGIN RAISE EXCEPTION 'test' USING ERRCODE = '{code}'; END $$")
+            )
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for code in ("40P01", "40001"):  # deadlock_detected, serialization_failure
+            response = await client.get(f"/conflict/{code}")
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"] == "application/problem+json"
+            assert response.json()["code"] == "WRITE_CONFLICT"
+            assert response.headers["Retry-After"] == "1"
+        response = await client.get("/conflict/22012")  # division_by_zero: a bug
+        assert (response.status_code, response.json()["code"]) == (500, "INTERNAL_ERROR")

@@ -127,3 +127,27 @@ async def test_existing_deals_and_answers_are_unchanged_by_the_upgrade(
             )
         )
     assert orphans == 0  # the organization the older version founded has its pipeline
+
+
+async def test_a_downgrade_puts_other_pipelines_deals_on_the_four_stages(
+    make_api: AppFactory, migrated_url: str
+) -> None:
+    """Down again, a deal at a stage of another pipeline goes to the one of the four at its
+    stage's position (the foreign key that held it to its pipeline's stages goes first)."""
+    api: Api = await make_api(migrated_url)
+    owner = await api.register(organization_name="Many pipelines")
+    stages = [{"key": key, "name": key, "probability": 50} for key in ("intro", "pilot", "terms")]
+    response = await owner.post("/pipelines", json={"name": "Partners", "stages": stages})
+    assert response.status_code == 201, response.text
+    contact = await create_contact(owner)
+    deal = await create_deal(owner, contact, pipeline_id=response.json()["id"])
+    await patch_deal(owner, deal["id"], stage="pilot")
+    engine = engine_of(api)
+    await engine.dispose()
+    config = _alembic(migrated_url)
+    await anyio.to_thread.run_sync(command.downgrade, config, BEFORE)
+    async with engine.connect() as conn:
+        stage = await conn.scalar(text("SELECT stage FROM deals WHERE id = :id"), deal)
+    await engine.dispose()
+    assert stage == "proposal"  # position 1
+    await anyio.to_thread.run_sync(command.upgrade, config, "head")

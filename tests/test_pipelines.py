@@ -222,7 +222,7 @@ async def test_the_list_filters_on_any_pipelines_stages_and_refuses_unknown_ones
     assert [d["id"] for d in page["items"]] == [mine["id"]]
     unknown = await owner.get("/deals", params={"stage": "won"})
     body = assert_problem(unknown, 422, "VALIDATION_ERROR")
-    assert body["errors"][0]["loc"] == ["query", "stage"]
+    assert body["errors"][0]["loc"] == ["query", "stage", 0]
     export = await owner.get("/deals/export", params={"stage": "won"})
     assert_problem(export, 422, "VALIDATION_ERROR")  # as the list, before any row is sent
     export = await owner.get("/deals/export", params={"stage": "intro", "format": "jsonl"})
@@ -499,3 +499,91 @@ async def test_a_stage_deleted_while_deals_move_to_it_leaves_none_behind(pg_api:
     )
     assert pilot_exists or left == 0
     await assert_totals_exact(engine)
+
+
+# --- edges found in review -------------------------------------------------------------------
+
+
+async def test_a_stage_no_deal_is_at_is_deleted_with_or_without_move_deals_to(
+    owner: User,
+) -> None:
+    pipeline = await partners(owner)
+    response = await owner.delete(
+        f"/pipelines/{pipeline['id']}/stages/intro", params={"move_deals_to": "pilot"}
+    )
+    assert [stage["key"] for stage in ok(response)["stages"]] == ["pilot", "terms", "signed"]
+    default = await default_pipeline(owner)
+    response = await owner.delete(
+        f"/pipelines/{default['id']}/stages/proposal", params={"move_deals_to": "closed"}
+    )
+    assert [stage["key"] for stage in ok(response)["stages"]] == [
+        "qualification",
+        "negotiation",
+        "closed",
+    ]
+
+
+async def test_at_most_50_stages_and_a_strict_default_flag(owner: User) -> None:
+    pipeline = ok(
+        await owner.post(
+            "/pipelines",
+            json={
+                "name": "Long",
+                "stages": [{"key": f"s{n}", "name": f"S{n}", "probability": 0} for n in range(50)],
+            },
+        ),
+        201,
+    )
+    response = await owner.post(
+        f"/pipelines/{pipeline['id']}/stages",
+        json={"key": "one_more", "name": "One more", "probability": 0},
+    )
+    assert_problem(response, 409, "STAGE_LIMIT_REACHED")
+    response = await owner.patch(f"/pipelines/{pipeline['id']}", json={"is_default": 1})
+    assert_problem(response, 422, "VALIDATION_ERROR")
+
+
+async def test_an_unknown_stage_filter_is_refused_as_the_enum_refused_it(owner: User) -> None:
+    response = await owner.get("/deals", params=[("stage", "proposal"), ("stage", "won")])
+    body = assert_problem(response, 422, "VALIDATION_ERROR")
+    assert [(error["loc"], error["type"]) for error in body["errors"]] == [
+        (["query", "stage", 1], "enum")
+    ]
+
+
+async def test_a_default_switch_waits_for_another_and_says_what_it_unset(pg_api: Api) -> None:
+    """A switch of the default first locks its organization's row, as every switch does: one
+    that starts while another is under way waits for it, then finds the other's new default
+    as the one it unsets, and says so (`pipeline.updated`), so the feed never shows two."""
+    owner = await pg_api.register(organization_name="Switches")
+    first, second = await partners(owner), await partners(owner)
+    former = await default_pipeline(owner)
+    engine = pg_api.app.state.resources.engine
+    async with engine.connect() as other:  # another switch, to `first`, as the app makes it
+        await other.execute(
+            text(
+                "UPDATE organizations SET pipelines_version = pipelines_version + 1 WHERE id = :org"
+            ),
+            {"org": first["organization_id"]},
+        )
+        await other.execute(
+            text("UPDATE pipelines SET is_default = false WHERE id = :id"), {"id": former["id"]}
+        )
+        await other.execute(
+            text("UPDATE pipelines SET is_default = true WHERE id = :id"), {"id": first["id"]}
+        )
+        switch = asyncio.create_task(
+            owner.patch(f"/pipelines/{second['id']}", json={"is_default": True})
+        )
+        await asyncio.sleep(0.3)
+        assert not switch.done()  # waits for the other
+        await other.commit()
+    ok(await switch)
+    events = ok(await owner.get("/events", params={"limit": 1000}))["items"]
+    updated = [
+        (event["data"]["object"]["id"], event["data"]["object"]["is_default"])
+        for event in events
+        if event["type"] == "pipeline.updated"
+    ]
+    assert sorted(updated) == sorted([(first["id"], False), (second["id"], True)])
+    assert (await default_pipeline(owner))["id"] == second["id"]

@@ -350,11 +350,16 @@ def downgrade() -> None:
                 "TO fk_deal_stats_organization_id_organizations"
             )
 
+        if not _sqlite():
+            # First: the stages written below are not all stages of the deal's pipeline. (On
+            # SQLite foreign keys are off here, and the rebuild below drops it.)
+            op.drop_constraint("fk_deals_stage_in_pipeline", "deals", type_="foreignkey")
         op.execute(f"UPDATE deals SET stage = {_old_stage('deals')}")  # noqa: S608
         op.drop_index("ix_deals_org_pipeline_stage", table_name="deals")
         with _deals_rebuilt():
             with _batch_deals() as batch:
-                batch.drop_constraint("fk_deals_stage_in_pipeline", type_="foreignkey")
+                if _sqlite():
+                    batch.drop_constraint("fk_deals_stage_in_pipeline", type_="foreignkey")
                 batch.drop_constraint("fk_deals_pipeline_same_org", type_="foreignkey")
                 batch.drop_column("pipeline_id")
                 batch.alter_column(

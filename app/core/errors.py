@@ -327,7 +327,7 @@ class UnknownStage(AppError):
             {
                 "loc": list(loc),
                 "msg": f"Input should be a stage key of {where}, not {key!r}",
-                "type": "stage_key",
+                "type": "enum",  # as the enum of the four stages answered before pipelines
             }
         ]
 
@@ -358,6 +358,11 @@ class StageMoveTargetInvalid(BusinessRuleViolation):
 class LastStage(Conflict):
     code = "LAST_STAGE"
     detail = "A pipeline keeps at least one stage: this is its last one."
+
+
+class StageLimitReached(Conflict):
+    code = "STAGE_LIMIT_REACHED"
+    detail = "A pipeline has at most 50 stages."
 
 
 class PipelineIsDefault(Conflict):
@@ -437,6 +442,22 @@ class DatabaseBusy(AppError):
     code = "DATABASE_BUSY"
     title = "Service Unavailable"
     detail = "The service is too busy to reach its database; try again shortly."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
+class WriteConflict(AppError):
+    """The database rolled this request's transaction back to let a concurrent one through (a
+    deadlock between two writes to the same records, or a serialization failure): nothing of
+    it was kept, and the same request is expected to succeed when sent again."""
+
+    status = 503
+    code = "WRITE_CONFLICT"
+    title = "Service Unavailable"
+    detail = (
+        "A concurrent write to the same records got in the way; nothing was changed: try again."
+    )
 
     def __init__(self) -> None:
         super().__init__(headers={"Retry-After": "1"})

@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.core.errors import AppError, DatabaseBusy, DatabaseUnavailable
+from app.core.errors import AppError, DatabaseBusy, DatabaseUnavailable, WriteConflict
 from app.core.request_context import request_id_var
-from app.db.session import is_lost_connection
+from app.db.session import is_lost_connection, is_write_conflict
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,13 @@ async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:
 
 async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     """A lost or refused database connection is the database's fault, not this service's:
-    503 with Retry-After, never 500. Any other database error is a bug: 500."""
+    503 with Retry-After, never 500; so is a transaction the database rolled back to break a
+    deadlock between concurrent writes. Any other database error is a bug: 500."""
+    if is_write_conflict(exc):
+        logger.warning(
+            "write conflict on %s %s, rolled back: %s", request.method, request.url.path, exc
+        )
+        return await _app_error(request, WriteConflict())
     if not is_lost_connection(exc):
         return await _unhandled_error(request, exc)
     logger.warning(

@@ -164,6 +164,15 @@ def is_lost_connection(exc: BaseException) -> bool:
     return False
 
 
+def is_write_conflict(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is PostgreSQL rolling the transaction back to let a
+    concurrent one through (a deadlock, a serialization failure): nothing was kept, and the
+    request may be sent again."""
+    return any(
+        isinstance(current, asyncpg.exceptions.TransactionRollbackError) for current in _causes(exc)
+    )
+
+
 def lost_before_first_statement(exc: BaseException) -> bool:
     """Whether `exc` is a lost connection met by the first statement after checkout: nothing
     of the request reached the database, so it may safely run again on a fresh connection.

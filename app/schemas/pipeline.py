@@ -131,6 +131,7 @@ class PipelineUpdate(NotNullOnPatch):
 
     name: Name | None = None
     is_default: bool | None = Field(
+        strict=True,
         default=None,
         description="`true` makes it the organization's default pipeline (the former default "
         "stops being it, in the same change). A default cannot be unset, only replaced.",

@@ -343,10 +343,10 @@ async def check_deal_filters(
     if not filters.stages:
         return
     known = await PipelineRepository(session, organization_id).known_keys(filters.pipeline_id)
-    for key in filters.stages:
+    for index, key in enumerate(filters.stages):
         if key not in known:
             where = "this pipeline" if filters.pipeline_id else "this organization's pipelines"
-            raise UnknownStage(("query", "stage"), key, where)
+            raise UnknownStage(("query", "stage", index), key, where)
 
 
 def _read(deal: Deal) -> DealRead:

@@ -36,6 +36,7 @@ from app.core.errors import (
     PipelineNotFound,
     StageHasDeals,
     StageKeyTaken,
+    StageLimitReached,
     StageMoveTargetInvalid,
     StageNotFound,
 )
@@ -49,6 +50,7 @@ from app.repositories.pipelines import PipelineRepository
 from app.schemas.deal import DealRead
 from app.schemas.event import EventType
 from app.schemas.pipeline import (
+    MAX_STAGES,
     PipelineCreate,
     PipelineRead,
     PipelineUpdate,
@@ -120,6 +122,10 @@ class PipelineService:
             pipeline.name = changes["name"]
             changed = True
         if changes.get("is_default") and not pipeline.is_default:
+            # The organization's row first (its pipelines' version moves): two switches run
+            # one after the other, and the second finds the first's default as the former
+            # one (and says so in its events) instead of unsetting it unseen.
+            await self.read_models.pipelines_written()
             former = await self.pipelines.default(lock=RowLock.NO_KEY_UPDATE)
             former_before = None if former is None else await self._read(former)
             await self.pipelines.clear_default()
@@ -174,6 +180,8 @@ class PipelineService:
         stages = await self._stages(pipeline)
         if any(stage.key == data.key for stage in stages):
             raise StageKeyTaken()
+        if len(stages) >= MAX_STAGES:
+            raise StageLimitReached()
         position = len(stages) if data.position is None else min(data.position, len(stages))
         stage = PipelineStage(
             organization_id=self.ctx.organization_id,
@@ -265,8 +273,9 @@ class PipelineService:
                 before,
                 DealRead.model_validate(deal),
             )
-        if await self.pipelines.move_trashed_deals(pipeline_id, key, to):
-            events.only_in_trash(self.session, "deal")
+        # Declared whether or not a row moved: the statement ran (see `events`).
+        events.only_in_trash(self.session, "deal")
+        await self.pipelines.move_trashed_deals(pipeline_id, key, to)
         await self.read_models.stage_merged(pipeline_id, key, to)
 
     # --- helpers ------------------------------------------------------------------------
