@@ -587,3 +587,25 @@ async def test_a_default_switch_waits_for_another_and_says_what_it_unset(pg_api:
     ]
     assert sorted(updated) == sorted([(first["id"], False), (second["id"], True)])
     assert (await default_pipeline(owner))["id"] == second["id"]
+
+
+async def test_a_default_switch_and_a_change_of_the_default_pipeline_at_once(
+    pg_api: Api,
+) -> None:
+    """Every change of an organization's pipelines locks its row first, then the pipelines:
+    a switch of the default (which locks two pipelines) and a stage added to the current
+    default wait for each other, never deadlock."""
+    owner = await pg_api.register(organization_name="Both")
+    other = await partners(owner)
+    for round_ in range(6):
+        default = await default_pipeline(owner)
+        target = other if default["id"] != other["id"] else await partners(owner)
+        switch, added = await asyncio.gather(
+            owner.patch(f"/pipelines/{target['id']}", json={"is_default": True}),
+            owner.post(
+                f"/pipelines/{default['id']}/stages",
+                json={"key": f"extra_{round_}", "name": "Extra", "probability": 5},
+            ),
+        )
+        assert (switch.status_code, added.status_code) == (200, 201), (switch.text, added.text)
+        other = target

@@ -122,10 +122,9 @@ class PipelineService:
             pipeline.name = changes["name"]
             changed = True
         if changes.get("is_default") and not pipeline.is_default:
-            # The organization's row first (its pipelines' version moves): two switches run
-            # one after the other, and the second finds the first's default as the former
-            # one (and says so in its events) instead of unsetting it unseen.
-            await self.read_models.pipelines_written()
+            # After the organization's row (`_pipeline`): two switches run one after the
+            # other, and the second finds the first's default as the former one (and says so
+            # in its events) instead of unsetting it unseen.
             former = await self.pipelines.default(lock=RowLock.NO_KEY_UPDATE)
             former_before = None if former is None else await self._read(former)
             await self.pipelines.clear_default()
@@ -293,6 +292,12 @@ class PipelineService:
         self.ctx.require(Permission.MANAGE_ORGANIZATION, _MANAGERS_ONLY)
 
     async def _pipeline(self, pipeline_id: int, *, lock: RowLock | None = None) -> Pipeline:
+        """The pipeline; with `lock`, for a change: the organization's row is locked first (its
+        pipelines' version moves), so that every change of an organization's pipelines takes
+        its locks in one order, that row then the pipelines, and two changes wait for each
+        other instead of deadlocking (a switch of the default locks two pipelines)."""
+        if lock is not None:
+            await self.read_models.pipelines_written()
         pipeline = await self.pipelines.get(pipeline_id, lock=lock)
         if pipeline is None:
             raise PipelineNotFound()
