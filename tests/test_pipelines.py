@@ -609,3 +609,35 @@ async def test_a_default_switch_and_a_change_of_the_default_pipeline_at_once(
         )
         assert (switch.status_code, added.status_code) == (200, 201), (switch.text, added.text)
         other = target
+
+
+async def test_a_deal_created_while_its_first_stage_is_deleted_lands_on_the_next(
+    pg_api: Api,
+) -> None:
+    """A new deal without `stage` goes to its pipeline's first stage; if that stage is being
+    deleted meanwhile, the deal waits for the deletion and lands on the stage first after it."""
+    owner = await pg_api.register(organization_name="Moving first")
+    pipeline = await partners(owner)
+    contact = await create_contact(owner)
+    engine = pg_api.app.state.resources.engine
+    async with engine.connect() as other:  # what deleting the stage `intro` does
+        await other.execute(
+            text(
+                "SELECT id FROM pipeline_stages WHERE pipeline_id = :p AND key = 'intro' FOR UPDATE"
+            ),
+            {"p": pipeline["id"]},
+        )
+        await other.execute(
+            text("DELETE FROM pipeline_stages WHERE pipeline_id = :p AND key = 'intro'"),
+            {"p": pipeline["id"]},
+        )
+        created = asyncio.create_task(
+            owner.post(
+                "/deals",
+                json={"contact_id": contact, "title": "New", "pipeline_id": pipeline["id"]},
+            )
+        )
+        await asyncio.sleep(0.3)
+        assert not created.done()  # waits for the deletion
+        await other.commit()
+    assert ok(await created, 201)["stage"] == "pilot"

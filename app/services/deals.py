@@ -315,6 +315,10 @@ class DealService:
         on, locked until the write commits (see the module); the errors a client gets for
         either."""
         place = await self.pipelines.stage_ref(pipeline_id, key, lock=RowLock.KEY_SHARE)
+        if place is None and key is None:
+            # Its first stage was deleted while this write waited for its lock: the stage
+            # that is first now (a new statement sees the deletion).
+            place = await self.pipelines.stage_ref(pipeline_id, None, lock=RowLock.KEY_SHARE)
         if place is not None:
             return place
         if pipeline_id is not None and await self.pipelines.get(pipeline_id) is None:
