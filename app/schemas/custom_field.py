@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from pydantic import (
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     ValidationError,
     ValidatorFunctionWrapHandler,
@@ -91,7 +92,7 @@ class CustomFieldCreate(InputSchema):
     options: Options | None = Field(
         default=None, description="Required (non-empty, unique) for `select` and `multiselect`."
     )
-    required: bool = False
+    required: StrictBool = False
 
     @model_validator(mode="after")
     def _options_fit_type(self) -> CustomFieldCreate:
@@ -113,7 +114,7 @@ class CustomFieldUpdate(NotNullOnPatch):
     _not_null = ("label", "required", "options")
 
     label: Name | None = None
-    required: bool | None = None
+    required: StrictBool | None = None
     options: Options | None = Field(
         default=None,
         description="The new full list, for `select` and `multiselect` only. Removing an "
