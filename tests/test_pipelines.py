@@ -544,11 +544,20 @@ async def test_at_most_50_stages_and_a_strict_default_flag(owner: User) -> None:
 
 
 async def test_an_unknown_stage_filter_is_refused_as_the_enum_refused_it(owner: User) -> None:
-    response = await owner.get("/deals", params=[("stage", "proposal"), ("stage", "won")])
-    body = assert_problem(response, 422, "VALIDATION_ERROR")
-    assert [(error["loc"], error["type"]) for error in body["errors"]] == [
-        (["query", "stage", 1], "enum")
-    ]
+    for bad in ("won", "Won!"):  # a key of no pipeline; not a key at all
+        response = await owner.get("/deals", params=[("stage", "proposal"), ("stage", bad)])
+        body = assert_problem(response, 422, "VALIDATION_ERROR")
+        assert [(error["loc"], error["type"]) for error in body["errors"]] == [
+            (["query", "stage", 1], "enum")
+        ], bad
+    contact = await create_contact(owner)
+    deal = await create_deal(owner, contact)
+    for bad in ("won", "Won!", 7):
+        response = await owner.patch(f"/deals/{deal['id']}", json={"stage": bad})
+        body = assert_problem(response, 422, "VALIDATION_ERROR")
+        assert [(error["loc"], error["type"]) for error in body["errors"]] == [
+            (["body", "stage"], "enum")
+        ], bad
 
 
 async def test_a_default_switch_waits_for_another_and_says_what_it_unset(pg_api: Api) -> None:

@@ -1,9 +1,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+)
+from pydantic_core import PydanticCustomError
 
 from app.models.enums import DealStage
 from app.models.pipeline import STAGE_KEY_LENGTH
@@ -24,11 +33,25 @@ def _plain(value: DealStage | str) -> str:
     return str(value)  # DealStage.CLOSED -> "closed"
 
 
+def _one_stage_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    # One error at `stage` (as the enum of the four stages gave before pipelines), not one
+    # per alternative of the union with their internal names in `loc`.
+    try:
+        return handler(value)
+    except ValidationError:
+        raise PydanticCustomError(
+            "enum",
+            "Input should be a stage key: a lower-case letter, then lower-case letters, "
+            "digits, `_` or `-`",
+        ) from None
+
+
 # A deal's `stage`: a stage key of its pipeline. The default pipeline's keys are named
 # (`DealStage`, as before pipelines), so that a client generated from the document keeps them;
 # any other pipeline's keys are strings.
 DealStageKey = Annotated[
     DealStage | StageKey,
+    WrapValidator(_one_stage_error),
     AfterValidator(_plain),
     Field(
         description="A stage key of the deal's pipeline: for the default pipeline, one of "

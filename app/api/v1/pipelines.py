@@ -15,6 +15,7 @@ from app.core.errors import (
     PipelineNotFound,
     StageHasDeals,
     StageKeyTaken,
+    StageLimitReached,
     StageMoveTargetInvalid,
     StageNotFound,
 )
@@ -109,7 +110,9 @@ async def delete_pipeline(pipeline_id: PipelineId, service: ServiceDep) -> Respo
     "/{pipeline_id}/stages",
     status_code=status.HTTP_201_CREATED,
     summary="Add a stage to a pipeline",
-    responses=problems(*TENANT_ERRORS, PermissionDenied, PipelineNotFound, StageKeyTaken),
+    responses=problems(
+        *TENANT_ERRORS, PermissionDenied, PipelineNotFound, StageKeyTaken, StageLimitReached
+    ),
 )
 async def add_pipeline_stage(
     pipeline_id: PipelineId, body: StageAdd, service: ServiceDep
