@@ -98,7 +98,7 @@ class CompanyService:
     async def update(
         self, company_id: int, data: CompanyUpdate, *, expected: ExpectedVersion | None = None
     ) -> CompanyRead:
-        await custom_fields.lock_definitions_first(
+        definitions = await custom_fields.lock_definitions_first(
             self.session, self.ctx.organization_id, CustomFieldEntity.COMPANY, data
         )
         # Locked first: concurrent PATCHes run one after the other, and `expected` is checked
@@ -115,16 +115,9 @@ class CompanyService:
         changes = {
             field: value for field, value in given.items() if value != getattr(company, field)
         }
-        if custom:
-            values = await custom_fields.values_for(
-                self.session,
-                self.ctx.organization_id,
-                CustomFieldEntity.COMPANY,
-                custom,
-                company.custom_fields,
-            )
-            if values != company.custom_fields:
-                changes["custom_fields"] = values
+        values = custom_fields.changed_values(definitions, custom, company.custom_fields)
+        if values is not None:
+            changes["custom_fields"] = values
         if not changes:
             return before
         if "owner_id" in changes:

@@ -111,7 +111,7 @@ class ContactService:
     async def update(
         self, contact_id: int, data: ContactUpdate, *, expected: ExpectedVersion | None = None
     ) -> Contact:
-        await custom_fields.lock_definitions_first(
+        definitions = await custom_fields.lock_definitions_first(
             self.session, self.ctx.organization_id, CustomFieldEntity.CONTACT, data
         )
         # Locked first: two concurrent PATCHes run one after the other, and `expected` is
@@ -127,16 +127,9 @@ class ContactService:
         changes = {
             field: value for field, value in given.items() if value != getattr(contact, field)
         }
-        if custom:
-            values = await custom_fields.values_for(
-                self.session,
-                self.ctx.organization_id,
-                CustomFieldEntity.CONTACT,
-                custom,
-                contact.custom_fields,
-            )
-            if values != contact.custom_fields:
-                changes["custom_fields"] = values
+        values = custom_fields.changed_values(definitions, custom, contact.custom_fields)
+        if values is not None:
+            changes["custom_fields"] = values
         if not changes:
             return contact
         if "owner_id" in changes:

@@ -228,13 +228,25 @@ async def values_for(
 
 async def lock_definitions_first(
     session: AsyncSession, organization_id: int, entity: CustomFieldEntity, data: BaseModel
-) -> None:
-    """Before a PATCH locks its record: share-lock the definitions it will check its values
-    against, if it sends any. Every write takes the two locks in this order, as a definition's
-    deletion does (the definition, then the records holding its values), so the two wait for
-    each other instead of deadlocking."""
-    if "custom_fields" in data.model_fields_set:
-        await definitions_of(session, organization_id, entity, lock=RowLock.SHARE)
+) -> Definitions:
+    """Before a PATCH locks its record: share-lock and read the definitions it will check its
+    values against (`changed_values`), if it sends any (else none). Every write takes the two
+    locks in this order, as a definition's deletion does (the definition, then the records
+    holding its values), so the two wait for each other instead of deadlocking."""
+    if "custom_fields" not in data.model_fields_set:
+        return {}
+    return await definitions_of(session, organization_id, entity, lock=RowLock.SHARE)
+
+
+def changed_values(
+    definitions: Definitions, given: Mapping[str, Any] | None, current: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """A PATCH's record values after its `custom_fields` (`given`) is applied, checked against
+    the `definitions` `lock_definitions_first` read; None when they change nothing."""
+    if not given:
+        return None
+    values = checked_values(definitions, given, current)
+    return values if values != current else None
 
 
 def import_cell(definition: CustomFieldDefinition, cell: Any) -> Any:

@@ -183,7 +183,7 @@ class DealService:
         The deal row is locked first, so two concurrent PATCHes of one deal run one after the
         other and each sees the other's result: no update and no activity is lost. With
         `expected`, the second of two writers that read the same version is refused (412)."""
-        await custom_fields.lock_definitions_first(
+        definitions = await custom_fields.lock_definitions_first(
             self.session, self.ctx.organization_id, CustomFieldEntity.DEAL, data
         )
         deal = await self.get(deal_id, lock=RowLock.UPDATE)
@@ -192,16 +192,9 @@ class DealService:
         sent = data.changes()
         custom = sent.pop("custom_fields", None)
         changes = {field: value for field, value in sent.items() if value != getattr(deal, field)}
-        if custom:
-            values = await custom_fields.values_for(
-                self.session,
-                self.ctx.organization_id,
-                CustomFieldEntity.DEAL,
-                custom,
-                deal.custom_fields,
-            )
-            if values != deal.custom_fields:
-                changes["custom_fields"] = values
+        values = custom_fields.changed_values(definitions, custom, deal.custom_fields)
+        if values is not None:
+            changes["custom_fields"] = values
         if "pipeline_id" in changes or "stage" in changes:
             # Another pipeline: to the stage sent (even one of the same key), else its first.
             place = await self._stage(
