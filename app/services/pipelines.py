@@ -147,12 +147,7 @@ class PipelineService:
             changed = True
         if not changed:
             return before
-        pipeline.updated_at = utcnow()
-        await self.session.flush()
-        after = await self._read(pipeline)
-        events.record_update(self.session, self.ctx, EventType.PIPELINE_UPDATED, before, after)
-        await self.read_models.pipelines_written()
-        return after
+        return await self._changed(pipeline, before)
 
     async def delete(self, pipeline_id: int) -> None:
         """409 while it is the default or holds deals (live or in the trash)."""
@@ -168,7 +163,6 @@ class PipelineService:
         gone = await self._read(pipeline)
         await self.pipelines.delete(pipeline)
         events.record(self.session, self.ctx, EventType.PIPELINE_DELETED, gone)
-        await self.read_models.pipelines_written()
 
     # --- stages -------------------------------------------------------------------------
 
@@ -193,7 +187,7 @@ class PipelineService:
         stages.insert(position, stage)
         self.session.add(stage)
         _renumber(stages)
-        return await self._stages_changed(pipeline, before)
+        return await self._changed(pipeline, before)
 
     async def update_stage(self, pipeline_id: int, key: str, data: StageUpdate) -> PipelineRead:
         """Rename it, give it a new probability, move it (the stages between move one place
@@ -214,7 +208,7 @@ class PipelineService:
             _renumber(stages)
         if _read(pipeline, stages) == before:
             return before  # nothing changed: nothing written
-        return await self._stages_changed(pipeline, before)
+        return await self._changed(pipeline, before)
 
     async def delete_stage(
         self, pipeline_id: int, key: str, move_deals_to: str | None
@@ -248,7 +242,7 @@ class PipelineService:
             # checks no stage): the foreign key refused to leave it on a deleted stage.
             raise StageHasDeals("A deal came to this stage meanwhile: try again.") from exc
         _renumber(stages)
-        return await self._stages_changed(pipeline, before)
+        return await self._changed(pipeline, before)
 
     async def _move_deals(self, pipeline_id: int, key: str, to: str) -> None:
         """Every deal at stage `key` to stage `to` of the same pipeline (see the module)."""
@@ -279,12 +273,13 @@ class PipelineService:
 
     # --- helpers ------------------------------------------------------------------------
 
-    async def _stages_changed(self, pipeline: Pipeline, before: PipelineRead) -> PipelineRead:
+    async def _changed(self, pipeline: Pipeline, before: PipelineRead) -> PipelineRead:
+        """A change of `pipeline` (got by `_pipeline` with a lock, which moved the pipelines'
+        version) written and told: its `pipeline.updated` event, and the pipeline as it is."""
         pipeline.updated_at = utcnow()
         await self.session.flush()
         after = await self._read(pipeline)
         events.record_update(self.session, self.ctx, EventType.PIPELINE_UPDATED, before, after)
-        await self.read_models.pipelines_written()
         return after
 
     def _require_manager(self) -> None:
@@ -293,9 +288,10 @@ class PipelineService:
 
     async def _pipeline(self, pipeline_id: int, *, lock: RowLock | None = None) -> Pipeline:
         """The pipeline; with `lock`, for a change: the organization's row is locked first (its
-        pipelines' version moves), so that every change of an organization's pipelines takes
-        its locks in one order, that row then the pipelines, and two changes wait for each
-        other instead of deadlocking (a switch of the default locks two pipelines)."""
+        pipelines' version moves, and its cached analytics go at commit: the one call of
+        `pipelines_written` for the change), so that every change of an organization's
+        pipelines takes its locks in one order, that row then the pipelines, and two changes
+        wait for each other instead of deadlocking (a switch of the default locks two)."""
         if lock is not None:
             await self.read_models.pipelines_written()
         pipeline = await self.pipelines.get(pipeline_id, lock=lock)
