@@ -1,7 +1,8 @@
 """`new_deals_last_n_days` from the daily creation counts (`deal_daily_counts`): always equal to
-a fresh COUNT over the deals, through creates, deletes, currency changes and `created_at`
-rewrites by any statement, at the edges of the window and of UTC days; kept by the
-migration's triggers, backfilled by the migration, recomputed by the rebuild.
+a fresh COUNT over each pipeline's deals, through creates, deletes, currency changes, moves
+between pipelines and `created_at` rewrites by any statement, at the edges of the window and
+of UTC days; kept by the migrations' triggers, backfilled by the migrations, recomputed by the
+rebuild.
 
 Runs on the suite's database: SQLite by default, PostgreSQL with TEST_DATABASE_URL.
 """
@@ -21,7 +22,7 @@ from sqlalchemy import func, select, text, update
 
 from alembic import command
 from app.core.cache import NullCache
-from app.models import Deal
+from app.models import Deal, Pipeline
 from app.repositories.analytics import AnalyticsRepository
 from app.repositories.base import live
 from app.services import analytics as analytics_service
@@ -49,9 +50,14 @@ async def set_created_at(api: Api, deal_id: int, created_at: datetime) -> None:
         await conn.execute(update(Deal).where(Deal.id == deal_id).values(created_at=created_at))
 
 
-async def fresh_count(api: Api, organization_id: int, since: datetime, currency: str | None) -> int:
+async def fresh_count(
+    api: Api, organization_id: int, pipeline_id: int, since: datetime, currency: str | None
+) -> int:
     query = select(func.count()).where(
-        Deal.organization_id == organization_id, Deal.created_at >= since, live(Deal)
+        Deal.organization_id == organization_id,
+        Deal.pipeline_id == pipeline_id,
+        Deal.created_at >= since,
+        live(Deal),
     )
     if currency is not None:
         query = query.where(Deal.currency == currency)
@@ -59,19 +65,48 @@ async def fresh_count(api: Api, organization_id: int, since: datetime, currency:
         return int((await conn.execute(query)).scalar_one())
 
 
-async def counted(api: Api, organization_id: int, since: datetime, currency: str | None) -> int:
+async def counted(
+    api: Api, organization_id: int, pipeline_id: int, since: datetime, currency: str | None
+) -> int:
     async with sessions_of(api)() as session:
         return await AnalyticsRepository(session, organization_id).count_created_since(
-            since, currency
+            pipeline_id, since, currency
         )
 
 
+async def pipelines_of(api: Api, organization_id: int) -> list[int]:
+    async with engine_of(api).connect() as conn:
+        rows = await conn.execute(
+            select(Pipeline.id).where(Pipeline.organization_id == organization_id)
+        )
+        return sorted(rows.scalars())
+
+
 async def assert_exact(api: Api, organization_id: int, sinces: list[datetime]) -> None:
-    for since in sinces:
-        for currency in CURRENCIES:
-            expected = await fresh_count(api, organization_id, since, currency)
-            got = await counted(api, organization_id, since, currency)
-            assert got == expected, (since.isoformat(), currency)
+    for pipeline_id in await pipelines_of(api, organization_id):
+        for since in sinces:
+            for currency in CURRENCIES:
+                expected = await fresh_count(api, organization_id, pipeline_id, since, currency)
+                got = await counted(api, organization_id, pipeline_id, since, currency)
+                assert got == expected, (pipeline_id, since.isoformat(), currency)
+
+
+async def create_pipeline(user: User) -> int:
+    stages = [
+        {"key": key, "name": key.title(), "probability": 50} for key in ("intro", "pilot", "signed")
+    ]
+    response = await user.post("/pipelines", json={"name": "Partnerships", "stages": stages})
+    assert response.status_code == 201, response.text
+    pipeline_id: int = response.json()["id"]
+    return pipeline_id
+
+
+async def move_to_pipeline(api: Api, deal_id: int, pipeline_id: int, stage: str) -> None:
+    """Move a deal to another pipeline behind the application's back (an UPDATE statement)."""
+    async with engine_of(api).begin() as conn:
+        await conn.execute(
+            update(Deal).where(Deal.id == deal_id).values(pipeline_id=pipeline_id, stage=stage)
+        )
 
 
 def edges(times: list[datetime]) -> list[datetime]:
@@ -84,9 +119,14 @@ def edges(times: list[datetime]) -> list[datetime]:
 
 
 async def place_deal(
-    api: Api, user: User, contact: int, created_at: datetime, currency: str = "USD"
+    api: Api,
+    user: User,
+    contact: int,
+    created_at: datetime,
+    currency: str = "USD",
+    pipeline_id: int | None = None,
 ) -> int:
-    deal = await create_deal(user, contact, amount="1", currency=currency)
+    deal = await create_deal(user, contact, amount="1", currency=currency, pipeline_id=pipeline_id)
     await set_created_at(api, deal["id"], created_at)
     deal_id: int = deal["id"]
     return deal_id
@@ -128,6 +168,21 @@ async def test_counts_stay_exact_through_creates_deletes_and_moves(api: Api) -> 
         assert response.status_code == 200, response.text
     await assert_exact(api, org, sinces)
 
+    # Moves to another pipeline (through the API), and back and forth behind its back, trashed
+    # deals too (plain UPDATE statements).
+    (default,) = await pipelines_of(api, org)
+    partners = await create_pipeline(owner)
+    for deal_id in [d for i, d in enumerate(deals) if i % 3 and i % 2]:
+        response = await owner.patch(
+            f"/deals/{deal_id}", json={"pipeline_id": partners, "stage": "pilot"}
+        )
+        assert response.status_code == 200, response.text
+    await assert_exact(api, org, sinces)
+    for deal_id in deals[::4]:
+        await move_to_pipeline(api, deal_id, partners, "intro")
+    await move_to_pipeline(api, deals[1], default, "qualification")
+    await assert_exact(api, org, sinces)
+
     # Creation times moved across day boundaries and back (plain UPDATE statements).
     for deal_id, at in zip(deals[2::3], reversed(times), strict=False):
         await set_created_at(api, deal_id, at + timedelta(days=1))
@@ -137,6 +192,7 @@ async def test_counts_stay_exact_through_creates_deletes_and_moves(api: Api) -> 
     # New deals, counted where they land.
     for at in times[:3]:
         await place_deal(api, owner, contact, at, "EUR")
+        await place_deal(api, owner, contact, at, "EUR", partners)
     await assert_exact(api, org, sinces)
 
     # Deals in the trash count nowhere, even moved (plain UPDATE statements) ...
@@ -193,24 +249,34 @@ async def test_summary_counts_the_window_exactly_at_a_day_boundary(
     assert await new_deals(365) == 5
 
 
-async def test_summary_equals_a_fresh_count_for_every_window(api: Api) -> None:
+async def test_summary_equals_a_fresh_count_for_every_window_and_pipeline(api: Api) -> None:
     owner = await api.register()
     contact = await create_contact(owner)
+    (default,) = await pipelines_of(api, owner.organization_id)
+    partners = await create_pipeline(owner)
     now = datetime.now(UTC)
     # Half a day away from each window's edge, so the seconds the test takes do not matter.
-    for age_days in (0, 0.5, 1.5, 6.5, 29.5, 30.5, 100.5, 364.5, 365.5, 500):
+    for index, age_days in enumerate((0, 0.5, 1.5, 6.5, 29.5, 30.5, 100.5, 364.5, 365.5, 500)):
         currency = "EUR" if age_days in (1.5, 30.5) else "USD"
-        await place_deal(api, owner, contact, now - timedelta(days=age_days), currency)
+        pipeline = partners if index % 3 == 1 else None
+        at = now - timedelta(days=age_days)
+        await place_deal(api, owner, contact, at, currency, pipeline)
     for days in (1, 2, 7, 30, 31, 90, 364, 365):
         for currency in CURRENCIES:
-            params: dict[str, Any] = {"days": days}
-            if currency is not None:
-                params["currency"] = currency
-            response = await owner.get(SUMMARY, params=params)
-            assert response.status_code == 200, response.text
-            since = datetime.now(UTC) - timedelta(days=days)
-            expected = await fresh_count(api, owner.organization_id, since, currency)
-            assert response.json()["new_deals_last_n_days"] == expected, (days, currency)
+            for pipeline_id in (None, partners):
+                params: dict[str, Any] = {"days": days}
+                if currency is not None:
+                    params["currency"] = currency
+                if pipeline_id is not None:
+                    params["pipeline_id"] = pipeline_id
+                response = await owner.get(SUMMARY, params=params)
+                assert response.status_code == 200, response.text
+                since = datetime.now(UTC) - timedelta(days=days)
+                expected = await fresh_count(
+                    api, owner.organization_id, pipeline_id or default, since, currency
+                )
+                got = response.json()["new_deals_last_n_days"]
+                assert got == expected, (days, currency, pipeline_id)
 
 
 async def test_rebuild_recomputes_the_daily_counts(api: Api) -> None:
@@ -221,7 +287,8 @@ async def test_rebuild_recomputes_the_daily_counts(api: Api) -> None:
         await place_deal(api, owner, contact, at)
     async with engine_of(api).begin() as conn:
         await conn.execute(text("UPDATE deal_daily_counts SET deal_count = deal_count + 5"))
-    assert await counted(api, owner.organization_id, times[-1], None) != len(times)
+    (default,) = await pipelines_of(api, owner.organization_id)
+    assert await counted(api, owner.organization_id, default, times[-1], None) != len(times)
 
     async with sessions_of(api)() as session:
         await ReadModels(session, owner.organization_id, NullCache()).rebuild()
@@ -261,6 +328,55 @@ async def test_the_migration_backfills_existing_deals(api: Api, database_url: st
         slots = (await conn.execute(text("SELECT DISTINCT slot FROM deal_daily_counts"))).all()
     assert [tuple(row) for row in slots] == [(0,)]
     await assert_exact(api, owner.organization_id, edges(times))
+
+
+async def test_the_counts_go_per_pipeline_and_back_with_the_migration(
+    api: Api, database_url: str
+) -> None:
+    """Migration 0018 down (counts per organization, as 0006 and 0011 kept them) and up again
+    (per pipeline), each time filled from the live deals and kept by its own triggers."""
+    owner = await api.register()
+    contact = await create_contact(owner)
+    org = owner.organization_id
+    partners = await create_pipeline(owner)
+    times = [MIDNIGHT - timedelta(days=d, hours=d) for d in range(0, 60, 7)]
+    deals = [
+        await place_deal(api, owner, contact, at, "USD", partners if index % 2 else None)
+        for index, at in enumerate(times)
+    ]
+    assert (await owner.delete(f"/deals/{deals[0]}")).status_code == 204  # in the trash
+    await engine_of(api).dispose()  # no pooled connection holds the table
+    config = _alembic(database_url)
+    since = {"since": (MIDNIGHT - timedelta(days=30)).date(), "org": org}
+    live_per_organization = text(
+        "SELECT count(*) FROM deals WHERE organization_id = :org AND deleted_at IS NULL "
+        "AND created_at >= :since"
+    )
+    summed = text(
+        "SELECT coalesce(sum(deal_count), 0) FROM deal_daily_counts "
+        "WHERE organization_id = :org AND day >= :since"
+    )
+
+    await anyio.to_thread.run_sync(command.downgrade, config, "0017")
+    try:
+        async with engine_of(api).begin() as conn:
+            assert await conn.scalar(summed, since) == await conn.scalar(
+                live_per_organization, since
+            )
+            # The old triggers keep the old shape: a deal trashed behind the app's back.
+            await conn.execute(
+                text("UPDATE deals SET deleted_at = created_at WHERE id = :id"), {"id": deals[3]}
+            )
+            assert await conn.scalar(summed, since) == await conn.scalar(
+                live_per_organization, since
+            )
+    finally:
+        await engine_of(api).dispose()
+        await anyio.to_thread.run_sync(command.upgrade, config, "head")
+
+    await assert_exact(api, org, edges(times))
+    await move_to_pipeline(api, deals[2], partners, "signed")
+    await assert_exact(api, org, edges(times))
 
 
 async def test_an_organization_deleted_with_its_deals_takes_its_counts(api: Api) -> None:

@@ -50,13 +50,15 @@ class DealStat(Base):
 
 
 class DealDailyCount(Base):
-    """Deals created per (organization, UTC day, currency), each split over `STAT_SLOTS` rows
-    (by deal id) like `DealStat`, so concurrent creations mostly lock different rows.
+    """Deals created per (organization, pipeline, UTC day, currency), each split over
+    `STAT_SLOTS` rows (by deal id) like `DealStat`, so concurrent creations mostly lock
+    different rows.
 
-    Kept by database triggers on `deals` (migration 0006), in the same transaction as every
-    insert, delete, or change of `created_at` or `currency`, whatever statement makes it (the
-    API, a bulk import, a manual fix): "deals created in the last N days" sums at most a few
-    rows per day of the window instead of counting the deals. Rows of one day may hold
+    Kept by database triggers on `deals` (migrations 0006, 0011 and 0018), in the same
+    transaction as every insert, delete, trash, restore, or change of `pipeline_id`,
+    `created_at` or `currency`, whatever statement makes it (the API, a bulk import, a manual
+    fix): "deals created in the last N days" sums at most a few rows per day of the window
+    instead of counting the deals. Rows of one day may hold
     negative counts (a deal deleted from another slot than it was counted in); only sums mean
     anything. `minicrm rebuild-stats` recomputes the table from the deals."""
 
@@ -65,6 +67,8 @@ class DealDailyCount(Base):
     organization_id: Mapped[int] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
     )
+    # No foreign key, as in `DealStat`: a pipeline is deleted only when it has no deals.
+    pipeline_id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)

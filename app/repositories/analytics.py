@@ -31,16 +31,18 @@ TENANT_AND_VERSION = tenant_query(ANALYTICS_VERSION.scalar_subquery().label("ver
 
 
 def _created_since(currency: bool) -> Select[Any]:
-    """Deals created at or after `since`: the whole UTC days after since's day from
-    `deal_daily_counts` (a few rows per day), plus the deals of since's own day from
+    """A pipeline's deals created at or after `since`: the whole UTC days after since's day
+    from `deal_daily_counts` (a few rows per day), plus the deals of since's own day from
     `since` on (an index range over one day of deals). Exact, and as cheap for a year as for
     a day."""
     days = select(func.coalesce(func.sum(DealDailyCount.deal_count), 0)).where(
         DealDailyCount.organization_id == bindparam("organization_id"),
+        DealDailyCount.pipeline_id == bindparam("pipeline_id"),
         DealDailyCount.day > bindparam("since_day"),
     )
     first_day = select(func.count()).where(
         Deal.organization_id == bindparam("organization_id"),
+        Deal.pipeline_id == bindparam("pipeline_id"),
         Deal.created_at >= bindparam("since"),
         Deal.created_at < bindparam("next_day"),
         live(Deal),
@@ -80,12 +82,15 @@ class AnalyticsRepository(TenantRepository):
             for status, stage, count, amount in rows
         ]
 
-    async def count_created_since(self, since: datetime, currency: str | None) -> int:
-        """Deals created at or after `since` (optionally in `currency`)."""
+    async def count_created_since(
+        self, pipeline_id: int, since: datetime, currency: str | None
+    ) -> int:
+        """A pipeline's deals created at or after `since` (optionally in `currency`)."""
         since = since.astimezone(UTC)
         next_day = datetime.combine(since.date() + timedelta(days=1), time(), UTC)
         params: dict[str, object] = {
             "organization_id": self.organization_id,
+            "pipeline_id": pipeline_id,
             "since": since,
             "since_day": since.date(),
             "next_day": next_day,

@@ -329,11 +329,16 @@ class ReadModelRepository(TenantRepository):
         )
         await self.session.execute(
             insert(DealDailyCount).from_select(
-                ["organization_id", "day", "currency", "slot", "deal_count"],
+                ["organization_id", "pipeline_id", "day", "currency", "slot", "deal_count"],
                 select(
-                    Deal.organization_id, day, Deal.currency, literal(0, SmallInteger), func.count()
+                    Deal.organization_id,
+                    Deal.pipeline_id,
+                    day,
+                    Deal.currency,
+                    literal(0, SmallInteger),
+                    func.count(),
                 )
                 .where(Deal.organization_id == self.organization_id, live(Deal))
-                .group_by(Deal.organization_id, day, Deal.currency),
+                .group_by(Deal.organization_id, Deal.pipeline_id, day, Deal.currency),
             )
         )

@@ -127,7 +127,7 @@ class AnalyticsService:
             found, stages = await self._pipeline(pipeline_id)
             rows = await self.analytics.totals(found, currency)
             since = datetime.now(UTC) - timedelta(days=days)
-            new_deals = await self.analytics.count_created_since(since, currency)
+            new_deals = await self.analytics.count_created_since(found, since, currency)
             return build_summary(rows, stages, new_deals, days).model_dump(mode="json")
 
         value, hit = await self.read_models.analytics(

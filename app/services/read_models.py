@@ -51,8 +51,9 @@ version. Only live records are in any read model (`app.repositories.base.live`).
 **Precomputed figures** that analytics read instead of the deals (not a cache; always exact):
 `deal_stats` running totals per (pipeline, currency, status, stage), maintained by
 `deal_written` (and, when a stage is deleted and its deals moved, by `stage_merged`); and
-`deal_daily_counts`, deals created per UTC day, kept by database triggers on `deals` (any
-statement, see migration 0006). `rebuild` recomputes both (`minicrm rebuild-stats`).
+`deal_daily_counts`, deals created per pipeline and UTC day, kept by database triggers on
+`deals` (any statement, see migrations 0006, 0011 and 0018). `rebuild` recomputes both
+(`minicrm rebuild-stats`).
 
 **Deep pages.** A deal page is normally read by OFFSET (its rows before it scanned). Each page
 served remembers where it begins and where the next one does, so revisiting a page or going to
