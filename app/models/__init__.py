@@ -7,7 +7,7 @@ from app.models.company import Company
 from app.models.contact import Contact
 from app.models.custom_field import CustomFieldDefinition, CustomFieldEntity, CustomFieldType
 from app.models.deal import Deal
-from app.models.deal_stats import DealDailyCount, DealStat
+from app.models.deal_stats import DealDailyCount, DealStat, DealValueCount
 from app.models.enums import OPEN_DEAL_STATUSES, ActivityType, DealStage, DealStatus, Role
 from app.models.event import Event, EventPruneMark
 from app.models.idempotency import IdempotencyKey
@@ -36,6 +36,7 @@ __all__ = [
     "DealStage",
     "DealStat",
     "DealStatus",
+    "DealValueCount",
     "Event",
     "EventPruneMark",
     "IdempotencyKey",

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db.base import Base, BigIntId
 from app.db.types import Money
 from app.models._columns import str_enum
+from app.models.custom_field import CustomFieldType
 from app.models.enums import DealStatus
 from app.models.pipeline import STAGE_KEY_LENGTH
 
@@ -71,5 +72,32 @@ class DealDailyCount(Base):
     pipeline_id: Mapped[int] = mapped_column(BigIntId, primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    deal_count: Mapped[int] = mapped_column(BigInteger)
+
+
+# The custom field types whose deal values are counted (`DealValueCount`): few values each.
+COUNTED_TYPES = (CustomFieldType.SELECT, CustomFieldType.BOOLEAN)
+
+
+class DealValueCount(Base):
+    """Live deals per (organization, custom field, value) for the deal custom fields whose
+    values are few (types `select` and `boolean`), each split over `STAT_SLOTS` rows (by deal
+    id) like `DealStat`.
+
+    The exact total of a deal list filtered by one such field's value and nothing else
+    (`GET /deals?cf.source=web`) is then a sum of at most 16 rows instead of a count over
+    every deal holding it. Maintained in the same transaction as every deal write
+    (`app.services.read_models`); a definition's rows go with it; `minicrm rebuild-stats`
+    recomputes the table from the deals."""
+
+    __tablename__ = "deal_value_counts"
+
+    organization_id: Mapped[int] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
+    key: Mapped[str] = mapped_column(String(40), primary_key=True)
+    # The option, or `true` / `false`.
+    value: Mapped[str] = mapped_column(String(100), primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     deal_count: Mapped[int] = mapped_column(BigInteger)

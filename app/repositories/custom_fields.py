@@ -32,6 +32,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    case,
     cast,
     exists,
     func,
@@ -133,6 +134,20 @@ def value_of(model: Carrier, key: str, dialect: str) -> ColumnElement[Any]:
     if dialect == "postgresql":
         return model.custom_fields.op("->")(literal_column(f"'{key}'"))
     return func.json_extract(model.custom_fields, literal_column(f"'$.{key}'"))
+
+
+def value_text(model: Carrier, key: str, dialect: str) -> ColumnElement[Any]:
+    """The record's value of `key` as text, as `app.services.read_models.counted_text` writes
+    it for the value counts: a string as it is, a boolean `true` or `false`."""
+    key = _checked_key(key)
+    if dialect == "postgresql":
+        return model.custom_fields.op("->>")(literal_column(f"'{key}'"))
+    path: ColumnElement[str] = literal_column(f"'$.{key}'")
+    kind = func.json_type(model.custom_fields, path)
+    return case(
+        (kind.in_(["true", "false"]), kind),
+        else_=func.json_extract(model.custom_fields, path),
+    )
 
 
 def _json_text(value: Any) -> str:

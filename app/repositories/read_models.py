@@ -1,5 +1,6 @@
 """The SQL behind `app.services.read_models`: data versions, the running deal totals they live
-in, and the rebuild of the precomputed figures from the deals."""
+in, the deal counts per custom field value, and the rebuild of the precomputed figures from
+the deals."""
 
 from __future__ import annotations
 
@@ -23,9 +24,19 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from app.models import Deal, DealDailyCount, DealStat, DealStatus, Organization
-from app.models.deal_stats import STAT_SLOTS
+from app.models import (
+    CustomFieldDefinition,
+    CustomFieldEntity,
+    Deal,
+    DealDailyCount,
+    DealStat,
+    DealStatus,
+    DealValueCount,
+    Organization,
+)
+from app.models.deal_stats import COUNTED_TYPES, STAT_SLOTS
 from app.repositories.base import TenantRepository, live
+from app.repositories.custom_fields import value_text
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -108,6 +119,29 @@ def _upsert(builder: Any) -> Any:
 
 # Every deal write runs it once or twice: built once per dialect, on the table (Core).
 _UPSERT = {"postgresql": _upsert(postgresql.insert), "sqlite": _upsert(sqlite.insert)}
+
+_counts: Any = DealValueCount.__table__.c
+
+
+def _add_to_value_count(builder: Any) -> Any:
+    """Add a delta to one deal count of a custom field value, creating its row if needed."""
+    statement = builder(DealValueCount.__table__).values(
+        organization_id=bindparam("organization_id"),
+        key=bindparam("key"),
+        value=bindparam("value"),
+        slot=bindparam("slot"),
+        deal_count=bindparam("deal_count"),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["organization_id", "key", "value", "slot"],
+        set_={"deal_count": _counts.deal_count + statement.excluded.deal_count},
+    )
+
+
+_ADD_TO_VALUE_COUNT = {
+    "postgresql": _add_to_value_count(postgresql.insert),
+    "sqlite": _add_to_value_count(sqlite.insert),
+}
 
 
 def utc_day(column: Any, dialect: str) -> Any:
@@ -256,9 +290,57 @@ class ReadModelRepository(TenantRepository):
                 },
             )
 
+    async def counted_keys(self) -> frozenset[str]:
+        """The deal custom fields whose values are counted (`DealValueCount`)."""
+        keys = await self.session.scalars(
+            select(CustomFieldDefinition.key).where(
+                CustomFieldDefinition.organization_id == self.organization_id,
+                CustomFieldDefinition.entity == CustomFieldEntity.DEAL,
+                CustomFieldDefinition.type.in_(COUNTED_TYPES),
+            )
+        )
+        return frozenset(keys)
+
+    async def apply_value_counts(self, deltas: Mapping[tuple[str, str, int], int]) -> None:
+        """Add deltas to the deal counts of (key, value, slot)s, in sorted order, as
+        `apply_deal_totals` does and for the same reason."""
+        await self.session.execute(
+            _ADD_TO_VALUE_COUNT[self._dialect()],
+            [
+                {
+                    "organization_id": self.organization_id,
+                    "key": key,
+                    "value": value,
+                    "slot": slot,
+                    "deal_count": deltas[key, value, slot],
+                }
+                for key, value, slot in sorted(deltas)
+            ],
+        )
+
+    async def deals_with_value(self, key: str, value: str) -> int:
+        """The live deals holding `value` in the counted custom field `key`."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(DealValueCount.deal_count), 0)).where(
+                DealValueCount.organization_id == self.organization_id,
+                DealValueCount.key == key,
+                DealValueCount.value == value,
+            )
+        )
+        return int(total or 0)
+
+    async def forget_value_counts(self, key: str) -> None:
+        """The counts of a custom field whose values were all removed (with its definition)."""
+        await self.session.execute(
+            delete(DealValueCount).where(
+                DealValueCount.organization_id == self.organization_id,
+                DealValueCount.key == key,
+            )
+        )
+
     async def rebuild_deal_figures(self) -> None:
-        """Recompute this organization's running totals and daily creation counts from its
-        deals (after bulk loads that bypassed them).
+        """Recompute this organization's running totals, daily creation counts and counts per
+        custom field value from its deals (after bulk loads that bypassed them).
 
         The rebuilt totals start from the old version + 1, so the version still only grows."""
         previous = await self.deals_version()
@@ -292,6 +374,7 @@ class ReadModelRepository(TenantRepository):
             )
         )
         await self._rebuild_daily_counts()
+        await self._rebuild_value_counts()
         # Carry the version over on one row. With no deals there are no rows and the version is
         # 0, which only an entry computed for an organization without deals can carry.
         first = (
@@ -342,3 +425,28 @@ class ReadModelRepository(TenantRepository):
                 .group_by(Deal.organization_id, Deal.pipeline_id, day, Deal.currency),
             )
         )
+
+    async def _rebuild_value_counts(self) -> None:
+        await self.session.execute(
+            delete(DealValueCount).where(DealValueCount.organization_id == self.organization_id)
+        )
+        for key in sorted(await self.counted_keys()):
+            value = value_text(Deal, key, self._dialect())
+            await self.session.execute(
+                insert(DealValueCount).from_select(
+                    ["organization_id", "key", "value", "slot", "deal_count"],
+                    select(
+                        Deal.organization_id,
+                        literal(key, DealValueCount.key.type),
+                        value,
+                        literal(0, SmallInteger),
+                        func.count(),
+                    )
+                    .where(
+                        Deal.organization_id == self.organization_id,
+                        live(Deal),
+                        value.is_not(None),
+                    )
+                    .group_by(Deal.organization_id, value),
+                )
+            )

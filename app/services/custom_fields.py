@@ -448,7 +448,7 @@ class CustomFieldService:
         await self.fields.remove_values(definition)
         events.changed_in_bulk(self.session, entity.value)
         if entity is CustomFieldEntity.DEAL:
-            await self.read_models.deals_changed_in_bulk()
+            await self.read_models.deal_field_removed(definition.key)
         elif entity is CustomFieldEntity.CONTACT:
             await self.read_models.contacts_written()
         await self.fields.delete(definition)

@@ -63,8 +63,8 @@ the next one is an index range from there (`PageStart`), at a millionth deal as 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
 from itertools import chain
@@ -78,7 +78,9 @@ from app.core.cache import Cache, Json, cache_key, cached
 from app.core.text import fold
 from app.db.session import after_commit
 from app.models import Contact, Deal, DealStatus
+from app.models.deal_stats import COUNTED_TYPES, STAT_SLOTS
 from app.repositories.contacts import ContactFilters
+from app.repositories.custom_fields import FilterOp
 from app.repositories.deals import DealFilters, PageStart
 from app.repositories.read_models import ReadModelRepository, StatKey
 from app.schemas.common import PageParams
@@ -117,6 +119,36 @@ def contact_count_key(filters: ContactFilters) -> str:
     return cache_key("contacts:count", [search, filters.owner_id, filters.company_id, *custom])
 
 
+def counted_text(value: str | bool) -> str:
+    """A custom field value as `deal_value_counts` holds it: an option as it is, a boolean
+    `true` or `false` (as `app.repositories.custom_fields.value_text` reads it in SQL)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _counted_value(filters: DealFilters) -> tuple[str, str] | None:
+    """(key, value) when `filters` is one equality on a counted custom field (a select or a
+    boolean) and nothing else: the total is then a sum over `deal_value_counts`."""
+    if len(filters.custom) != 1:
+        return None
+    (where,) = filters.custom
+    others = _deal_set(replace(filters, custom=()))
+    if where.op is not FilterOp.EQ or where.type not in COUNTED_TYPES or any(others):
+        return None
+    return where.key, counted_text(where.value)
+
+
+def _counted_pairs(custom_fields: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """The (key, value) pairs a deal's custom values may be counted under (the counted keys
+    are known only from their definitions: `ReadModelRepository.counted_keys`)."""
+    return {
+        (key, counted_text(value))
+        for key, value in custom_fields.items()
+        if isinstance(value, str | bool)
+    }
+
+
 def summary_key(pipeline_id: int | None, days: int, currency: str | None) -> str:
     return f"summary:{pipeline_id or 'default'}:{days}:{currency or '*'}"
 
@@ -138,10 +170,19 @@ class DealFigures:
     status: DealStatus
     stage: str
     amount: Decimal
+    custom_fields: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, deal: Deal) -> DealFigures:
-        return cls(deal.id, deal.pipeline_id, deal.currency, deal.status, deal.stage, deal.amount)
+        return cls(
+            deal.id,
+            deal.pipeline_id,
+            deal.currency,
+            deal.status,
+            deal.stage,
+            deal.amount,
+            dict(deal.custom_fields or {}),
+        )
 
     @property
     def stat_key(self) -> StatKey:
@@ -171,7 +212,11 @@ class ReadModels:
         self, filters: DealFilters, version: int, count: Callable[[], Awaitable[int]]
     ) -> int:
         """The exact number of deals `filters` match: counted once per filter set and version
-        (paging through one list, or re-sorting it, counts once)."""
+        (paging through one list, or re-sorting it, counts once). One value of a select or
+        boolean custom field, and no other filter, is summed from its running count instead."""
+        counted = _counted_value(filters)
+        if counted is not None:
+            count = partial(self.repository.deals_with_value, *counted)
         total, _ = await self._cached(deal_count_key(filters), version, count)
         return int(total)
 
@@ -233,22 +278,38 @@ class ReadModels:
 
         Call it last in the transaction: the totals rows stay locked for as short a time as
         possible. Not for a write that changed nothing."""
+        now = DealFigures.of(after) if after is not None else None
+        await self._count_values(before, now)
         deltas: defaultdict[StatKey, tuple[int, Decimal]] = defaultdict(lambda: (0, Decimal(0)))
         if before is not None:
             count, total = deltas[before.stat_key]
             deltas[before.stat_key] = (count - 1, total - before.amount)
-        if after is not None:
-            key = DealFigures.of(after).stat_key
-            count, total = deltas[key]
-            deltas[key] = (count + 1, total + after.amount)
+        if now is not None:
+            count, total = deltas[now.stat_key]
+            deltas[now.stat_key] = (count + 1, total + now.amount)
         await self.repository.apply_deal_totals(deltas)  # a zero delta still moves the version
         _moved(self.session, _DEALS)
         after_commit(self.session, partial(self.cache.invalidate, self.organization_id))
 
-    async def deals_changed_in_bulk(self) -> None:
-        """Many deals changed at once in a way no running total sees (a custom field's values
-        removed with its definition): move the deals' version, and drop the organization's
-        cached entries once the transaction commits."""
+    async def _count_values(self, before: DealFigures | None, after: DealFigures | None) -> None:
+        """Move the deal between the counts of its select and boolean custom values. Rows are
+        locked before the totals', by every writer: the same order everywhere."""
+        held = _counted_pairs(before.custom_fields) if before is not None else set()
+        holds = _counted_pairs(after.custom_fields) if after is not None else set()
+        if held == holds:
+            return
+        counted = await self.repository.counted_keys()
+        slot = next(f.deal_id for f in (before, after) if f is not None) % STAT_SLOTS
+        deltas = {(key, value, slot): -1 for key, value in held - holds if key in counted}
+        deltas |= {(key, value, slot): 1 for key, value in holds - held if key in counted}
+        if deltas:
+            await self.repository.apply_value_counts(deltas)
+
+    async def deal_field_removed(self, key: str) -> None:
+        """A deal custom field's values were removed from every deal (with its definition):
+        its value counts go, the deals' version moves (no running total sees the change), and
+        the organization's cached entries are dropped once the transaction commits."""
+        await self.repository.forget_value_counts(key)
         await self.repository.move_deals_version()
         _moved(self.session, _DEALS)
         after_commit(self.session, partial(self.cache.invalidate, self.organization_id))
