@@ -48,11 +48,14 @@ stale totals. Raw SQL (`text()`) is not seen by that guard. The trash's purge de
 and restoring it creating it again; trashing or restoring a contact moves the contacts'
 version. Only live records are in any read model (`app.repositories.base.live`).
 
-**Precomputed figures** that analytics read instead of the deals (not a cache; always exact):
-`deal_stats` running totals per (pipeline, currency, status, stage), maintained by
-`deal_written` (and, when a stage is deleted and its deals moved, by `stage_merged`); and
+**Precomputed figures** that analytics and list totals read instead of the deals (not a
+cache; always exact): `deal_stats` running totals per (pipeline, currency, status, stage),
+maintained by `deal_written` (and, when a stage is deleted and its deals moved, by
+`stage_merged`); `deal_value_counts`, live deals per value of each select and boolean custom
+field, maintained by `deal_written` (and emptied with the field by `deal_field_removed`), from
+which the total of a list filtered by one such value alone is summed (`deal_total`); and
 `deal_daily_counts`, deals created per pipeline and UTC day, kept by database triggers on
-`deals` (any statement, see migrations 0006, 0011 and 0018). `rebuild` recomputes both
+`deals` (any statement, see migrations 0006, 0011 and 0018). `rebuild` recomputes all three
 (`minicrm rebuild-stats`).
 
 **Deep pages.** A deal page is normally read by OFFSET (its rows before it scanned). Each page
