@@ -173,16 +173,21 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
+def alembic_config(database_url: str) -> Config:
+    """The project's migrations, run against `database_url`."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "alembic"))
+    config.attributes["database_url"] = database_url
+    config.attributes["configure_logger"] = False
+    return config
+
+
 def migrate(database_url: str) -> None:
     """Build the schema from the migrations (once per database per run)."""
     if database_url in _migrated:
         return
     ensure_database(database_url)
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    command.upgrade(alembic_config(database_url), "head")
     _migrated.add(database_url)
 
 

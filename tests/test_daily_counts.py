@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import random
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
 import pytest
-from alembic.config import Config
 from sqlalchemy import func, select, text, update
 
 from alembic import command
@@ -28,10 +26,9 @@ from app.repositories.base import live
 from app.services import analytics as analytics_service
 from app.services import trash
 from app.services.read_models import ReadModels
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, alembic_config
 from tests.support import Api, User, create_contact, create_deal, engine_of, sessions_of
 
-ROOT = Path(__file__).resolve().parent.parent
 SUMMARY = "/analytics/deals/summary"
 MIDNIGHT = datetime(2025, 3, 10, tzinfo=UTC)  # a UTC day boundary, in the past
 MICRO = timedelta(microseconds=1)
@@ -297,14 +294,6 @@ async def test_rebuild_recomputes_the_daily_counts(api: Api) -> None:
     await assert_exact(api, owner.organization_id, edges(times))
 
 
-def _alembic(database_url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logger"] = False
-    return config
-
-
 async def test_the_migration_backfills_existing_deals(api: Api, database_url: str) -> None:
     owner = await api.register()
     contact = await create_contact(owner)
@@ -314,7 +303,7 @@ async def test_the_migration_backfills_existing_deals(api: Api, database_url: st
         await place_deal(api, owner, contact, at, "EUR" if index % 2 else "USD")
     await engine_of(api).dispose()  # no pooled connection holds the table
 
-    config = _alembic(database_url)
+    config = alembic_config(database_url)
 
     def migrate_down_and_up() -> None:
         try:
@@ -346,7 +335,7 @@ async def test_the_counts_go_per_pipeline_and_back_with_the_migration(
     ]
     assert (await owner.delete(f"/deals/{deals[0]}")).status_code == 204  # in the trash
     await engine_of(api).dispose()  # no pooled connection holds the table
-    config = _alembic(database_url)
+    config = alembic_config(database_url)
     since = {"since": (MIDNIGHT - timedelta(days=30)).date(), "org": org}
     live_per_organization = text(
         "SELECT count(*) FROM deals WHERE organization_id = :org AND deleted_at IS NULL "

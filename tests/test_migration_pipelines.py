@@ -10,12 +10,11 @@ from typing import Any
 
 import anyio.to_thread
 import pytest
-from alembic.config import Config
 from sqlalchemy import column, insert, table, text
 
 from alembic import command
 from app.db.types import UTCDateTime
-from tests.conftest import ROOT, AppFactory
+from tests.conftest import AppFactory, alembic_config
 from tests.support import Api, User, create_contact, create_deal, engine_of, patch_deal
 
 BEFORE = "0016"
@@ -23,14 +22,6 @@ STATS = text(
     "SELECT organization_id, currency, status, stage, sum(deal_count), sum(amount_sum), "
     "sum(version) FROM deal_stats GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"
 )
-
-
-def _alembic(database_url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logger"] = False
-    return config
 
 
 async def _answers(user: User, deal_ids: list[int]) -> dict[str, Any]:
@@ -84,7 +75,7 @@ async def test_existing_deals_and_answers_are_unchanged_by_the_upgrade(
         stats_before = (await conn.execute(STATS)).all()
     await engine.dispose()  # no pooled connection holds the tables
 
-    config = _alembic(migrated_url)
+    config = alembic_config(migrated_url)
     # Down to the schema before pipelines (the same data as the older version had) ...
     await anyio.to_thread.run_sync(command.downgrade, config, BEFORE)
     async with engine.begin() as conn:
@@ -144,7 +135,7 @@ async def test_a_downgrade_puts_other_pipelines_deals_on_the_four_stages(
     await patch_deal(owner, deal["id"], stage="pilot")
     engine = engine_of(api)
     await engine.dispose()
-    config = _alembic(migrated_url)
+    config = alembic_config(migrated_url)
     await anyio.to_thread.run_sync(command.downgrade, config, BEFORE)
     async with engine.connect() as conn:
         stage = await conn.scalar(text("SELECT stage FROM deals WHERE id = :id"), deal)

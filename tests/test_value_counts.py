@@ -12,20 +12,17 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
-from alembic.config import Config
 from sqlalchemy import text
 
 from alembic import command
 from app.core.cache import NullCache
 from app.services.read_models import ReadModels
-from tests.conftest import AppFactory
+from tests.conftest import AppFactory, alembic_config
 from tests.support import Api, User, create_contact, engine_of, sessions_of
 
-ROOT = Path(__file__).resolve().parent.parent
 SOURCE = {"key": "source", "type": "select", "options": ["web", "referral", "event"]}
 VIP = {"key": "vip", "type": "boolean"}
 NOTE = {"key": "note", "type": "text"}  # not counted: a text's values are as many as deals
@@ -178,14 +175,6 @@ async def test_a_lone_equality_filter_is_summed_from_the_counts(
     assert await total(owner, **{"cf.vip": "true"}) == 3
 
 
-def _alembic(database_url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "alembic"))
-    config.attributes["database_url"] = database_url
-    config.attributes["configure_logger"] = False
-    return config
-
-
 async def test_the_migration_fills_the_counts_from_the_live_deals(
     api: Api, database_url: str
 ) -> None:
@@ -200,7 +189,7 @@ async def test_the_migration_fills_the_counts_from_the_live_deals(
     ]
     assert (await owner.delete(f"/deals/{deals[0]}")).status_code == 204
     await engine_of(api).dispose()
-    config = _alembic(database_url)
+    config = alembic_config(database_url)
 
     def down_and_up() -> None:
         try:
