@@ -592,7 +592,8 @@ def seed_demo_command(args: argparse.Namespace) -> int:
 
 @command(
     "rebuild-stats",
-    "Recompute the analytics running totals and daily counts from the deals (after a bulk import).",
+    "Recompute the running totals, daily counts and custom field value counts from the deals "
+    "(after a bulk import).",
     argument("--organization", type=int, metavar="ID", help="default: every organization"),
 )
 def rebuild_stats_command(args: argparse.Namespace) -> int:

@@ -734,7 +734,8 @@ INTEGRITY_CHECKS = {
 
 async def rebuild_deal_stats(url: str, organization_ids: list[int]) -> None:
     """The application's own rebuild (`ReadModelRepository.rebuild_deal_figures`: running
-    totals and daily creation counts), one transaction per organization, so the figures
+    totals, daily creation counts and custom field value counts), one transaction per
+    organization, so the figures
     follow whatever the application keeps in them."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -909,7 +910,7 @@ async def _load(url: str, plan: Plan) -> dict[str, float]:
         started = time.perf_counter()
         organization_ids = [r["id"] for r in await conn.fetch("SELECT id FROM organizations")]
         await rebuild_deal_stats(url, organization_ids)
-        timings["rebuild deal_stats, deal_daily_counts"] = time.perf_counter() - started
+        timings["rebuild deal_stats, daily and value counts"] = time.perf_counter() - started
 
         if not fk_checks:
             await conn.execute("SET session_replication_role = origin")

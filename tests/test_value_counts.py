@@ -22,6 +22,7 @@ from app.core.cache import NullCache
 from app.services.read_models import ReadModels
 from tests.conftest import AppFactory, alembic_config
 from tests.support import Api, User, create_contact, engine_of, sessions_of
+from tests.test_imports import imported
 
 SOURCE = {"key": "source", "type": "select", "options": ["web", "referral", "event"]}
 VIP = {"key": "vip", "type": "boolean"}
@@ -224,3 +225,74 @@ async def test_concurrent_writers_keep_the_counts_exact(make_api: AppFactory, pg
 
     await asyncio.gather(*(change(i, d) for i, d in enumerate(deals)))
     await assert_exact(api)
+
+
+async def contact_with_email(user: User, name: str, email: str) -> int:
+    response = await user.post("/contacts", json={"name": name, "email": email})
+    assert response.status_code == 201, response.text
+    contact_id: int = response.json()["id"]
+    return contact_id
+
+
+async def test_imports_merges_and_stage_deletions_keep_the_counts(api: Api) -> None:
+    owner = await api.register()
+    await define(owner, SOURCE)
+    await define(owner, VIP)
+    contact = await contact_with_email(owner, "Ann", "ann@example.com")
+    rows = "".join(
+        f"D{i},ann@example.com,{('web', 'event')[i % 2]},{str(i % 3 == 0).lower()}\n"
+        for i in range(9)
+    )
+    body = await imported(
+        owner, "title,contact_email,cf.source,cf.vip\n" + rows, kind="deals", filename="d.csv"
+    )
+    assert body["created"] == 9, body
+    await assert_exact(api)
+
+    # A contact merge moves deals (through their PATCH), a stage deletion moves them too.
+    other = await contact_with_email(owner, "Ann again", "ann2@example.com")
+    await new_deal(owner, other, source="referral")
+    response = await owner.post(f"/contacts/{contact}/merge", json={"source_ids": [other]})
+    assert response.status_code == 200, response.text
+    pipeline = (await owner.get("/pipelines")).json()[0]
+    stage = f"/pipelines/{pipeline['id']}/stages/qualification?move_deals_to=proposal"
+    assert (await owner.delete(stage)).status_code in (200, 204)
+    await assert_exact(api)
+
+
+async def test_an_import_batch_rolled_back_for_a_deadlock_runs_again(pg_api: Api) -> None:
+    """PostgreSQL itself rolls the batch back once (deadlock_detected, raised by a trigger
+    whose sequence, which no rollback resets, says whether it already did): the batch runs
+    again at once, and its deals and their counts are there once."""
+    owner = await pg_api.register()
+    await define(owner, SOURCE)
+    await contact_with_email(owner, "Ann", "ann@example.com")
+    async with engine_of(pg_api).begin() as conn:
+        await conn.execute(text("CREATE SEQUENCE deadlock_once"))
+        await conn.execute(
+            text(
+                "CREATE FUNCTION deadlock_once() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN IF nextval('deadlock_once') = 2 THEN "
+                "RAISE EXCEPTION 'test deadlock' USING ERRCODE = '40P01'; END IF; "
+                "RETURN NEW; END $$"
+            )
+        )
+        await conn.execute(
+            text(
+                "CREATE TRIGGER deadlock_once BEFORE INSERT ON deals "
+                "FOR EACH ROW EXECUTE FUNCTION deadlock_once()"
+            )
+        )
+    try:
+        rows = "".join(f"D{i},ann@example.com,web\n" for i in range(5))
+        body = await imported(
+            owner, "title,contact_email,cf.source\n" + rows, kind="deals", filename="d.csv"
+        )
+    finally:
+        async with engine_of(pg_api).begin() as conn:
+            await conn.execute(text("DROP TRIGGER deadlock_once ON deals"))
+            await conn.execute(text("DROP FUNCTION deadlock_once()"))
+            await conn.execute(text("DROP SEQUENCE deadlock_once"))
+    assert (body["status"], body["created"], body["failed"]) == ("succeeded", 5, 0), body
+    assert await total(owner, **{"cf.source": "web"}) == 5
+    await assert_exact(pg_api)

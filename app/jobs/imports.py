@@ -16,6 +16,10 @@ and starts at `rows_done`: no row is written twice, none is skipped.
 recorded. (Rows are judged against the database as it is: a dry run cannot know that row 5
 of a later batch would have matched a contact that row 1 would have created.)
 
+**Write conflicts.** A batch writes many deals, so it takes their running totals' rows in
+its rows' order and can deadlock with a request writing the same rows; PostgreSQL then rolls
+one of them back. A batch rolled back so is run again at once (`CONFLICT_RETRIES`).
+
 **Cancel** sets a flag; the worker sees it at the start of the next batch and stops with
 `cancelled` (rows done so far stay). A job is worked on in slices of a few batches, so one
 loop of the worker also serves webhooks in between. A job that keeps failing (its worker
@@ -38,7 +42,7 @@ from app.core.config import Settings
 from app.core.errors import ImportFileInvalid
 from app.core.permissions import capped
 from app.core.tenancy import TenantContext
-from app.db.session import run_after_commit
+from app.db.session import discard_after_commit, is_write_conflict, run_after_commit
 from app.db.types import utcnow
 from app.models import ApiKey
 from app.repositories import imports as jobs
@@ -50,6 +54,10 @@ from app.services.imports import RowImporter, parse_file
 logger = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 5
+# A batch PostgreSQL rolled back to let a concurrent writer through (a deadlock on the running
+# totals, a serialization failure) kept nothing: it runs again at once, up to this many times,
+# before it fails as any error does (the job is then claimed again after its lease).
+CONFLICT_RETRIES = 3
 # How long one `run_once` works on its job before it lets its loop do other work.
 SLICE_SECONDS = 2.0
 
@@ -131,7 +139,7 @@ class ImportRunner:
             if job.dry_run:
                 done = await self._dry_batch(session, job, ctx, parsed)
             else:
-                done = await self._batch(session, job, ctx, parsed)
+                done = await self._batch_again_on_conflict(session, job, ctx, parsed)
             if done:
                 return True
             if time.monotonic() - started >= self.slice_seconds:
@@ -152,6 +160,20 @@ class ImportRunner:
             await jobs.finish(session, job.id, self.name, ImportStatus.SUCCEEDED, self.clock())
             return None
         return records
+
+    async def _batch_again_on_conflict(
+        self, session: AsyncSession, job: Row[Any], ctx: TenantContext, parsed: ParsedFile
+    ) -> bool:
+        conflicts = 0
+        while True:
+            try:
+                return await self._batch(session, job, ctx, parsed)
+            except Exception as exc:
+                conflicts += 1
+                if not is_write_conflict(exc) or conflicts > CONFLICT_RETRIES:
+                    raise
+                discard_after_commit(session)
+                logger.info("import %s: a batch met a write conflict; running it again", job.id)
 
     async def _batch(
         self, session: AsyncSession, job: Row[Any], ctx: TenantContext, parsed: ParsedFile

@@ -19,6 +19,8 @@ from app.models._columns import str_enum
 # JSONB on PostgreSQL (indexable, numbers kept as exact numerics), JSON text on SQLite.
 # A definition's key: lower-case identifier (it is also written into SQL and index names).
 CUSTOM_FIELD_KEY = r"^[a-z][a-z0-9_]{0,39}$"
+# The longest option of a select or multiselect (the value counts store options too).
+OPTION_MAX_LENGTH = 100
 
 JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db.base import Base, BigIntId
 from app.db.types import Money
 from app.models._columns import str_enum
-from app.models.custom_field import CustomFieldType
+from app.models.custom_field import OPTION_MAX_LENGTH, CustomFieldType
 from app.models.enums import DealStatus
 from app.models.pipeline import STAGE_KEY_LENGTH
 
@@ -98,6 +98,6 @@ class DealValueCount(Base):
     )
     key: Mapped[str] = mapped_column(String(40), primary_key=True)
     # The option, or `true` / `false`.
-    value: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(String(OPTION_MAX_LENGTH), primary_key=True)
     slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
     deal_count: Mapped[int] = mapped_column(BigInteger)

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    String,
     and_,
     case,
     cast,
@@ -141,7 +142,7 @@ def value_text(model: Carrier, key: str, dialect: str) -> ColumnElement[Any]:
     it for the value counts: a string as it is, a boolean `true` or `false`."""
     key = _checked_key(key)
     if dialect == "postgresql":
-        return model.custom_fields.op("->>")(literal_column(f"'{key}'"))
+        return model.custom_fields.op("->>", return_type=String())(literal_column(f"'{key}'"))
     path: ColumnElement[str] = literal_column(f"'$.{key}'")
     kind = func.json_type(model.custom_fields, path)
     return case(

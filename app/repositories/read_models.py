@@ -344,6 +344,10 @@ class ReadModelRepository(TenantRepository):
 
         The rebuilt totals start from the old version + 1, so the version still only grows."""
         previous = await self.deals_version()
+        # In the order deal writes lock them: daily counts (their triggers), value counts,
+        # running totals.
+        await self._rebuild_daily_counts()
+        await self._rebuild_value_counts()
         await self.session.execute(
             delete(DealStat).where(DealStat.organization_id == self.organization_id)
         )
@@ -373,8 +377,6 @@ class ReadModelRepository(TenantRepository):
                 ),
             )
         )
-        await self._rebuild_daily_counts()
-        await self._rebuild_value_counts()
         # Carry the version over on one row. With no deals there are no rows and the version is
         # 0, which only an entry computed for an organization without deals can carry.
         first = (

@@ -58,7 +58,7 @@ class DealSummary(OutputSchema):
         "rounded half-up to cents. Across currencies unless `currency` is given."
     )
     new_deals_last_n_days: int = Field(
-        description="Deals created in the last `days` days, in all of the organization's pipelines."
+        description="The pipeline's deals created in the last `days` days (any status)."
     )
     days: int
 

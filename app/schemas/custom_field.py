@@ -15,7 +15,12 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from app.models.custom_field import CUSTOM_FIELD_KEY, CustomFieldEntity, CustomFieldType
+from app.models.custom_field import (
+    CUSTOM_FIELD_KEY,
+    OPTION_MAX_LENGTH,
+    CustomFieldEntity,
+    CustomFieldType,
+)
 from app.schemas.common import InputSchema, Name, NotNullOnPatch, OutputSchema, Safe
 
 CHOICE_TYPES = frozenset({CustomFieldType.SELECT, CustomFieldType.MULTISELECT})
@@ -50,7 +55,9 @@ def _one_order_error(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
 
 OneOrderError = WrapValidator(_one_order_error)
 Option = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), Safe
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=OPTION_MAX_LENGTH),
+    Safe,
 ]
 Options = Annotated[list[Option], Field(min_length=1, max_length=MAX_OPTIONS)]
 # What records carry: `{key: value}`, each value checked against its definition by the service.

@@ -222,19 +222,22 @@ def _refused(result: BatchResult, record: Record, column: str | None, exc: AppEr
     result.failed_row()
 
 
-def custom_fields_of(record: Record, definitions: Definitions) -> dict[str, Any] | None:
-    """The record's `cf.<key>` cells (taken out of `record.values`), by key, as the API
-    would be sent them; None when it has none."""
-    keys = [name for name in record.values if name.startswith("cf.")]
-    if not keys:
-        return None
+def custom_fields_of(
+    record: Record, definitions: Definitions
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The record's other cells, and its `cf.<key>` cells by key as the API would be sent
+    them (None when it has none). The record stays as it is: a batch run again (after a
+    write conflict) reads the same cells."""
+    fixed: dict[str, Any] = {}
     given: dict[str, Any] = {}
-    for name in keys:
-        cell = record.values.pop(name)
+    for name, cell in record.values.items():
+        if not name.startswith("cf."):
+            fixed[name] = cell
+            continue
         key = name.removeprefix("cf.")
         definition = definitions.get(key)
         given[key] = cell if definition is None else import_cell(definition, cell)
-    return given
+    return fixed, given or None
 
 
 class RowImporter:
@@ -290,9 +293,9 @@ class RowImporter:
                 result.fail(record, None, "INVALID_ROW", record.problem)
                 result.failed_row()
                 continue
-            given[record.row] = custom_fields_of(record, definitions)
+            fixed, given[record.row] = custom_fields_of(record, definitions)
             try:
-                valid.append((record, ContactImportRow.model_validate(record.values)))
+                valid.append((record, ContactImportRow.model_validate(fixed)))
             except ValidationError as exc:
                 _validation_errors(result, record, exc)
         emails = {row.email.lower() for _, row in valid if row.email}
@@ -423,9 +426,9 @@ class RowImporter:
                 result.fail(record, None, "INVALID_ROW", record.problem)
                 result.failed_row()
                 continue
-            given[record.row] = custom_fields_of(record, definitions)
+            fixed, given[record.row] = custom_fields_of(record, definitions)
             try:
-                row = DealImportRow.model_validate(record.values)
+                row = DealImportRow.model_validate(fixed)
             except ValidationError as exc:
                 _validation_errors(result, record, exc)
                 continue

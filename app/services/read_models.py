@@ -67,7 +67,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import partial
 from itertools import chain
@@ -142,14 +142,14 @@ def _counted_value(filters: DealFilters) -> tuple[str, str] | None:
     return where.key, counted_text(where.value)
 
 
-def _counted_pairs(custom_fields: Mapping[str, Any]) -> set[tuple[str, str]]:
+def _counted_pairs(custom_fields: Mapping[str, Any]) -> frozenset[tuple[str, str]]:
     """The (key, value) pairs a deal's custom values may be counted under (the counted keys
     are known only from their definitions: `ReadModelRepository.counted_keys`)."""
-    return {
+    return frozenset(
         (key, counted_text(value))
         for key, value in custom_fields.items()
         if isinstance(value, str | bool)
-    }
+    )
 
 
 def summary_key(pipeline_id: int | None, days: int, currency: str | None) -> str:
@@ -173,7 +173,8 @@ class DealFigures:
     status: DealStatus
     stage: str
     amount: Decimal
-    custom_fields: Mapping[str, Any] = field(default_factory=dict)
+    # The (key, value) pairs of its custom values that may be counted (`_counted_pairs`).
+    values: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def of(cls, deal: Deal) -> DealFigures:
@@ -184,7 +185,7 @@ class DealFigures:
             deal.status,
             deal.stage,
             deal.amount,
-            dict(deal.custom_fields or {}),
+            _counted_pairs(deal.custom_fields or {}),
         )
 
     @property
@@ -276,8 +277,9 @@ class ReadModels:
 
     async def deal_written(self, *, before: DealFigures | None, after: Deal | None) -> None:
         """A deal was created (`before` None), changed, or deleted (`after` None): move it
-        between running totals, which moves the deals' data version, and drop the
-        organization's cached entries once (and only if) the transaction commits.
+        between the counts of its select and boolean custom values and between running
+        totals, which moves the deals' data version, and drop the organization's cached
+        entries once (and only if) the transaction commits.
 
         Call it last in the transaction: the totals rows stay locked for as short a time as
         possible. Not for a write that changed nothing."""
@@ -295,10 +297,13 @@ class ReadModels:
         after_commit(self.session, partial(self.cache.invalidate, self.organization_id))
 
     async def _count_values(self, before: DealFigures | None, after: DealFigures | None) -> None:
-        """Move the deal between the counts of its select and boolean custom values. Rows are
-        locked before the totals', by every writer: the same order everywhere."""
-        held = _counted_pairs(before.custom_fields) if before is not None else set()
-        holds = _counted_pairs(after.custom_fields) if after is not None else set()
+        """Move the deal between the counts of its select and boolean custom values, locked
+        before its running totals. A transaction that writes many deals (an import batch)
+        takes these rows in its deals' order, so it can deadlock with another writer of the
+        same rows: PostgreSQL rolls one back, a request answers 503 `WRITE_CONFLICT`, and an
+        import runs the batch again (`app.jobs.imports`)."""
+        held = before.values if before is not None else frozenset()
+        holds = after.values if after is not None else frozenset()
         if held == holds:
             return
         counted = await self.repository.counted_keys()
