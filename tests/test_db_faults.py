@@ -22,6 +22,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 
 from app.core.handlers import register_exception_handlers
 from app.main import create_app
@@ -193,6 +194,35 @@ async def test_a_request_whose_connection_died_before_its_first_statement_runs_a
     # The write ran once: its first run reached nothing.
     assert response.json()["total"] == 1
     assert await count_rows(engine, "contacts", "name = 'Once'") == 1
+
+
+async def test_a_pool_that_finds_every_connection_closed_at_checkout_is_not_a_500(
+    make_api: AppFactory, pg_url: str
+) -> None:
+    """The server ending connections as fast as the pool makes them: each one the pool tries
+    at checkout is found closed, and after its attempts it gives up ("This connection is
+    closed") before any statement ran. The request runs again once (200), and if the pool
+    gives up again it is answered 503 `DATABASE_UNAVAILABLE`, never 500."""
+    api = await make_api(pg_url)
+    owner = await api.register()
+    engine = api.app.state.resources.engine
+    refusals = {"left": 0}
+
+    def found_closed(*_: Any) -> None:
+        if refusals["left"] > 0:
+            refusals["left"] -= 1
+            raise DisconnectionError("the database closed this connection")
+
+    event.listen(engine.sync_engine, "checkout", found_closed)
+    try:
+        refusals["left"] = 2  # the pool's two attempts at one checkout
+        response = await owner.get("/contacts")
+        assert response.status_code == 200, response.text
+        assert refusals["left"] == 0, "the pool was not made to give up: nothing was tested"
+        refusals["left"] = 1_000
+        assert_problem(await owner.get("/contacts"), 503, "DATABASE_UNAVAILABLE")
+    finally:
+        event.remove(engine.sync_engine, "checkout", found_closed)
 
 
 # --- the database is down ---------------------------------------------------------------------

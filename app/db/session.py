@@ -11,7 +11,7 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError, DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InvalidRequestError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -146,12 +146,21 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return chain
 
 
+def _checkout_gave_up(exc: BaseException) -> bool:
+    """The pool's own error when every connection it tried at checkout was found closed
+    (`_check_connection`: the server ending connections as fast as they are made): no
+    statement of the request reached the database."""
+    return isinstance(exc, InvalidRequestError) and str(exc).startswith("This connection is closed")
+
+
 def is_lost_connection(exc: BaseException) -> bool:
     """Whether `exc` (or what caused it) says the database connection is gone or could not
     be made, rather than that a statement was wrong: the request can be answered 503 and
     tried again."""
     for current in _causes(exc):
         if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if _checkout_gave_up(current):
             return True
         if isinstance(current, _SESSION_ENDED):
             return True
@@ -178,7 +187,10 @@ def lost_before_first_statement(exc: BaseException) -> bool:
     of the request reached the database, so it may safely run again on a fresh connection.
     A connection lost later may have taken part of a request's work with it (rolled back,
     or a commit whose fate is unknown): that one is answered 503."""
-    return any(getattr(current, _NOTHING_RAN, False) for current in _causes(exc))
+    return any(
+        getattr(current, _NOTHING_RAN, False) or _checkout_gave_up(current)
+        for current in _causes(exc)
+    )
 
 
 def _nothing_ran(connection: Connection | None) -> bool:
